@@ -186,14 +186,7 @@ int main(int argc, char **argv)
 
     struct cg_rules_conf rc;
     cg_rules_conf_from(&rc, conf, cg_conf_tenant_find(conf, tenant));
-    int prc = cg_contacts_parse(&ct, body, len, version, err, sizeof(err));
-    if (prc) {
-        cg_evaluate_all(findings, CG_STATUS_ERROR,
-                        prc == CG_ETOOBIG ? "BODY_TOO_LARGE" : "BODY_MALFORMED",
-                        err);
-    } else {
-        cg_evaluate(&ct, &rc, findings);
-    }
+    int prc = cg_evaluate_body(body, len, version, &rc, &ct, findings);
 
     char subid[40] = "";
     if (sub)

@@ -1,6 +1,7 @@
 #include "evaluate.h"
 
 #include "conf.h"
+#include "err.h"
 #include "mem.h"
 
 #include <ctype.h>
@@ -537,4 +538,19 @@ void cg_evaluate(const struct cg_contacts *ct, const struct cg_rules_conf *rc,
                            first.reason);
         }
     }
+}
+
+int cg_evaluate_body(const char *body, size_t len, enum cg_api_version v,
+                     const struct cg_rules_conf *rc, struct cg_contacts *ct,
+                     struct cg_finding out[CG_RULE_COUNT])
+{
+    char err[256];
+    int prc = cg_contacts_parse(ct, body, len, v, err, sizeof(err));
+    if (prc)
+        cg_evaluate_all(out, CG_STATUS_ERROR,
+                        prc == CG_ETOOBIG ? "BODY_TOO_LARGE" : "BODY_MALFORMED",
+                        err);
+    else
+        cg_evaluate(ct, rc, out);
+    return prc;
 }

@@ -48,6 +48,16 @@ void cg_rules_conf_from(struct cg_rules_conf *rc, const struct cg_conf *conf,
 void cg_evaluate(const struct cg_contacts *ct, const struct cg_rules_conf *rc,
                  struct cg_finding out[CG_RULE_COUNT]);
 
+/*
+ * Parses one body into ct (initialised by the caller, freed by the caller)
+ * and evaluates it; a body that cannot be read gives ERROR findings with
+ * BODY_MALFORMED or BODY_TOO_LARGE and the parser's sentence as reason.
+ * Returns the parser's result (0 or a CG_E* code).
+ */
+int cg_evaluate_body(const char *body, size_t len, enum cg_api_version v,
+                     const struct cg_rules_conf *rc, struct cg_contacts *ct,
+                     struct cg_finding out[CG_RULE_COUNT]);
+
 /* Gives every rule the same verdict, e.g. ERROR for an unreadable body or
  * SKIPPED for a Disabled subscription; the reason is also the evidence. */
 void cg_evaluate_all(struct cg_finding out[CG_RULE_COUNT],
