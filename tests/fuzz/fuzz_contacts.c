@@ -15,9 +15,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static const enum cg_api_version versions[] = {
-        CG_API_UNKNOWN, CG_API_2017, CG_API_2020, CG_API_2023
-    };
+    static const enum cg_api_version versions[] = { CG_API_UNKNOWN, CG_API_2017,
+                                                    CG_API_2020, CG_API_2023 };
     /* The first byte picks the settings, so the fuzzer explores them. */
     struct cg_rules_conf rc;
     cg_rules_conf_default(&rc);

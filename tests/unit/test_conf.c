@@ -38,11 +38,12 @@ struct bad_row {
 };
 
 static const struct bad_row bad[] = {
-    { "unknown top-level key", "{\n  \"log\": {\"levle\": \"debug\"}\n}",
-      NULL, "unknown key 'log.levle'" },
+    { "unknown top-level key", "{\n  \"log\": {\"levle\": \"debug\"}\n}", NULL,
+      "unknown key 'log.levle'" },
     { "unknown key has file:line", "{\n\n  \"nope\": 1\n}", NULL, ":3:" },
-    { "enum out of range", "{\"rules\":{\"alert_severity\":{\"level\":"
-                           "\"Severe\"}}}",
+    { "enum out of range",
+      "{\"rules\":{\"alert_severity\":{\"level\":"
+      "\"Severe\"}}}",
       NULL, "not one of Low|Medium|High" },
     { "int below minimum", "{\"worker\":{\"max_in_flight\":0}}", NULL,
       "worker.max_in_flight" },
@@ -52,8 +53,8 @@ static const struct bad_row bad[] = {
       NULL, "client_secret may not be written" },
     { "tenant without id", "{\"tenants\":[{\"name\":\"x\"}]}", NULL,
       "needs an \"id\"" },
-    { "unknown tenant key", "{\"tenants\":[{\"id\":\"t\",\"colour\":1}]}",
-      NULL, "unknown tenant key 'colour'" },
+    { "unknown tenant key", "{\"tenants\":[{\"id\":\"t\",\"colour\":1}]}", NULL,
+      "unknown tenant key 'colour'" },
     { "--set unknown key", NULL, "worker.nope=1", "unknown key" },
     { "--set without =", NULL, "log.level", "key=value" },
     { "--set a secret", NULL, "redis.password=hunter22",
@@ -76,8 +77,7 @@ int main(void)
           "default log.level");
     CHECK(cg_conf_int(conf, "worker.max_in_flight") == 256,
           "default worker.max_in_flight");
-    CHECK(!cg_conf_bool(conf, "rules.alert_severity.exact"),
-          "default exact");
+    CHECK(!cg_conf_bool(conf, "rules.alert_severity.exact"), "default exact");
     CHECK(strcmp(cg_conf_str(conf, "azure.api_version"),
                  "2023-12-01-preview") == 0,
           "default api version");
@@ -96,8 +96,8 @@ int main(void)
     CHECK(cg_conf_int(conf, "worker.max_in_flight") == 64, "file int");
     char *env[] = { "CONTACTGUARD_LOG_LEVEL=debug",
                     "CONTACTGUARD_WORKER_MAX_IN_FLIGHT=128",
-                    "CONTACTGUARD_KAFKA_BOOTSTRAP_SERVERS=env:9092",
-                    "OTHER=1", NULL };
+                    "CONTACTGUARD_KAFKA_BOOTSTRAP_SERVERS=env:9092", "OTHER=1",
+                    NULL };
     CHECK(cg_conf_load_env(conf, env, err, sizeof(err)) == 0, "env: %s", err);
     CHECK(strcmp(cg_conf_str(conf, "log.level"), "debug") == 0,
           "env beats file");
@@ -179,10 +179,10 @@ int main(void)
           "secret read from file, newline stripped");
     CHECK(t && t->remediation_mode == CG_REMEDIATION_DRY_RUN,
           "tenant remediation mode");
-    CHECK(t && t->remediation_emails &&
-              !strcmp(t->remediation_emails,
-                      "soc@contoso.com;cert@contoso.com"),
-          "tenant remediation emails");
+    CHECK(
+        t && t->remediation_emails &&
+            !strcmp(t->remediation_emails, "soc@contoso.com;cert@contoso.com"),
+        "tenant remediation emails");
     CHECK(t && t->alert_severity_level &&
               !strcmp(t->alert_severity_level, "Low"),
           "tenant rule level");
@@ -213,18 +213,17 @@ int main(void)
             rc = cg_conf_set_arg(conf, bad[i].set, err, sizeof(err));
         CHECK(rc == CG_ECONF, "%s: want CG_ECONF, got %d", bad[i].name, rc);
         CHECK(strstr(err, bad[i].want_text) != NULL,
-              "%s: error '%s' lacks '%s'", bad[i].name, err,
-              bad[i].want_text);
-        CHECK(strstr(err, "hunter22") == NULL && strstr(err, "s3cr3t") ==
-                                                     NULL,
+              "%s: error '%s' lacks '%s'", bad[i].name, err, bad[i].want_text);
+        CHECK(strstr(err, "hunter22") == NULL && strstr(err, "s3cr3t") == NULL,
               "%s: secret echoed in error", bad[i].name);
         cg_conf_free(conf);
     }
 
     /* cg_conf_from_args: --config applies before --set, whatever the order */
     path = write_file("args.json", "{\"log\":{\"level\":\"warn\"}}");
-    char *argv[] = { "prog", "--set", "log.level=debug", "--config",
-                     (char *)path, "input.json", NULL };
+    char *argv[] = { "prog",     "--set",      "log.level=debug",
+                     "--config", (char *)path, "input.json",
+                     NULL };
     int argc = 6;
     bool dumpflag;
     conf = cg_conf_new();

@@ -6,6 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define BAD_RULE                                                               \
+    "{\"schema\":\"contactguard.finding/"                                      \
+    "1\",\"rule\":\"nope\",\"status\":\"PASS\"}"
 #define SUB "0b1f6471-1bf0-4dda-aec3-cb9272f09590"
 
 static void make(struct cg_finding *f, enum cg_rule rule, enum cg_status st)
@@ -63,9 +66,7 @@ int main(void)
     free(line);
     cg_finding_clear(&g);
 
-    const char *bad[] = { "", "{}", "[1]", "{\"schema\":\"x\"}",
-                          "{\"schema\":\"contactguard.finding/1\","
-                          "\"rule\":\"nope\",\"status\":\"PASS\"}" };
+    const char *bad[] = { "", "{}", "[1]", "{\"schema\":\"x\"}", BAD_RULE };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         CHECK(cg_finding_parse(bad[i], strlen(bad[i]), &g, err, sizeof(err)) !=
                   0,
@@ -115,7 +116,8 @@ int main(void)
         CHECK(cg_json_str(cloud, "provider") &&
                   !strcmp(cg_json_str(cloud, "provider"), "Azure"),
               "%s: cloud.provider", st);
-        CHECK(cg_json_str(acct, "uid") && !strcmp(cg_json_str(acct, "uid"), SUB),
+        CHECK(cg_json_str(acct, "uid") &&
+                  !strcmp(cg_json_str(acct, "uid"), SUB),
               "%s: cloud.account.uid", st);
         CHECK(cg_json_int(acct, "type_id", &n) == CG_JSON_OK && n == 13,
               "%s: account type_id", st);

@@ -78,13 +78,12 @@ int main(int argc, char **argv)
             snprintf(got, sizeof(got), "%s:%s", cg_status_name(out[r].status),
                      out[r].reason_code);
             CHECK(strcmp(got, want[r]) == 0,
-                  "cases.txt:%d %s (%s) %s: want %s, got %s (%s)", lineno,
-                  file, ver, cg_rule_info((enum cg_rule)r)->id, want[r], got,
+                  "cases.txt:%d %s (%s) %s: want %s, got %s (%s)", lineno, file,
+                  ver, cg_rule_info((enum cg_rule)r)->id, want[r], got,
                   out[r].reason);
-            CHECK(out[r].evidence != NULL && out[r].reason &&
-                      out[r].reason[0],
-                  "cases.txt:%d %s: %s has no reason or evidence", lineno,
-                  file, cg_rule_info((enum cg_rule)r)->id);
+            CHECK(out[r].evidence != NULL && out[r].reason && out[r].reason[0],
+                  "cases.txt:%d %s: %s has no reason or evidence", lineno, file,
+                  cg_rule_info((enum cg_rule)r)->id);
             cg_finding_clear(&out[r]);
         }
         cg_contacts_free(&ct);

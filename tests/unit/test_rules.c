@@ -9,8 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define V23(props) "{\"value\":[{\"name\":\"default\",\"properties\":" props "}]}"
-#define ON_OWNER   "\"notificationsByRole\":{\"state\":\"On\",\"roles\":[\"Owner\"]}"
+#define V23(props)                                                             \
+    "{\"value\":[{\"name\":\"default\",\"properties\":" props "}]}"
+#define ON_OWNER                                                               \
+    "\"notificationsByRole\":{\"state\":\"On\",\"roles\":[\"Owner\"]}"
 
 struct row {
     const char *name;
@@ -29,8 +31,8 @@ static const struct row rows[] = {
     { "2023 alert Low passes level High", CG_API_2023,
       V23("{\"isEnabled\":true,\"notificationsSources\":[{\"sourceType\":"
           "\"Alert\",\"minimalSeverity\":\"Low\"}]}"),
-      NULL, CG_LEVEL_HIGH, false, CG_LEVEL_HIGH, NULL,
-      CG_RULE_ALERT_SEVERITY, "PASS:ALERT_SEVERITY_OK" },
+      NULL, CG_LEVEL_HIGH, false, CG_LEVEL_HIGH, NULL, CG_RULE_ALERT_SEVERITY,
+      "PASS:ALERT_SEVERITY_OK" },
     { "exact mode: Low is not exactly High", CG_API_2023,
       V23("{\"isEnabled\":true,\"notificationsSources\":[{\"sourceType\":"
           "\"Alert\",\"minimalSeverity\":\"Low\"}]}"),
@@ -50,8 +52,8 @@ static const struct row rows[] = {
     { "level Medium: High leaves Medium out", CG_API_2023,
       V23("{\"isEnabled\":true,\"notificationsSources\":[{\"sourceType\":"
           "\"Alert\",\"minimalSeverity\":\"High\"}]}"),
-      NULL, CG_LEVEL_MEDIUM, false, CG_LEVEL_HIGH, NULL,
-      CG_RULE_ALERT_SEVERITY, "FAIL:ALERT_SEVERITY_TOO_HIGH" },
+      NULL, CG_LEVEL_MEDIUM, false, CG_LEVEL_HIGH, NULL, CG_RULE_ALERT_SEVERITY,
+      "FAIL:ALERT_SEVERITY_TOO_HIGH" },
     { "level Low: Low passes", CG_API_2023,
       V23("{\"isEnabled\":true,\"notificationsSources\":[{\"sourceType\":"
           "\"Alert\",\"minimalSeverity\":\"Low\"}]}"),
@@ -60,8 +62,8 @@ static const struct row rows[] = {
     { "2017 On counts as High: fails level Medium", CG_API_2017,
       "{\"value\":[{\"name\":\"default1\",\"properties\":{"
       "\"alertNotifications\":\"On\"}}]}",
-      NULL, CG_LEVEL_MEDIUM, false, CG_LEVEL_HIGH, NULL,
-      CG_RULE_ALERT_SEVERITY, "FAIL:ALERT_SEVERITY_TOO_HIGH" },
+      NULL, CG_LEVEL_MEDIUM, false, CG_LEVEL_HIGH, NULL, CG_RULE_ALERT_SEVERITY,
+      "FAIL:ALERT_SEVERITY_TOO_HIGH" },
     { "2020 On without severity", CG_API_2020,
       "[{\"properties\":{\"alertNotifications\":{\"state\":\"On\"}}}]", NULL,
       CG_LEVEL_HIGH, false, CG_LEVEL_HIGH, NULL, CG_RULE_ALERT_SEVERITY,
@@ -69,13 +71,13 @@ static const struct row rows[] = {
     { "2020 severity Off state with Low", CG_API_2020,
       "[{\"properties\":{\"alertNotifications\":{\"state\":\"Off\","
       "\"minimalSeverity\":\"Low\"}}}]",
-      NULL, CG_LEVEL_HIGH, false, CG_LEVEL_HIGH, NULL,
-      CG_RULE_ALERT_SEVERITY, "FAIL:ALERT_NOTIFICATIONS_OFF" },
+      NULL, CG_LEVEL_HIGH, false, CG_LEVEL_HIGH, NULL, CG_RULE_ALERT_SEVERITY,
+      "FAIL:ALERT_NOTIFICATIONS_OFF" },
     { "attack level Critical: Critical passes", CG_API_2023,
       V23("{\"isEnabled\":true,\"notificationsSources\":[{\"sourceType\":"
           "\"AttackPath\",\"minimalRiskLevel\":\"Critical\"}]}"),
-      NULL, CG_LEVEL_HIGH, false, CG_LEVEL_CRITICAL, NULL,
-      CG_RULE_ATTACK_PATHS, "PASS:ATTACK_PATHS_OK" },
+      NULL, CG_LEVEL_HIGH, false, CG_LEVEL_CRITICAL, NULL, CG_RULE_ATTACK_PATHS,
+      "PASS:ATTACK_PATHS_OK" },
     { "attack default High: Critical fails", CG_API_2023,
       V23("{\"isEnabled\":true,\"notificationsSources\":[{\"sourceType\":"
           "\"AttackPath\",\"minimalRiskLevel\":\"Critical\"}]}"),
@@ -102,9 +104,8 @@ static const struct row rows[] = {
       CG_RULE_ADDITIONAL_EMAILS, "PASS:EMAIL_VALID" },
     { "one of two required addresses missing", CG_API_2023,
       V23("{\"isEnabled\":true,\"emails\":\"soc@contoso.com\"}"), NULL,
-      CG_LEVEL_HIGH, false, CG_LEVEL_HIGH,
-      "soc@contoso.com;cert@contoso.com", CG_RULE_ADDITIONAL_EMAILS,
-      "FAIL:CONFIGURED_EMAIL_MISSING" },
+      CG_LEVEL_HIGH, false, CG_LEVEL_HIGH, "soc@contoso.com;cert@contoso.com",
+      CG_RULE_ADDITIONAL_EMAILS, "FAIL:CONFIGURED_EMAIL_MISSING" },
     { "no valid address beats a missing required one", CG_API_2023,
       V23("{\"isEnabled\":true,\"emails\":\"nope\"}"), NULL, CG_LEVEL_HIGH,
       false, CG_LEVEL_HIGH, "soc@contoso.com", CG_RULE_ADDITIONAL_EMAILS,
@@ -133,8 +134,8 @@ static const struct row rows[] = {
       CG_LEVEL_HIGH, false, CG_LEVEL_HIGH, NULL, CG_RULE_ADDITIONAL_EMAILS,
       "PASS:EMAIL_VALID" },
     { "2020 bare array, attack paths", CG_API_UNKNOWN,
-      "[{\"properties\":{\"emails\":\"a@contoso.com\"}}]", NULL,
-      CG_LEVEL_HIGH, false, CG_LEVEL_HIGH, NULL, CG_RULE_ATTACK_PATHS,
+      "[{\"properties\":{\"emails\":\"a@contoso.com\"}}]", NULL, CG_LEVEL_HIGH,
+      false, CG_LEVEL_HIGH, NULL, CG_RULE_ATTACK_PATHS,
       "ERROR:API_VERSION_UNSUPPORTED" },
     { "role Owner odd case", CG_API_2020,
       "[{\"properties\":{\"notificationsByRole\":{\"state\":\"ON\","
@@ -208,8 +209,8 @@ int main(void)
                                     err, sizeof(err));
         CHECK(rc1 == 0, "%s: parse: %s", r->name, err);
         if (r->body2) {
-            rc1 = cg_contacts_parse(&ct, r->body2, strlen(r->body2),
-                                    r->version, err, sizeof(err));
+            rc1 = cg_contacts_parse(&ct, r->body2, strlen(r->body2), r->version,
+                                    err, sizeof(err));
             CHECK(rc1 == 0, "%s: page 2: %s", r->name, err);
         }
         struct cg_finding out[CG_RULE_COUNT];
@@ -227,8 +228,7 @@ int main(void)
     for (size_t i = 0; i < sizeof(emails) / sizeof(emails[0]); i++) {
         const struct email_row *e = &emails[i];
         CHECK(cg_email_valid(e->addr, strlen(e->addr)) == e->valid,
-              "address '%s': want %s", e->addr,
-              e->valid ? "valid" : "invalid");
+              "address '%s': want %s", e->addr, e->valid ? "valid" : "invalid");
     }
 
     /* Purity: the same input twice gives the same verdicts and evidence. */
