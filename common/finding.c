@@ -1,5 +1,6 @@
 #include "finding.h"
 
+#include "clock.h"
 #include "err.h"
 #include "json.h"
 #include "mem.h"
@@ -193,20 +194,11 @@ static json_t *refs_json(const struct cg_rule_info *ri)
     return a;
 }
 
-static void time_iso(long long ms, char *out, size_t outsz)
-{
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    size_t n = strftime(out, outsz, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out + n, outsz - n, ".%03lldZ", ms % 1000);
-}
-
 char *cg_finding_compact(const struct cg_finding *f)
 {
     const struct cg_rule_info *ri = cg_rule_info(f->rule);
     char when[40];
-    time_iso(f->time_ms, when, sizeof(when));
+    cg_time_iso(f->time_ms, when, sizeof(when));
     json_t *o = json_object();
     json_object_set_new(o, "schema", json_string(CG_FINDING_SCHEMA));
     json_object_set_new(o, "rule", json_string(ri ? ri->id : "unknown"));
