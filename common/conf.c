@@ -41,6 +41,8 @@ static const struct cg_conf_opt conf_table[] = {
       "timeout of one HTTP request" },
     { "azure.max_body", CG_CONF_INT, "4194304", 1024, 268435456, NULL,
       "largest response body accepted, bytes" },
+    { "azure.tenant_max_in_flight", CG_CONF_INT, "32", 1, 10000, NULL,
+      "ARM requests in flight per tenant" },
     { "azure.client_id", CG_CONF_STR, "", 0, 0, NULL,
       "default application (client) id for every tenant" },
     { "azure.auth", CG_CONF_ENUM, "secret", 0, 0,
