@@ -23,9 +23,8 @@ static void kafka_error_cb(rd_kafka_t *rk, int err, const char *reason,
                            void *opaque)
 {
     (void)opaque;
-    cg_warn("kafka.error", "client=%s code=%s reason=\"%s\"",
-            rd_kafka_name(rk), rd_kafka_err2name((rd_kafka_resp_err_t)err),
-            reason);
+    cg_warn("kafka.error", "client=%s code=%s reason=\"%s\"", rd_kafka_name(rk),
+            rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
 }
 
 static int conf_set(rd_kafka_conf_t *kc, const char *k, const char *v,
@@ -61,8 +60,8 @@ fail:
     return NULL;
 }
 
-void cg_kafka_header(const rd_kafka_message_t *msg, const char *name,
-                     char *out, size_t outsz)
+void cg_kafka_header(const rd_kafka_message_t *msg, const char *name, char *out,
+                     size_t outsz)
 {
     rd_kafka_headers_t *hdrs = NULL;
     const void *val = NULL;

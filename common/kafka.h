@@ -27,7 +27,7 @@ rd_kafka_conf_t *cg_kafka_conf(const struct cg_conf *conf,
 
 /* The value of the last header `name` of a message as a NUL-terminated
  * copy into out, or "" when absent. */
-void cg_kafka_header(const rd_kafka_message_t *msg, const char *name,
-                     char *out, size_t outsz);
+void cg_kafka_header(const rd_kafka_message_t *msg, const char *name, char *out,
+                     size_t outsz);
 
 #endif

@@ -19,7 +19,7 @@ static const struct step steps[] = {
     { 'f', 0, 12, 13 }, /* all done: one past the last */
     { 'f', 0, 99, -1 }, /* unknown */
     { 'b', 1, 5, 5 },   { 'b', 0, 13, 13 }, { 'f', 1, 5, 6 },
-    { 'b', 0, 3, 3 },   /* seek back: the partition starts over */
+    { 'b', 0, 3, 3 }, /* seek back: the partition starts over */
     { 'f', 0, 3, 4 },   { 'x', 0, 0, -1 },  { 'f', 0, 4, -1 },
 };
 
@@ -31,14 +31,18 @@ int main(void)
         if (s->op == 'b') {
             cg_offsets_begin(o, s->part, s->offset);
             int64_t w = cg_offsets_watermark(o, s->part);
-            CHECK(w == s->want, "step %zu begin p%d@%lld: watermark %lld, "
-                  "want %lld", i, s->part, (long long)s->offset,
-                  (long long)w, (long long)s->want);
+            CHECK(w == s->want,
+                  "step %zu begin p%d@%lld: watermark %lld, "
+                  "want %lld",
+                  i, s->part, (long long)s->offset, (long long)w,
+                  (long long)s->want);
         } else if (s->op == 'f') {
             int64_t got = cg_offsets_finish(o, s->part, s->offset);
-            CHECK(got == s->want, "step %zu finish p%d@%lld: got %lld, "
-                  "want %lld", i, s->part, (long long)s->offset,
-                  (long long)got, (long long)s->want);
+            CHECK(got == s->want,
+                  "step %zu finish p%d@%lld: got %lld, "
+                  "want %lld",
+                  i, s->part, (long long)s->offset, (long long)got,
+                  (long long)s->want);
         } else {
             cg_offsets_forget(o, s->part);
             CHECK(cg_offsets_watermark(o, s->part) == -1,
