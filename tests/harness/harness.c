@@ -1271,39 +1271,45 @@ out:
     return rc;
 }
 
+/*
+ * Asks for every topic rather than for this one: the mock cluster creates a
+ * topic that a Metadata request names, whatever the client's
+ * allow.auto.create.topics says, and a test must be able to see that a
+ * topic does not exist.
+ */
 static int topic_partitions(rd_kafka_t *rk, const char *topic, int timeout_ms,
                             char *errbuf, size_t errsz)
 {
     int64_t deadline = cg_harness_now_ms() + timeout_ms;
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
     rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR__TIMED_OUT;
-    int rc;
 
-    /* Metadata may fail while the cluster is coming up or a broker is
-     * down; retry until the deadline. */
+    /* Metadata fails while a broker the test took down is still the one
+     * asked; retry until the deadline. */
     for (;;) {
         const struct rd_kafka_metadata *md = NULL;
         int64_t left = deadline - cg_harness_now_ms();
 
         if (left <= 0)
             break;
-        err = rd_kafka_metadata(rk, 0, rkt, &md, (int)left);
-        if (!err && md->topic_cnt == 1 && !md->topics[0].err) {
-            rc = md->topics[0].partition_cnt;
-            rd_kafka_metadata_destroy(md);
-            rd_kafka_topic_destroy(rkt);
-            return rc;
-        }
+        err = rd_kafka_metadata(rk, 1, NULL, &md, (int)left);
         if (!err) {
-            err = md->topic_cnt == 1 ? md->topics[0].err
-                                     : RD_KAFKA_RESP_ERR_UNKNOWN;
+            int rc = CG_ENOTFOUND;
+
+            err = RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+            for (int i = 0; i < md->topic_cnt; i++) {
+                if (strcmp(md->topics[i].topic, topic) == 0) {
+                    err = md->topics[i].err;
+                    rc = md->topics[i].partition_cnt;
+                }
+            }
             rd_kafka_metadata_destroy(md);
+            if (!err)
+                return rc;
+            if (err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
+                break;
         }
-        if (err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
-            break;
         poll(NULL, 0, 50);
     }
-    rd_kafka_topic_destroy(rkt);
     return cg_err_set(errbuf, errsz,
                       err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART
                           ? CG_ENOTFOUND
@@ -1314,10 +1320,8 @@ static int topic_partitions(rd_kafka_t *rk, const char *topic, int timeout_ms,
 int cg_harness_kafka_partitions(const char *bootstrap, const char *topic,
                                 int timeout_ms, char *errbuf, size_t errsz)
 {
-    /* No auto-creation: asking must not make the topic exist. */
-    const char *kv[] = { "allow.auto.create.topics", "false", NULL };
-    rd_kafka_t *rk =
-        kafka_new(RD_KAFKA_CONSUMER, bootstrap, kv, NULL, NULL, errbuf, errsz);
+    rd_kafka_t *rk = kafka_new(RD_KAFKA_CONSUMER, bootstrap, NULL, NULL, NULL,
+                               errbuf, errsz);
     int rc;
 
     if (!rk)
