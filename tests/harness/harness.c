@@ -206,6 +206,37 @@ int cg_harness_wait_port(int port, int timeout_ms)
     return 0;
 }
 
+int cg_harness_pid_wait_gone(pid_t pid, int timeout_ms)
+{
+    int64_t deadline = cg_harness_now_ms() + timeout_ms;
+    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    int rc = CG_ETIMEOUT;
+
+    if (fd < 0) {
+        if (errno == ESRCH)
+            return 0;
+        /* No pidfd: kill(pid, 0) cannot tell a zombie from a live process,
+         * so this fallback only sees processes that were reaped. */
+        while (kill(pid, 0) == 0 && cg_harness_now_ms() < deadline)
+            poll(NULL, 0, 10);
+        return kill(pid, 0) == 0 ? CG_ETIMEOUT : 0;
+    }
+    for (;;) {
+        struct pollfd pfd = { .fd = fd, .events = POLLIN };
+        int64_t left = deadline - cg_harness_now_ms();
+        int n = poll(&pfd, 1, left > 0 ? (int)left : 0);
+
+        if (n > 0) {
+            rc = 0;
+            break;
+        }
+        if ((n == 0 && left <= 0) || (n < 0 && errno != EINTR))
+            break;
+    }
+    close(fd);
+    return rc;
+}
+
 int cg_harness_file_grep(const char *path, const char *needle)
 {
     FILE *f = fopen(path, "r");
