@@ -1414,7 +1414,7 @@ int cg_harness_kafka_consume(const char *bootstrap, const char *topic,
                              size_t errsz)
 {
     int64_t deadline = cg_harness_now_ms() + timeout_ms;
-    static unsigned serial;
+    unsigned serial;
     char group[64];
     const char *kv[] = { "group.id",
                          group,
@@ -1434,8 +1434,10 @@ int cg_harness_kafka_consume(const char *bootstrap, const char *topic,
 
     /* Unused by the broker (nothing is committed or subscribed), but
      * unique so two readers never share anything. */
-    snprintf(group, sizeof(group), "cg-harness-%d-%u", (int)getpid(),
-             __atomic_add_fetch(&serial, 1, __ATOMIC_RELAXED));
+    pthread_mutex_lock(&harness.lock);
+    serial = ++harness.seq;
+    pthread_mutex_unlock(&harness.lock);
+    snprintf(group, sizeof(group), "cg-harness-%d-%u", (int)getpid(), serial);
     rk = kafka_new(RD_KAFKA_CONSUMER, bootstrap, kv, NULL, NULL, errbuf, errsz);
     if (!rk)
         return CG_EKAFKA;

@@ -131,6 +131,27 @@ static void test_start_failures(void)
     cg_harness_proc_free(p);
 }
 
+/* A contactguard binary found through cg_harness_binaries(). */
+static void test_binary_path(void)
+{
+    const char *const argv[] = { CG_BIN_CONTACTGUARD_DEVBROKER, "--help",
+                                 NULL };
+    char errbuf[256];
+    struct cg_harness_proc *p =
+        cg_harness_proc_start(argv, NULL, errbuf, sizeof(errbuf));
+    int status = -1;
+
+    CHECK(p != NULL, "start %s: %s", argv[0], errbuf);
+    if (!p)
+        return;
+    CHECK(strncmp(cg_harness_proc_first_line(p), "usage:", 6) == 0,
+          "--help prints usage first (`%s`)", cg_harness_proc_first_line(p));
+    CHECK(cg_harness_proc_wait(p, 10000, &status) == 0 && WIFEXITED(status) &&
+              WEXITSTATUS(status) == 0,
+          "--help exits 0 (%d)", status);
+    cg_harness_proc_free(p);
+}
+
 int main(void)
 {
     /* Orphaned grandchildren come to us, so that they can be reaped. */
@@ -138,5 +159,6 @@ int main(void)
     test_lines_and_stderr();
     test_stop_escalates();
     test_start_failures();
+    test_binary_path();
     return check_done();
 }
