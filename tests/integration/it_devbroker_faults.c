@@ -297,6 +297,35 @@ static void test_latency(struct cg_harness_devbroker *db, const char *bs)
     rd_kafka_destroy(rk);
 }
 
+/* A topic whose metadata carries an error takes no messages (librdkafka
+ * 2.0.2 holds them until message.timeout.ms rather than failing them at
+ * once), and works again once the error is cleared. */
+static void test_topic_error(struct cg_harness_devbroker *db, const char *bs)
+{
+    struct cg_harness_msg m = {
+        .key = "k", .key_len = 1, .value = "v", .value_len = 1, .partition = -1
+    };
+    char errbuf[256];
+    int rc;
+
+    CHECK(cg_harness_devbroker_cmd(
+              db, "topic-error contactguard.events TOPIC_AUTHORIZATION_FAILED",
+              NULL, 0) == 0,
+          "topic-error set");
+    rc = cg_harness_kafka_produce(bs, "contactguard.events", &m, 1, 3000,
+                                  errbuf, sizeof(errbuf));
+    CHECK(rc < 0, "produce to the failing topic fails (%d)", rc);
+    printf("topic_error_produce=\"%s\"\n", rc < 0 ? errbuf : "ok");
+    CHECK(cg_harness_devbroker_cmd(db,
+                                   "topic-error contactguard.events "
+                                   "NO_ERROR",
+                                   NULL, 0) == 0,
+          "topic-error cleared");
+    rc = cg_harness_kafka_produce(bs, "contactguard.events", &m, 1, 10000,
+                                  errbuf, sizeof(errbuf));
+    CHECK(rc == 0, "produce works again: %s", rc ? errbuf : "");
+}
+
 int main(void)
 {
     char errbuf[256];
@@ -313,6 +342,7 @@ int main(void)
     test_injected_errors(db, bs);
     test_idempotent_timeout(db, bs);
     test_latency(db, bs);
+    test_topic_error(db, bs);
 
     cg_harness_devbroker_free(db);
     return check_done();
