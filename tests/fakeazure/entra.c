@@ -406,6 +406,16 @@ static bool claim_time(const json_t *claims, const char *name, long long *out)
     return true;
 }
 
+static bool thumb_eq(const char *got, const char *want)
+{
+    size_t n = strlen(want);
+    if (strncmp(got, want, n))
+        return false;
+    while (got[n] == '=')
+        n++;
+    return got[n] == '\0';
+}
+
 /* Checks signature, times, audience and jti. Returns 0 or answers. */
 static int check_assertion(struct cg_fa_entra *e, struct cg_fa_resp *resp,
                            const struct jwt *j, const struct signer *s,
@@ -423,8 +433,9 @@ static int check_assertion(struct cg_fa_entra *e, struct cg_fa_resp *resp,
     if (!federated) {
         const char *t256 = cg_json_str(j->header, "x5t#S256");
         const char *t1 = cg_json_str(j->header, "x5t");
-        bool match =
-            (t256 && !strcmp(t256, s->x5t_s256)) || (t1 && !strcmp(t1, s->x5t));
+        /* Some clients (MSAL for Python) keep the base64 padding. */
+        bool match = (t256 && thumb_eq(t256, s->x5t_s256)) ||
+                     (t1 && thumb_eq(t1, s->x5t));
         if (!match) {
             aad_error(e, resp, 401, "invalid_client", 700027,
                       "Client assertion failed signature validation. "
