@@ -5,6 +5,8 @@
 #   FAKEAZURE=/path/to/contactguard-fakeazure
 #   . harness.sh
 #   fa_start [flags...]   # sets FA_URL, FA_DIR (tls/, creds.json, truth.jsonl)
+#                         # FA_PLAIN=1: plain HTTP; FA_WRAP: a command
+#                         # prefix such as "taskset -c 0"
 #   fa_token N            # bearer token of tenant N (0-based)
 #   fa_curl ARGS...       # curl trusting the fake's CA
 
@@ -37,7 +39,12 @@ fa_start() {
     FA_DIR=$(mktemp -d "${TMPDIR:-/tmp}/fakeazure.XXXXXX")
     trap fa_stop EXIT
     mkfifo "$FA_DIR/stdout"
-    "$FAKEAZURE" --tls-self-signed "$FA_DIR/tls" \
+    local tls=(--tls-self-signed "$FA_DIR/tls")
+    if [ -n "${FA_PLAIN:-}" ]; then
+        tls=()
+    fi
+    # shellcheck disable=SC2086
+    ${FA_WRAP:-} "$FAKEAZURE" "${tls[@]}" \
         --credentials "$FA_DIR/creds.json" --truth "$FA_DIR/truth.jsonl" \
         "$@" >"$FA_DIR/stdout" 2>"$FA_DIR/stderr" &
     FA_PID=$!
@@ -53,7 +60,11 @@ fa_start() {
 }
 
 fa_curl() {
-    curl -sS --cacert "$FA_DIR/tls/ca.pem" "$@"
+    if [ -n "${FA_PLAIN:-}" ]; then
+        curl -sS "$@"
+    else
+        curl -sS --cacert "$FA_DIR/tls/ca.pem" "$@"
+    fi
 }
 
 # Tenant N's id, client id and secret.
