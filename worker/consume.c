@@ -76,8 +76,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
     struct cg_consume *c = opaque;
-    bool cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE")
-                       == 0;
+    bool cooperative =
+        strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
     c->stats.rebalances++;
     c->joined = true;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
@@ -142,8 +142,7 @@ static void consume_serve(struct cg_consume *c)
             if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
                 c->stats.errors++;
                 cg_warn("consume.error", "error=%s reason=\"%s\"",
-                        rd_kafka_err2name(m->err),
-                        rd_kafka_message_errstr(m));
+                        rd_kafka_err2name(m->err), rd_kafka_message_errstr(m));
             }
             rd_kafka_message_destroy(m);
             continue;
@@ -187,13 +186,20 @@ struct cg_consume *cg_consume_new(struct cg_loop *loop,
                                   void *arg, char *errbuf, size_t errsz)
 {
     static const char *const defaults[] = {
-        "group.id", "contactguard-workers",
-        "partition.assignment.strategy", "cooperative-sticky",
-        "enable.auto.offset.store", "false",
-        "enable.auto.commit", "true",
-        "auto.commit.interval.ms", "1000",
-        "auto.offset.reset", "earliest",
-        "client.id", "contactguard-worker",
+        "group.id",
+        "contactguard-workers",
+        "partition.assignment.strategy",
+        "cooperative-sticky",
+        "enable.auto.offset.store",
+        "false",
+        "enable.auto.commit",
+        "true",
+        "auto.commit.interval.ms",
+        "1000",
+        "auto.offset.reset",
+        "earliest",
+        "client.id",
+        "contactguard-worker",
         NULL,
     };
     struct cg_consume *c = cg_calloc(1, sizeof(*c));
@@ -278,9 +284,8 @@ void cg_consume_stats(struct cg_consume *c, struct cg_consume_stats *out)
         int64_t lag = 0;
         for (int i = 0; i < a->cnt; i++) {
             int64_t lo, hi;
-            if (rd_kafka_get_watermark_offsets(c->rk, c->topic,
-                                               a->elems[i].partition, &lo,
-                                               &hi) != 0 ||
+            if (rd_kafka_get_watermark_offsets(
+                    c->rk, c->topic, a->elems[i].partition, &lo, &hi) != 0 ||
                 hi < 0)
                 continue;
             int64_t pos = a->elems[i].offset >= 0 ? a->elems[i].offset : lo;

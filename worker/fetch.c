@@ -84,8 +84,7 @@ static bool version_rejected(const struct cg_arm_result *r)
             strcasecmp(r->code, "InvalidResourceType") == 0);
 }
 
-static void classify(const struct cg_arm_result *r,
-                     struct cg_fetch_result *res)
+static void classify(const struct cg_arm_result *r, struct cg_fetch_result *res)
 {
     const char *why = r->why && *r->why ? r->why : cg_err_desc(r->err);
     switch (r->err) {
@@ -151,8 +150,8 @@ static void classify(const struct cg_arm_result *r,
         break;
     default:
         verdict(res, CG_STATUS_ERROR, "AZURE_UNAVAILABLE",
-                "Azure did not answer in time (%d attempts): %s",
-                r->attempts, why);
+                "Azure did not answer in time (%d attempts): %s", r->attempts,
+                why);
         break;
     }
 }

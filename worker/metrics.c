@@ -105,8 +105,8 @@ void cg_metrics_gauge(struct cg_buf *b, const char *name, const char *help,
                   *labels ? "}" : "", value);
 }
 
-void cg_metrics_histogram(struct cg_buf *b, const char *name,
-                          const char *help, const struct cg_histogram *h)
+void cg_metrics_histogram(struct cg_buf *b, const char *name, const char *help,
+                          const struct cg_histogram *h)
 {
     head(b, name, help, "histogram");
     uint64_t cum = 0;
@@ -211,8 +211,7 @@ static void on_conn(struct cg_loop *loop, int fd, unsigned events, void *arg)
     (void)events;
 }
 
-static void on_accept(struct cg_loop *loop, int fd, unsigned events,
-                      void *arg)
+static void on_accept(struct cg_loop *loop, int fd, unsigned events, void *arg)
 {
     struct cg_metrics *m = arg;
     (void)events;
@@ -289,8 +288,7 @@ struct cg_metrics *cg_metrics_new(struct cg_loop *loop, const char *addr,
     m->render = render;
     m->ready = ready;
     m->arg = arg;
-    snprintf(m->address, sizeof(m->address), "%s:%d", host,
-             ntohs(sa.sin_port));
+    snprintf(m->address, sizeof(m->address), "%s:%d", host, ntohs(sa.sin_port));
     if (cg_loop_io_add(loop, &m->io, fd, CG_LOOP_READ, on_accept, m, errbuf,
                        errsz)) {
         close(fd);

@@ -44,8 +44,8 @@ void cg_metrics_counter(struct cg_buf *b, const char *name, const char *help,
                         const char *labels, uint64_t value);
 void cg_metrics_gauge(struct cg_buf *b, const char *name, const char *help,
                       const char *labels, double value);
-void cg_metrics_histogram(struct cg_buf *b, const char *name,
-                          const char *help, const struct cg_histogram *h);
+void cg_metrics_histogram(struct cg_buf *b, const char *name, const char *help,
+                          const struct cg_histogram *h);
 
 typedef void (*cg_metrics_render_fn)(struct cg_buf *out, void *arg);
 /* true when ready; otherwise why says what is missing. */

@@ -38,8 +38,7 @@ static void publish_batch_settle(struct cg_publish_batch *b)
     b->fn(b, b->arg);
 }
 
-static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m,
-                      void *opaque)
+static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
     struct cg_publish *p = opaque;
     struct cg_publish_slot *ref = m->_private;
@@ -90,11 +89,16 @@ struct cg_publish *cg_publish_new(struct cg_loop *loop,
                                   size_t errsz)
 {
     static const char *const defaults[] = {
-        "enable.idempotence", "true",
-        "linger.ms", "5",
-        "compression.type", "lz4",
-        "message.timeout.ms", "60000",
-        "client.id", "contactguard-worker",
+        "enable.idempotence",
+        "true",
+        "linger.ms",
+        "5",
+        "compression.type",
+        "lz4",
+        "message.timeout.ms",
+        "60000",
+        "client.id",
+        "contactguard-worker",
         NULL,
     };
     struct cg_publish *p = cg_calloc(1, sizeof(*p));
@@ -113,8 +117,8 @@ struct cg_publish *cg_publish_new(struct cg_loop *loop,
         cg_err_set(errbuf, errsz, CG_EKAFKA, "producer: %s", kerr);
         goto fail;
     }
-    p->results = rd_kafka_topic_new(p->rk, cg_conf_str(conf, "topics.results"),
-                                    NULL);
+    p->results =
+        rd_kafka_topic_new(p->rk, cg_conf_str(conf, "topics.results"), NULL);
     p->dlq = rd_kafka_topic_new(p->rk, cg_conf_str(conf, "topics.dead_letter"),
                                 NULL);
     if (pipe2(p->pipe, O_NONBLOCK | O_CLOEXEC) != 0) {
@@ -151,8 +155,8 @@ void cg_publish_free(struct cg_publish *p, int timeout_ms)
             rd_kafka_flush(p->rk, timeout_ms);
         /* What is still queued fails now, so every batch gets its
          * callback before its owner is freed. */
-        rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE |
-                                  RD_KAFKA_PURGE_F_INFLIGHT);
+        rd_kafka_purge(p->rk,
+                       RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
         rd_kafka_poll(p->rk, 0);
     }
     if (p->queue) {
@@ -187,8 +191,8 @@ void cg_publish_batch_fill(struct cg_publish *p, struct cg_publish_batch *b,
         n = CG_PUBLISH_BATCH_MAX;
     b->n = n;
     for (size_t i = 0; i < n; i++) {
-        b->payload[i] = p->ocsf ? cg_finding_ocsf(&f[i])
-                                : cg_finding_compact(&f[i]);
+        b->payload[i] =
+            p->ocsf ? cg_finding_ocsf(&f[i]) : cg_finding_compact(&f[i]);
         b->rule[i] = f[i].rule;
         b->status[i] = f[i].status;
     }
@@ -262,8 +266,8 @@ int cg_publish_dead_letter(struct cg_publish *p, const rd_kafka_message_t *m,
     cg_publish_batch_clear(b);
     b->n = 1;
     b->payload[0] = cg_strndup(m->payload ? m->payload : "", m->len);
-    size_t kl = m->key_len < sizeof(b->key) - 1 ? m->key_len
-                                                : sizeof(b->key) - 1;
+    size_t kl =
+        m->key_len < sizeof(b->key) - 1 ? m->key_len : sizeof(b->key) - 1;
     if (m->key)
         memcpy(b->key, m->key, kl);
     b->key[kl] = '\0';
@@ -277,8 +281,7 @@ int cg_publish_dead_letter(struct cg_publish *p, const rd_kafka_message_t *m,
         h = rd_kafka_headers_new(4);
     char num[32];
     rd_kafka_header_add(h, "cg-dlq-reason", -1, reason, -1);
-    rd_kafka_header_add(h, "cg-dlq-topic", -1, rd_kafka_topic_name(m->rkt),
-                        -1);
+    rd_kafka_header_add(h, "cg-dlq-topic", -1, rd_kafka_topic_name(m->rkt), -1);
     snprintf(num, sizeof(num), "%d", (int)m->partition);
     rd_kafka_header_add(h, "cg-dlq-partition", -1, num, -1);
     snprintf(num, sizeof(num), "%lld", (long long)m->offset);
@@ -288,8 +291,7 @@ int cg_publish_dead_letter(struct cg_publish *p, const rd_kafka_message_t *m,
     ref->b = b;
     ref->i = 0;
     rd_kafka_resp_err_t err = rd_kafka_producev(
-        p->rk, RD_KAFKA_V_RKT(p->dlq),
-        RD_KAFKA_V_VALUE(m->payload, m->len),
+        p->rk, RD_KAFKA_V_RKT(p->dlq), RD_KAFKA_V_VALUE(m->payload, m->len),
         RD_KAFKA_V_KEY(m->key, m->key_len),
         RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h),
         RD_KAFKA_V_OPAQUE(ref), RD_KAFKA_V_END);

@@ -45,8 +45,8 @@ struct cg_publish_batch {
     bool delivered[CG_PUBLISH_BATCH_MAX];
     char key[40];
     char tenant[40];
-    int err;         /* after the callback: 0 when all delivered */
-    char why[256];   /* the last delivery error */
+    int err;       /* after the callback: 0 when all delivered */
+    char why[256]; /* the last delivery error */
     /* private */
     struct cg_publish_slot slot[CG_PUBLISH_BATCH_MAX];
     size_t pending;
