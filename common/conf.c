@@ -81,6 +81,8 @@ static const struct cg_conf_opt conf_table[] = {
       "lifetime of cached findings, seconds" },
     { "redis.timeout_ms", CG_CONF_INT, "2000", 10, 60000, NULL,
       "connect and command timeout" },
+    { "redis.queue_max", CG_CONF_INT, "10000", 1, 1000000, NULL,
+      "cache requests waiting for Redis before writes are dropped" },
 
     { "rules.alert_severity.level", CG_CONF_ENUM, "High", 0, 0, SEVERITIES,
       "least inclusive minimal severity that passes" },

@@ -225,5 +225,5 @@ int main(void)
     }
     cg_harness_devbroker_free(db);
     test_topic_names();
-    return check_done();
+    return check_done("it_devbroker");
 }

@@ -250,7 +250,7 @@ int main(int argc, char **argv)
         cg_harness_devbroker_start(3, PARTITIONS, NULL, errbuf, sizeof(errbuf));
     CHECK(db != NULL, "devbroker starts: %s", errbuf);
     if (!db)
-        return check_done();
+        return check_done("it_devbroker_group");
     bs = cg_harness_devbroker_bootstrap(db);
 
     t0 = cg_harness_now_ms();
@@ -351,5 +351,5 @@ int main(int argc, char **argv)
            strategy, a.protocol, (long long)join_ms, (long long)second_ms,
            (long long)leave_ms, kept, a.assigns, a.revokes, b.consumed);
     cg_harness_devbroker_free(db);
-    return check_done();
+    return check_done("it_devbroker_group");
 }
