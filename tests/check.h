@@ -28,8 +28,8 @@ static int check_failed __attribute__((unused));
 
 static inline int check_done_named(const char *name)
 {
-    printf("%s%s%d passed, %d failed\n", name, *name ? ": " : "",
-           check_passed, check_failed);
+    printf("%s%s%d passed, %d failed\n", name, *name ? ": " : "", check_passed,
+           check_failed);
     fflush(stdout);
     return check_failed ? 1 : 0;
 }

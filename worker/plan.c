@@ -96,8 +96,7 @@ static void addr_free(struct addr_list *l)
 
 /* props[key] as an object, replacing a value of another type (which held
  * nothing that could be kept as that field). */
-static json_t *ensure_object(struct cg_plan *p, json_t *props,
-                             const char *key)
+static json_t *ensure_object(struct cg_plan *p, json_t *props, const char *key)
 {
     json_t *v = cg_json_member(props, key);
     if (json_is_object(v))
@@ -134,8 +133,7 @@ static void plan_roles(struct cg_plan *p, json_t *props)
     json_t *r;
     json_array_foreach(roles, i, r)
     {
-        if (json_is_string(r) &&
-            strcasecmp(json_string_value(r), "Owner") == 0)
+        if (json_is_string(r) && strcasecmp(json_string_value(r), "Owner") == 0)
             return;
     }
     json_array_append_new(roles, json_string("Owner"));
@@ -184,8 +182,7 @@ static void plan_source(struct cg_plan *p, json_t *props, const char *type,
         const char *old = cg_json_str(first, level_key);
         change(p, "notificationsSources[%s].%s: %s -> %s", type, level_key,
                old ? old : "absent", cg_level_name(want));
-        json_object_set_new(first, level_key,
-                            json_string(cg_level_name(want)));
+        json_object_set_new(first, level_key, json_string(cg_level_name(want)));
         return;
     }
     json_t *n = json_object();

@@ -24,7 +24,8 @@ struct row {
 
 #define P(props) "{\"name\":\"default\",\"properties\":" props "}"
 #define GOOD                                                                   \
-    "\"isEnabled\":true,\"emails\":\"soc@contoso.com\",\"notificationsByRole\"" \
+    "\"isEnabled\":true,\"emails\":\"soc@contoso.com\","                       \
+    "\"notificationsByRole\""                                                  \
     ":{\"state\":\"On\",\"roles\":[\"Owner\"]},\"notificationsSources\":[{"    \
     "\"sourceType\":\"Alert\",\"minimalSeverity\":\"Low\"},{\"sourceType\":"   \
     "\"AttackPath\",\"minimalRiskLevel\":\"Medium\"}]"
@@ -50,8 +51,8 @@ static const struct row rows[] = {
         "\"minimalSeverity\":\"High\"},{\"sourceType\":\"AttackPath\","
         "\"minimalRiskLevel\":\"High\"}]}"),
       NULL, CG_PLAN_CHANGE, "notificationsByRole.state: Off -> On" },
-    { "disabled", P("{\"isEnabled\":false,\"emails\":\"a@contoso.com\"}"),
-      NULL, CG_PLAN_CHANGE, "isEnabled: false -> true" },
+    { "disabled", P("{\"isEnabled\":false,\"emails\":\"a@contoso.com\"}"), NULL,
+      CG_PLAN_CHANGE, "isEnabled: false -> true" },
     { "commas become semicolons, nothing lost",
       P("{\"isEnabled\":true,\"emails\":\"a@contoso.com, b@contoso.com\"}"),
       NULL, CG_PLAN_CHANGE, "emails: separators normalised to ';'" },
@@ -88,11 +89,13 @@ static const struct row rows[] = {
         "\"On\",\"roles\":[\"Owner\",\"SecurityReader\"]},"
         "\"notificationsSources\":[{\"sourceType\":\"Incident\","
         "\"minimalSeverity\":\"Low\"}]}"),
-      NULL, CG_PLAN_CHANGE, "notificationsSources: + Alert (minimalSeverity "
-                            "High)" },
+      NULL, CG_PLAN_CHANGE,
+      "notificationsSources: + Alert (minimalSeverity "
+      "High)" },
     { "roles as a lone string are kept",
       P("{\"isEnabled\":true,\"emails\":\"a@contoso.com\","
-        "\"notificationsByRole\":{\"state\":\"On\",\"roles\":\"Contributor\"}}"),
+        "\"notificationsByRole\":{\"state\":\"On\",\"roles\":\"Contributor\"}"
+        "}"),
       NULL, CG_PLAN_CHANGE, "notificationsByRole.roles: + Owner" },
     { "sources as a lone object are kept",
       P("{\"isEnabled\":true,\"emails\":\"a@contoso.com\","
@@ -101,9 +104,10 @@ static const struct row rows[] = {
       NULL, CG_PLAN_CHANGE, "notificationsSources: made an array" },
     { "properties of the wrong type", "{\"properties\":\"junk\"}",
       "soc@contoso.com", CG_PLAN_CHANGE, "emails: + soc@contoso.com" },
-    { "roles with junk items", P("{\"isEnabled\":true,\"emails\":\"a@b.co\","
-                                 "\"notificationsByRole\":{\"roles\":[1,null,"
-                                 "{\"r\":1},\"Owner\"]}}"),
+    { "roles with junk items",
+      P("{\"isEnabled\":true,\"emails\":\"a@b.co\","
+        "\"notificationsByRole\":{\"roles\":[1,null,"
+        "{\"r\":1},\"Owner\"]}}"),
       NULL, CG_PLAN_CHANGE, "notificationsByRole.state: absent -> On" },
     { "type instead of sourceType is recognised",
       P("{\"isEnabled\":true,\"emails\":\"a@b.co\",\"notificationsByRole\":{"
@@ -156,18 +160,18 @@ static void check_invariants(const struct row *r, const struct cg_plan *p)
     json_t *v;
     json_array_foreach(before, i, v)
     {
-        CHECK(arr_has_str(after, json_string_value(v)),
-              "%s: address %s lost", r->name, json_string_value(v));
+        CHECK(arr_has_str(after, json_string_value(v)), "%s: address %s lost",
+              r->name, json_string_value(v));
     }
     const char *emails = cg_json_str(ap, "emails");
     CHECK(emails && !strchr(emails, ',') && !strchr(emails, ' '),
           "%s: written emails '%s' has a comma or space", r->name,
           emails ? emails : "(null)");
     /* Roles. */
-    json_t *broles = cg_json_member(cg_json_member(bp, "notificationsByRole"),
-                                    "roles");
-    json_t *aroles = cg_json_member(cg_json_member(ap, "notificationsByRole"),
-                                    "roles");
+    json_t *broles =
+        cg_json_member(cg_json_member(bp, "notificationsByRole"), "roles");
+    json_t *aroles =
+        cg_json_member(cg_json_member(ap, "notificationsByRole"), "roles");
     if (json_is_array(broles)) {
         json_array_foreach(broles, i, v)
         {
@@ -180,8 +184,8 @@ static void check_invariants(const struct row *r, const struct cg_plan *p)
     json_t *bs = cg_json_member(bp, "notificationsSources");
     json_t *as = cg_json_member(ap, "notificationsSources");
     if (json_is_array(bs)) {
-        CHECK(json_array_size(as) >= json_array_size(bs),
-              "%s: sources removed", r->name);
+        CHECK(json_array_size(as) >= json_array_size(bs), "%s: sources removed",
+              r->name);
     }
     /* Unknown fields survive. */
     const char *k;
@@ -198,13 +202,15 @@ static void check_invariants(const struct row *r, const struct cg_plan *p)
     memset(out, 0, sizeof(out));
     cg_contacts_init(&ct);
     cg_rules_conf_default(&rc);
-    CHECK(cg_contacts_parse_json(&ct, p->body, CG_API_2023, err,
-                                 sizeof(err)) == 0,
+    CHECK(cg_contacts_parse_json(&ct, p->body, CG_API_2023, err, sizeof(err)) ==
+              0,
           "%s: body unreadable: %s", r->name, err);
     cg_evaluate(&ct, &rc, out);
     for (int x = 0; x < CG_RULE_COUNT; x++) {
-        CHECK(out[x].status == CG_STATUS_PASS, "%s: after the plan %s is %s "
-              "(%s)", r->name, cg_rule_info((enum cg_rule)x)->id,
+        CHECK(out[x].status == CG_STATUS_PASS,
+              "%s: after the plan %s is %s "
+              "(%s)",
+              r->name, cg_rule_info((enum cg_rule)x)->id,
               cg_status_name(out[x].status), out[x].reason_code);
         cg_finding_clear(&out[x]);
     }
@@ -223,18 +229,18 @@ int main(void)
         struct cg_plan p;
         cg_plan_make(cur, &pol, &p);
         char *diff = cg_plan_diff(&p);
-        CHECK(p.outcome == r->want, "%s: outcome %d, want %d (%s) %s",
-              r->name, p.outcome, r->want, diff, p.reason);
+        CHECK(p.outcome == r->want, "%s: outcome %d, want %d (%s) %s", r->name,
+              p.outcome, r->want, diff, p.reason);
         if (r->change)
-            CHECK(strstr(diff, r->change) != NULL,
-                  "%s: changes '%s' lack '%s'", r->name, diff, r->change);
+            CHECK(strstr(diff, r->change) != NULL, "%s: changes '%s' lack '%s'",
+                  r->name, diff, r->change);
         if (p.outcome == CG_PLAN_CHANGE) {
             CHECK(p.body != NULL && p.nchanges > 0, "%s: change without body",
                   r->name);
             check_invariants(r, &p);
         } else {
-            CHECK(p.body == NULL, "%s: a body to write for a %s plan",
-                  r->name, p.outcome == CG_PLAN_NOOP ? "no-op" : "blocked");
+            CHECK(p.body == NULL, "%s: a body to write for a %s plan", r->name,
+                  p.outcome == CG_PLAN_NOOP ? "no-op" : "blocked");
         }
         if (p.outcome == CG_PLAN_BLOCKED)
             CHECK(p.reason[0] != '\0', "%s: blocked without reason", r->name);
