@@ -5,6 +5,8 @@
  * SIGTERM or SIGINT stops taking jobs, drains in-flight ones for
  * worker.drain_timeout_ms, commits and exits 0. A second signal stops at
  * once (unfinished jobs stay uncommitted and are consumed again).
+ * Once running it prints one line on stdout, "contactguard-worker ready
+ * metrics=ADDR", so a supervisor knows it started and where to scrape.
  */
 #include "conf.h"
 #include "err.h"
@@ -24,8 +26,7 @@ struct stop_state {
     struct cg_loop_io io;
 };
 
-static void on_signal(struct cg_loop *loop, int fd, unsigned events,
-                      void *arg)
+static void on_signal(struct cg_loop *loop, int fd, unsigned events, void *arg)
 {
     struct stop_state *st = arg;
     struct signalfd_siginfo si;
@@ -107,6 +108,11 @@ int main(int argc, char **argv)
     }
     cg_info("worker.started", "metrics=%s version=%s",
             cg_pipeline_metrics_address(st.pl), CG_VERSION);
+    /* One line on stdout for whatever supervises us (tests, the local
+     * stack): started, and where the metrics are. */
+    printf("contactguard-worker ready metrics=%s\n",
+           cg_pipeline_metrics_address(st.pl));
+    fflush(stdout);
     while (!cg_pipeline_done(st.pl) && st.signals < 2)
         if (cg_loop_run_once(loop, 100) < 0)
             break;

@@ -122,16 +122,23 @@ static int stack_start(struct stack *s, int tenants, int subs,
     snprintf(s->truthf, sizeof(s->truthf), "%s/truth.jsonl", s->dir);
     s->redis = cg_harness_redis_start(err, sizeof(err));
     CHECK(s->redis != NULL, "redis: %s", err);
-    s->kafka = cg_harness_devbroker_start(1, partitions, NULL, err,
-                                          sizeof(err));
+    s->kafka =
+        cg_harness_devbroker_start(1, partitions, NULL, err, sizeof(err));
     CHECK(s->kafka != NULL, "devbroker: %s", err);
     char nt[16], ns[16];
     snprintf(nt, sizeof(nt), "%d", tenants);
     snprintf(ns, sizeof(ns), "%d", subs);
     const char *argv[40] = { CG_BIN_CONTACTGUARD_FAKEAZURE,
-                             "--tls-self-signed", s->dir, "--tenants", nt,
-                             "--subscriptions-per-tenant", ns, "--truth",
-                             s->truthf, "--credentials", s->creds };
+                             "--tls-self-signed",
+                             s->dir,
+                             "--tenants",
+                             nt,
+                             "--subscriptions-per-tenant",
+                             ns,
+                             "--truth",
+                             s->truthf,
+                             "--credentials",
+                             s->creds };
     int n = 11;
     for (const char *const *e = fake_extra; e && *e && n < 38; e++)
         argv[n++] = *e;
@@ -154,25 +161,33 @@ static struct cg_harness_proc *worker_start(struct stack *s, const char *name,
     char err[512], bs[300], rp[64];
     snprintf(bs, sizeof(bs), "kafka.bootstrap.servers=%s",
              cg_harness_devbroker_bootstrap(s->kafka));
-    snprintf(rp, sizeof(rp), "redis.port=%d",
-             cg_harness_redis_port(s->redis));
+    snprintf(rp, sizeof(rp), "redis.port=%d", cg_harness_redis_port(s->redis));
     const char *argv[40] = { CG_BIN_CONTACTGUARD_WORKER,
-                             "--config", s->creds,
-                             "--set", bs,
-                             "--set", rp,
-                             "--set", "output.format=compact",
-                             "--set", "worker.metrics_listen=",
-                             "--set", "log.level=info",
-                             "--set", "kafka.session.timeout.ms=6000",
-                             "--set", "kafka.heartbeat.interval.ms=500",
-                             "--set", "worker.job_deadline_ms=60000" };
+                             "--config",
+                             s->creds,
+                             "--set",
+                             bs,
+                             "--set",
+                             rp,
+                             "--set",
+                             "output.format=compact",
+                             "--set",
+                             "worker.metrics_listen=127.0.0.1:0",
+                             "--set",
+                             "log.level=info",
+                             "--set",
+                             "kafka.session.timeout.ms=6000",
+                             "--set",
+                             "kafka.heartbeat.interval.ms=500",
+                             "--set",
+                             "worker.job_deadline_ms=60000" };
     int n = 19;
     for (const char *const *e = extra; e && *e && n < 38; e++)
         argv[n++] = *e;
     argv[n] = NULL;
-    struct cg_harness_proc_opts po = { .name = name, .line_timeout_ms = -1 };
-    struct cg_harness_proc *p = cg_harness_proc_start(argv, &po, err,
-                                                      sizeof(err));
+    struct cg_harness_proc_opts po = { .name = name };
+    struct cg_harness_proc *p =
+        cg_harness_proc_start(argv, &po, err, sizeof(err));
     CHECK(p != NULL, "%s: %s", name, err);
     return p;
 }
@@ -297,16 +312,22 @@ static void check_findings(struct stack *s, bool exact)
     size_t missing = 0;
     for (size_t k = 0; k < want; k++)
         missing += seen[k] == 0;
-    CHECK(missing == 0, "%zu of %zu (subscription, rule) pairs have no "
-          "finding", missing, want);
+    CHECK(missing == 0,
+          "%zu of %zu (subscription, rule) pairs have no "
+          "finding",
+          missing, want);
     CHECK(wrong == 0, "%zu findings disagree with the ground truth", wrong);
-    CHECK(unknown == 0, "%zu findings unreadable or of unknown "
-          "subscriptions", unknown);
+    CHECK(unknown == 0,
+          "%zu findings unreadable or of unknown "
+          "subscriptions",
+          unknown);
     CHECK(bad_headers == 0, "%zu findings with wrong key or headers",
           bad_headers);
     if (exact)
-        CHECK(dup == 0 && m.n == want, "%zu duplicates, %zu findings for %zu "
-              "pairs", dup, m.n, want);
+        CHECK(dup == 0 && m.n == want,
+              "%zu duplicates, %zu findings for %zu "
+              "pairs",
+              dup, m.n, want);
     free(seen);
     cg_harness_msgs_free(&m);
 }
@@ -357,8 +378,10 @@ static void check_no_secrets(struct stack *s, struct cg_harness_proc *p)
     CHECK(s->nsecrets > 0, "no secrets known to look for");
     CHECK(leaks == 0, "%zu client secrets appear in %s", leaks, path);
     CHECK(!b.data || !strstr(b.data, "eyJ"), "a JWT appears in %s", path);
-    CHECK(!b.data || !strcasestr(b.data, "Bearer "), "a bearer credential "
-          "appears in %s", path);
+    CHECK(!b.data || !strcasestr(b.data, "Bearer "),
+          "a bearer credential "
+          "appears in %s",
+          path);
     cg_buf_free(&b);
 }
 
@@ -372,6 +395,64 @@ static size_t write_cb(char *ptr, size_t sz, size_t nm, void *ud)
 {
     cg_buf_append(ud, ptr, sz * nm);
     return sz * nm;
+}
+
+/* GET url (plain HTTP or the fake's HTTPS); the body, or NULL. */
+static char *http_get(const char *url, const char *ca, long *status)
+{
+    struct cg_buf b;
+    cg_buf_init(&b, 64 << 20);
+    CURL *c = curl_easy_init();
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    if (ca)
+        curl_easy_setopt(c, CURLOPT_CAINFO, ca);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, write_cb);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
+    CURLcode rc = curl_easy_perform(c);
+    *status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
+    curl_easy_cleanup(c);
+    if (rc != CURLE_OK) {
+        cg_buf_free(&b);
+        return NULL;
+    }
+    return b.data ? cg_buf_take(&b) : cg_strdup("");
+}
+
+/* The worker's /metrics, /livez and /readyz after a run. */
+static void check_metrics(struct cg_harness_proc *w, size_t jobs)
+{
+    const char *line = cg_harness_proc_first_line(w);
+    const char *addr = line ? strstr(line, "metrics=") : NULL;
+    CHECK(addr && addr[8], "no metrics address in '%s'", line ? line : "");
+    if (!addr || !addr[8])
+        return;
+    char url[160];
+    long st;
+    snprintf(url, sizeof(url), "http://%s/livez", addr + 8);
+    char *body = http_get(url, NULL, &st);
+    CHECK(body && st == 200, "/livez answered %ld", st);
+    free(body);
+    snprintf(url, sizeof(url), "http://%s/readyz", addr + 8);
+    body = http_get(url, NULL, &st);
+    CHECK(body && st == 200, "/readyz answered %ld: %s", st, body ? body : "");
+    free(body);
+    snprintf(url, sizeof(url), "http://%s/metrics", addr + 8);
+    body = http_get(url, NULL, &st);
+    CHECK(body && st == 200, "/metrics answered %ld", st);
+    char want[96];
+    snprintf(want, sizeof(want),
+             "contactguard_jobs_total{outcome=\"published\"} %zu", jobs);
+    CHECK(body && strstr(body, want), "/metrics lacks '%s'", want);
+    CHECK(body && strstr(body, "contactguard_job_duration_seconds_bucket") &&
+              strstr(body, "contactguard_arm_requests_total{class=\"2xx\"}") &&
+              strstr(body, "contactguard_consumer_lag"),
+          "/metrics lacks a family");
+    CHECK(body && !strstr(body, "subscription=") &&
+              !strstr(body, "subscription_id="),
+          "/metrics has per-subscription labels");
+    free(body);
 }
 
 /* GET {base}/_fake/stats. */
@@ -419,12 +500,13 @@ int main(int argc, char **argv)
             s.workers[0] = worker_start(&s, "worker", NULL);
             check_findings(&s, true);
             check_cache(&s);
+            check_metrics(s.workers[0], s.ntruth);
             CHECK(stop_worker(s.workers[0]) == 0, "SIGTERM: exit status");
             check_no_secrets(&s, s.workers[0]);
         }
     } else if (!strcmp(scenario, "kill")) {
-        if (stack_start(&s, 4, 50, (const char *const[]){ "--latency-ms",
-                                                          "20", NULL },
+        if (stack_start(&s, 4, 50,
+                        (const char *const[]){ "--latency-ms", "20", NULL },
                         4) == 0) {
             produce_jobs(&s, 0);
             s.workers[0] = worker_start(&s, "worker-a", NULL);
@@ -436,8 +518,8 @@ int main(int argc, char **argv)
             CHECK(stop_worker(s.workers[1]) == 0, "restarted worker exit");
         }
     } else if (!strcmp(scenario, "two")) {
-        if (stack_start(&s, 4, 50, (const char *const[]){ "--latency-ms",
-                                                          "20", NULL },
+        if (stack_start(&s, 4, 50,
+                        (const char *const[]){ "--latency-ms", "20", NULL },
                         6) == 0) {
             produce_jobs(&s, 0);
             s.workers[0] = worker_start(&s, "worker-a", NULL);
@@ -450,8 +532,8 @@ int main(int argc, char **argv)
         }
     } else if (!strcmp(scenario, "throttle")) {
         if (stack_start(&s, 2, 30,
-                        (const char *const[]){ "--p429", "0.4",
-                                               "--retry-after", "1", NULL },
+                        (const char *const[]){ "--p429", "0.4", "--retry-after",
+                                               "1", NULL },
                         4) == 0) {
             produce_jobs(&s, 0);
             s.workers[0] = worker_start(&s, "worker", NULL);
@@ -470,24 +552,23 @@ int main(int argc, char **argv)
                                                "--latency-ms", "100", NULL },
                         4) == 0) {
             produce_jobs(&s, 0);
-            s.workers[0] = worker_start(
-                &s, "worker",
-                (const char *const[]){ "--set", "worker.max_in_flight=2",
-                                       NULL });
+            s.workers[0] =
+                worker_start(&s, "worker",
+                             (const char *const[]){
+                                 "--set", "worker.max_in_flight=2", NULL });
             check_findings(&s, true);
             json_t *st = fake_stats(&s);
             long long issued = 0;
             cg_json_int(cg_json_member(st, "tokens"), "issued", &issued);
             /* Two tenants, a run of about 4 s, tokens of 2 s. */
-            CHECK(issued >= 4, "only %lld tokens issued: none expired",
-                  issued);
+            CHECK(issued >= 4, "only %lld tokens issued: none expired", issued);
             json_decref(st);
             CHECK(stop_worker(s.workers[0]) == 0, "exit status");
             check_no_secrets(&s, s.workers[0]);
         }
     } else if (!strcmp(scenario, "redis")) {
-        if (stack_start(&s, 4, 50, (const char *const[]){ "--latency-ms",
-                                                          "20", NULL },
+        if (stack_start(&s, 4, 50,
+                        (const char *const[]){ "--latency-ms", "20", NULL },
                         4) == 0) {
             char err[512];
             produce_jobs(&s, 0);
@@ -502,8 +583,8 @@ int main(int argc, char **argv)
             CHECK(stop_worker(s.workers[0]) == 0, "exit status");
         }
     } else if (!strcmp(scenario, "broker")) {
-        if (stack_start(&s, 4, 50, (const char *const[]){ "--latency-ms",
-                                                          "20", NULL },
+        if (stack_start(&s, 4, 50,
+                        (const char *const[]){ "--latency-ms", "20", NULL },
                         4) == 0) {
             char reply[256];
             produce_jobs(&s, 0);
@@ -539,8 +620,8 @@ int main(int argc, char **argv)
                   dl.n, poison, err);
             size_t with_reason = 0, with_origin = 0;
             for (size_t i = 0; i < dl.n; i++) {
-                with_reason += cg_harness_msg_header(&dl.v[i],
-                                                     "cg-dlq-reason") != NULL;
+                with_reason +=
+                    cg_harness_msg_header(&dl.v[i], "cg-dlq-reason") != NULL;
                 const char *o = cg_harness_msg_header(&dl.v[i], "origin");
                 with_origin += o && !strcmp(o, "test");
             }
