@@ -131,7 +131,7 @@ static void classify(const struct cg_arm_result *r, struct cg_fetch_result *res)
         break;
     case CG_EAUTH:
         verdict(res, CG_STATUS_ERROR, "AUTHENTICATION_FAILED",
-                "Entra ID refused a token: %s", why);
+                "The tenant's credentials were refused: %s", why);
         break;
     case CG_ECONF:
         verdict(res, CG_STATUS_ERROR, "CREDENTIALS_UNREADABLE",
