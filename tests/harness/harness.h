@@ -41,8 +41,9 @@
 /* ---- any process ------------------------------------------------------ */
 
 struct cg_harness_proc_opts {
-    /* Names the files (NAME-PID.stderr) and error messages; default: the
-     * base name of argv[0]. */
+    /* Names the files (NAME-N.stdout, NAME-N.stderr, N counting the
+     * children of this test) and error messages; default: the base name
+     * of argv[0]. */
     const char *name;
     /* "NAME=value" entries set in the child's environment on top of ours,
      * NULL-terminated; may be NULL. */
