@@ -104,8 +104,11 @@ int cg_harness_proc_kill(struct cg_harness_proc *p, int sig);
 
 /*
  * Waits up to timeout_ms (negative: forever) for the child to exit and
- * reaps it. 0 with *status (may be NULL) set as by waitpid(), or
- * CG_ETIMEOUT. Once reaped, returns the same status again.
+ * reaps it; whatever it left running in its process group gets SIGKILL
+ * first. 0 with *status (may be NULL) set as by waitpid(), CG_ETIMEOUT, or
+ * CG_EIO (the test reaps children itself, e.g. SIGCHLD ignored). Once
+ * reaped, returns the same status again. A test that waits for a worker to
+ * exit by itself (after SIGTERM, say) uses this; stop() does both.
  */
 int cg_harness_proc_wait(struct cg_harness_proc *p, int timeout_ms,
                          int *status);
