@@ -540,6 +540,20 @@ static void conn_process(struct cg_fa_server *srv, struct conn *c)
     }
 }
 
+/* Answers buffered requests and writes the answers for as long as each
+ * answer goes out at once (pipelined requests), stopping when one is held
+ * back or the socket is full. */
+static void conn_pump(struct cg_fa_server *srv, struct conn *c)
+{
+    for (;;) {
+        conn_process(srv, c);
+        if (!c->out.len)
+            return;
+        if (!conn_flush(srv, c) || c->out.len)
+            return;
+    }
+}
+
 static void conn_readable(struct cg_fa_server *srv, struct conn *c)
 {
     if (c->ssl && !c->handshaken) {
@@ -598,9 +612,7 @@ static void conn_readable(struct cg_fa_server *srv, struct conn *c)
             break;
         }
     }
-    conn_process(srv, c);
-    if (c->out.len)
-        conn_flush(srv, c);
+    conn_pump(srv, c);
 }
 
 static void conn_writable(struct cg_fa_server *srv, struct conn *c)
@@ -612,11 +624,8 @@ static void conn_writable(struct cg_fa_server *srv, struct conn *c)
     }
     if (!conn_flush(srv, c))
         return;
-    if (c->out.len == 0) {
-        conn_process(srv, c);
-        if (c->out.len)
-            conn_flush(srv, c);
-    }
+    if (c->out.len == 0)
+        conn_pump(srv, c);
 }
 
 static bool addr_loopback(const struct sockaddr_storage *ss)

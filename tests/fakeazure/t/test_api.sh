@@ -289,6 +289,16 @@ printf 'GARBAGE\r\n\r\n' | timeout 5 openssl s_client -quiet -connect \
     "${FA_URL#https://}" -CAfile "$FA_DIR/tls/ca.pem" 2>/dev/null |
     head -n 1 | grep -q ' 400 ' || fa_fail "garbage request line"
 echo "ok - a garbage request line: 400"
+n=$(printf 'GET /common/discovery/instance HTTP/1.1\r\nHost: x\r\n\r\nGET /_fake/faults HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' |
+    timeout 5 openssl s_client -quiet -connect "${FA_URL#https://}" \
+        -CAfile "$FA_DIR/tls/ca.pem" 2>/dev/null | grep -o 'HTTP/1.1 200' | wc -l)
+fa_eq "$n" 2 "two pipelined requests get two answers"
+pad=$(head -c 4000 /dev/zero | tr '\0' ' ')
+t=$(fa_curl -o /dev/null -w '%{http_code} %{time_total}' -X PUT \
+    -H 'Expect: 100-continue' --data-binary "$pad{\"p500\":0}" "$FA_URL/_fake/faults")
+fa_eq "${t% *}" 200 "a body sent after 100 Continue"
+awk -v t="${t#* }" 'BEGIN { exit !(t < 0.9) }' || fa_fail "100-continue waited ${t#* } s"
+echo "ok - 100 Continue is sent at once"
 fa_eq "$(status /dev/null "${A0[@]}" "$FA_URL/subscriptions/$S_OK/$SC?$v23")" \
     200 "still serving after hostile input"
 
