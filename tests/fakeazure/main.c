@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #ifndef CG_FA_SCENARIOS
 #define CG_FA_SCENARIOS "tests/fixtures/scenarios.json"
@@ -282,12 +283,18 @@ int main(int argc, char **argv)
     if (truth && cg_fa_store_write_truth(fa.store, truth, err, sizeof(err)))
         goto out;
     if (creds) {
+        /* Absolute paths: the worker reading the file may run elsewhere. */
+        char cwd[4096];
+        char *abs_creds = creds[0] == '/' || !getcwd(cwd, sizeof(cwd))
+                              ? cg_strdup(creds)
+                              : cg_asprintf("%s/%s", cwd, creds);
         char *ca = tls_dir ? cg_asprintf("%s/ca.pem", tls_dir) : NULL;
         char *abs = ca ? realpath(ca, NULL) : NULL;
-        int w = cg_fa_store_write_credentials(fa.store, creds, base,
+        int w = cg_fa_store_write_credentials(fa.store, abs_creds, base,
                                               abs ? abs : ca, err, sizeof(err));
         free(abs);
         free(ca);
+        free(abs_creds);
         if (w)
             goto out;
     }
