@@ -29,6 +29,8 @@
 #define FED_AUDIENCE    "api://AzureADTokenExchange"
 #define JWT_BEARER_TYPE "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 #define SWEEP_EVERY     4096
+/* Assertion ids remembered until their exp has passed. */
+#define JTIS_MAX 1000000
 
 struct signer {
     EVP_PKEY *key;
@@ -406,6 +408,25 @@ static bool claim_time(const json_t *claims, const char *name, long long *out)
     return true;
 }
 
+/* Forgets assertion ids whose assertion has expired: they could not be
+ * replayed anyway. */
+static void prune_jtis(struct cg_fa_entra *e, long long now)
+{
+    struct cg_fa_map *keep = cg_fa_map_new(false, free);
+    size_t it = 0;
+    const char *key;
+    struct jti *v;
+    while ((v = cg_fa_map_next(e->jtis, &it, &key))) {
+        if (v->expires + CLOCK_SKEW_S >= (double)now) {
+            struct jti *c = cg_malloc(sizeof(*c));
+            *c = *v;
+            cg_fa_map_put_take(keep, key, c);
+        }
+    }
+    cg_fa_map_free(e->jtis);
+    e->jtis = keep;
+}
+
 static bool thumb_eq(const char *got, const char *want)
 {
     size_t n = strlen(want);
@@ -497,8 +518,13 @@ static int check_assertion(struct cg_fa_entra *e, struct cg_fa_resp *resp,
                       jti);
             return -1;
         }
-        if (cg_fa_map_count(e->jtis) > 1000000)
-            cg_fa_map_clear(e->jtis);
+        if (cg_fa_map_count(e->jtis) >= JTIS_MAX)
+            prune_jtis(e, now);
+        if (cg_fa_map_count(e->jtis) >= JTIS_MAX) {
+            aad_error(e, resp, 503, "temporarily_unavailable", 90033,
+                      "Too many assertions in flight; try again later.");
+            return -1;
+        }
         struct jti *rec = cg_malloc(sizeof(*rec));
         rec->expires = (double)exp;
         cg_fa_map_put_take(e->jtis, jti, rec);

@@ -53,6 +53,8 @@ static const char usage[] =
     "tenant's app\n"
     "  --token-lifetime S            access token lifetime (default 3599)\n"
     "  --page-size N                 subscriptions per page (default 100)\n"
+    "  --contacts-page-size N        page securityContacts LIST (2017/2023) "
+    "by N\n"
     "  --latency-ms N --jitter-ms N  added latency\n"
     "  --p429 P --p500 P --p503 P --pdrop P --pslow P --pmalformed P\n"
     "                                shares of injected faults on ARM calls\n"
@@ -124,7 +126,7 @@ int main(int argc, char **argv)
                                      .seed = 1 };
     struct cg_fa_faults_conf fc;
     cg_fa_faults_defaults(&fc);
-    unsigned long long lifetime = 3599, page = 100;
+    unsigned long long lifetime = 3599, page = 100, cpage = 0;
     enum cg_log_level level = CG_LOG_WARN;
     SSL_CTX *ssl = NULL;
     struct cg_fa_server *srv = NULL;
@@ -178,6 +180,8 @@ int main(int argc, char **argv)
             ok = parse_ull(v, 86400, &lifetime) == 0 && lifetime > 0;
         } else if (!strcmp(a, "--page-size")) {
             ok = parse_ull(v, 100000, &page) == 0 && page > 0;
+        } else if (!strcmp(a, "--contacts-page-size")) {
+            ok = parse_ull(v, 100000, &cpage) == 0;
         } else if (!strcmp(a, "--latency-ms")) {
             ok = parse_ull(v, 600000, &n) == 0;
             fc.latency_ms = (unsigned)n;
@@ -262,6 +266,7 @@ int main(int argc, char **argv)
         goto out;
     cg_fa_init(&fa, store, entra, cg_fa_faults_new(&fc, sp.seed), events,
                (size_t)page, (unsigned)lifetime);
+    fa.contacts_page_size = fa.start_contacts_page_size = (size_t)cpage;
     store = NULL;
     entra = NULL;
     events = NULL;
