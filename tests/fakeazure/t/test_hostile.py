@@ -18,7 +18,7 @@ from fakeazure_harness import Checks, Fake  # noqa: E402
 
 
 def raw(host, port, data, tls_ctx=None, read=True):
-    s = socket.create_connection((host, port), timeout=5)
+    s = socket.create_connection((host, port), timeout=2)
     try:
         if tls_ctx:
             s = tls_ctx.wrap_socket(s, server_hostname="localhost")
