@@ -262,8 +262,6 @@ static void conn_want_write(struct cg_fa_server *srv, struct conn *c, bool on)
     conn_events(srv, c, on, false);
 }
 
-static void conn_process(struct cg_fa_server *srv, struct conn *c);
-
 /* Writes what `out` holds. Returns false when the connection was closed. */
 static bool conn_flush(struct cg_fa_server *srv, struct conn *c)
 {
@@ -518,9 +516,8 @@ static void conn_process(struct cg_fa_server *srv, struct conn *c)
         c->continue_sent = false;
         struct cg_fa_req req;
         bool keepalive = true;
-        /* The body follows the head: keep a copy of the byte the head's
-         * NUL overwrites, then NUL-terminate the body in a scratch copy
-         * so the handler sees a C string. */
+        /* req_parse writes NULs into the head; the body gets its own
+         * NUL-terminated copy so the handler can treat it as a string. */
         char *body = cg_strndup(c->in.data + hlen, (size_t)clen);
         if (req_parse(srv, c->in.data, hlen, &req, &keepalive) < 0) {
             free(body);
