@@ -631,7 +631,7 @@ static void conn_writable(struct cg_fa_server *srv, struct conn *c)
         conn_pump(srv, c);
 }
 
-static bool addr_loopback(const struct sockaddr_storage *ss)
+bool cg_fa_addr_loopback(const struct sockaddr_storage *ss)
 {
     if (ss->ss_family == AF_INET) {
         const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
@@ -664,7 +664,7 @@ static void srv_accept(struct cg_fa_server *srv)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         struct conn *c = cg_calloc(1, sizeof(*c));
         c->fd = fd;
-        c->loopback = addr_loopback(&ss);
+        c->loopback = cg_fa_addr_loopback(&ss);
         c->last_read = now_ms();
         cg_buf_init(&c->in, CG_FA_HEAD_MAX + CG_FA_BODY_MAX);
         cg_buf_init(&c->out, CG_FA_RESP_MAX + CG_FA_HEAD_MAX);

@@ -10,7 +10,10 @@
 #include "server.h"
 #include "store.h"
 
+#include <arpa/inet.h>
 #include <jansson.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,6 +87,40 @@ static void test_form(void)
     char small[4];
     CHECK(cg_fa_form_get("a=12345", "a", small, sizeof(small)) < 0,
           "form: a value longer than the buffer is refused");
+}
+
+static void test_loopback(void)
+{
+    static const struct {
+        const char *addr;
+        bool want;
+    } rows[] = {
+        { "127.0.0.1", true },
+        { "127.1.2.3", true },
+        { "::1", true },
+        { "::ffff:127.0.0.1", true },
+        { "10.0.0.1", false },
+        { "192.168.1.20", false },
+        { "::ffff:10.0.0.1", false },
+        { "fe80::1", false },
+        { "0.0.0.0", false },
+        { "128.0.0.1", false },
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        struct sockaddr_storage ss;
+        memset(&ss, 0, sizeof(ss));
+        if (strchr(rows[i].addr, ':')) {
+            struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+            in6->sin6_family = AF_INET6;
+            inet_pton(AF_INET6, rows[i].addr, &in6->sin6_addr);
+        } else {
+            struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+            in->sin_family = AF_INET;
+            inet_pton(AF_INET, rows[i].addr, &in->sin_addr);
+        }
+        CHECK(cg_fa_addr_loopback(&ss) == rows[i].want,
+              "loopback row '%s': want %d", rows[i].addr, rows[i].want);
+    }
 }
 
 static struct cg_fa_store *make_store(uint64_t seed, const char *scen)
@@ -356,6 +393,7 @@ int main(int argc, char **argv)
     }
     test_map();
     test_form();
+    test_loopback();
     test_population(argv[1]);
     test_writes(argv[1]);
     test_faults();
