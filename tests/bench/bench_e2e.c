@@ -188,8 +188,8 @@ int main(int argc, char **argv)
     printf("bench=e2e latency_ms=%ld subscriptions=%zu workers=%d "
            "subs_per_s=%.0f p50_ms=%.1f p99_ms=%.1f worker_rss_mb=%.1f "
            "in_flight_max=%.0f wall_s=%.1f",
-           latency, s.nsubs, nworkers, rate, hist_q(&h, 0.5),
-           hist_q(&h, 0.99), (double)rss / 1024.0, in_flight_max,
+           latency, s.nsubs, nworkers, rate, hist_q(&h, 0.5), hist_q(&h, 0.99),
+           (double)rss / 1024.0, in_flight_max,
            (double)(t_last - start) / 1000.0);
     if (ceiling > 0)
         printf(" ceiling_ratio=%.3f", rate / ceiling);
