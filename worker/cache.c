@@ -92,7 +92,7 @@ static const char store_lua[] =
     "  end\n"
     "  if names[p] then\n"
     "    h[#h + 1] = 'previous:' .. rules[i]; h[#h + 1] = names[p]\n"
-    "    if p ~= c then changed = true end\n"
+    "    if names[c] and p ~= c then changed = true end\n"
     "  end\n"
     "  local f = ARGV[10 + n + i]\n"
     "  if f ~= '' then h[#h + 1] = 'finding:' .. rules[i]; h[#h + 1] = f end\n"
@@ -701,9 +701,11 @@ static void *cache_thread(void *p)
         while (n < CG_CACHE_BATCH_MAX && cache->queue.head)
             batch[n++] = list_pop(&cache->queue);
         cache->stats.queue_depth = cache->queue.n;
+        cache->stats.in_flight = n;
         pthread_mutex_unlock(&cache->mu);
         int rc = run_batch(cache, c, batch, n, &last_log);
         pthread_mutex_lock(&cache->mu);
+        cache->stats.in_flight = 0;
         for (size_t i = 0; i < n; i++)
             req_finish_locked(cache, batch[i]);
         if (rc) {

@@ -118,6 +118,7 @@ struct cg_cache_stats {
     uint64_t lookup_errors; /* lookups answered with an error */
     uint64_t reconnects;    /* connections made after the first */
     size_t queue_depth;     /* requests waiting for the thread */
+    size_t in_flight;       /* requests the thread is sending */
     bool connected;
 };
 
