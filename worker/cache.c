@@ -279,14 +279,12 @@ static struct timeval ms_tv(int ms)
     return tv;
 }
 
-/* Connects, sets the command timeout, AUTH and SELECT. The password goes
- * as a separate argument and never into errbuf. */
-static redisContext *cache_connect(const struct cache_cfg *cfg, char *errbuf,
-                                   size_t errsz)
+/* Opens the TCP connection (blocking, redis.timeout_ms). */
+static redisContext *cache_dial(const struct cache_cfg *cfg, char *errbuf,
+                                size_t errsz)
 {
     redisContext *c =
         redisConnectWithTimeout(cfg->host, cfg->port, ms_tv(cfg->timeout_ms));
-    redisReply *reply = NULL;
     if (!c) {
         cg_err_set(errbuf, errsz, CG_EREDIS, "redis %s:%d: out of memory",
                    cfg->host, cfg->port);
@@ -295,22 +293,37 @@ static redisContext *cache_connect(const struct cache_cfg *cfg, char *errbuf,
     if (c->err) {
         cg_err_set(errbuf, errsz, CG_EREDIS, "redis %s:%d: %s", cfg->host,
                    cfg->port, c->errstr);
-        goto fail;
+        redisFree(c);
+        return NULL;
     }
-    if (redisSetTimeout(c, ms_tv(cfg->timeout_ms)) != REDIS_OK) {
-        cg_err_set(errbuf, errsz, CG_EREDIS, "redis %s:%d: cannot set timeout",
-                   cfg->host, cfg->port);
-        goto fail;
-    }
+    return c;
+}
+
+/*
+ * Sets the command timeout, then AUTH, SELECT and PING. The password goes
+ * as a separate argument and never into errbuf. A server that accepts
+ * connections but does not answer (stopped, loading) fails here, so it
+ * counts as down rather than connected.
+ */
+static int cache_handshake(const struct cache_cfg *cfg, redisContext *c,
+                           char *errbuf, size_t errsz)
+{
+    redisReply *reply = NULL;
+    int rc = 0;
+    if (redisSetTimeout(c, ms_tv(cfg->timeout_ms)) != REDIS_OK)
+        return cg_err_set(errbuf, errsz, CG_EREDIS,
+                          "redis %s:%d: cannot set timeout", cfg->host,
+                          cfg->port);
     if (*cfg->password) {
         const char *argv[] = { "AUTH", cfg->password };
         size_t lens[] = { 4, strlen(cfg->password) };
         reply = redisCommandArgv(c, 2, argv, lens);
         if (!reply || reply->type == REDIS_REPLY_ERROR) {
             /* Redis's own AUTH error text names no password. */
-            cg_err_set(errbuf, errsz, CG_EREDIS, "redis %s:%d: AUTH: %s",
-                       cfg->host, cfg->port, reply ? reply->str : c->errstr);
-            goto fail;
+            rc = cg_err_set(errbuf, errsz, CG_EREDIS, "redis %s:%d: AUTH: %s",
+                            cfg->host, cfg->port,
+                            reply ? reply->str : c->errstr);
+            goto out;
         }
         freeReplyObject(reply);
         reply = NULL;
@@ -318,29 +331,33 @@ static redisContext *cache_connect(const struct cache_cfg *cfg, char *errbuf,
     if (cfg->db != 0) {
         reply = redisCommand(c, "SELECT %lld", cfg->db);
         if (!reply || reply->type == REDIS_REPLY_ERROR) {
-            cg_err_set(errbuf, errsz, CG_EREDIS, "redis %s:%d: SELECT %lld: %s",
-                       cfg->host, cfg->port, cfg->db,
-                       reply ? reply->str : c->errstr);
-            goto fail;
+            rc = cg_err_set(errbuf, errsz, CG_EREDIS,
+                            "redis %s:%d: SELECT %lld: %s", cfg->host,
+                            cfg->port, cfg->db, reply ? reply->str : c->errstr);
+            goto out;
         }
         freeReplyObject(reply);
         reply = NULL;
     }
-    /* A server that accepts connections but does not answer (stopped,
-     * swapping, loading) counts as down, not as connected. */
     reply = redisCommand(c, "PING");
-    if (!reply || reply->type == REDIS_REPLY_ERROR) {
-        cg_err_set(errbuf, errsz, CG_EREDIS, "redis %s:%d: PING: %s", cfg->host,
-                   cfg->port, reply ? reply->str : c->errstr);
-        goto fail;
-    }
-    freeReplyObject(reply);
-    return c;
-fail:
+    if (!reply || reply->type == REDIS_REPLY_ERROR)
+        rc = cg_err_set(errbuf, errsz, CG_EREDIS, "redis %s:%d: PING: %s",
+                        cfg->host, cfg->port, reply ? reply->str : c->errstr);
+out:
     if (reply)
         freeReplyObject(reply);
-    redisFree(c);
-    return NULL;
+    return rc;
+}
+
+static redisContext *cache_connect(const struct cache_cfg *cfg, char *errbuf,
+                                   size_t errsz)
+{
+    redisContext *c = cache_dial(cfg, errbuf, errsz);
+    if (c && cache_handshake(cfg, c, errbuf, errsz)) {
+        redisFree(c);
+        c = NULL;
+    }
+    return c;
 }
 
 /* ---- commands ---- */
@@ -574,10 +591,12 @@ static int req_eval_again(redisContext *c, struct cache_req *req,
  * without all their replies then carry CG_EREDIS.
  */
 static int run_batch(struct cg_cache *cache, redisContext *c,
-                     struct cache_req **batch, size_t n, int64_t *last_log)
+                     struct cache_req **batch, size_t n, bool *any_reply,
+                     int64_t *last_log)
 {
     int rc = 0;
     size_t i = 0;
+    *any_reply = false;
     for (i = 0; i < n; i++)
         for (int k = 0; k < batch[i]->ncmd; k++)
             redisAppendCommandArgv(c, batch[i]->cmd[k].argc,
@@ -586,10 +605,12 @@ static int run_batch(struct cg_cache *cache, redisContext *c,
     for (i = 0; i < n && rc == 0; i++) {
         for (int k = 0; k < batch[i]->ncmd && rc == 0; k++) {
             void *reply = NULL;
-            if (redisGetReply(c, &reply) != REDIS_OK || !reply)
+            if (redisGetReply(c, &reply) != REDIS_OK || !reply) {
                 rc = CG_EREDIS;
-            else
+            } else {
                 batch[i]->reply[k] = reply;
+                *any_reply = true;
+            }
         }
     }
     for (size_t j = 0; j < n; j++) {
@@ -648,6 +669,57 @@ static void cond_wait_until(struct cg_cache *cache, int64_t due_ms)
     pthread_cond_timedwait(&cache->cond, &cache->mu, &ts);
 }
 
+/*
+ * Connects for the thread. The socket is published under mu between the
+ * dial and the handshake, so that cg_cache_free can cut a handshake stuck
+ * on a server that does not answer. Called and returns with mu held.
+ */
+static redisContext *thread_connect(struct cg_cache *cache, char *err,
+                                    size_t errsz)
+{
+    pthread_mutex_unlock(&cache->mu);
+    redisContext *c = cache_dial(&cache->cfg, err, errsz);
+    pthread_mutex_lock(&cache->mu);
+    if (!c)
+        return NULL;
+    if (cache->stop) {
+        redisFree(c);
+        cg_err_set(err, errsz, CG_ECANCELLED, "stopping");
+        return NULL;
+    }
+    cache->fd = c->fd;
+    pthread_mutex_unlock(&cache->mu);
+    int rc = cache_handshake(&cache->cfg, c, err, errsz);
+    pthread_mutex_lock(&cache->mu);
+    if (rc) {
+        cache->fd = -1;
+        redisFree(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* Drops a broken connection (mu held). */
+static void thread_disconnect(struct cg_cache *cache, redisContext **c)
+{
+    cache->fd = -1;
+    redisFree(*c);
+    *c = NULL;
+}
+
+/* Forgets what a failed attempt left in the batch, to send it again. */
+static void batch_reset(struct cache_req **batch, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        for (int k = 0; k < CACHE_CMDS_MAX; k++) {
+            if (batch[i]->reply[k])
+                freeReplyObject(batch[i]->reply[k]);
+            batch[i]->reply[k] = NULL;
+        }
+        batch[i]->err = 0;
+    }
+}
+
 static void *cache_thread(void *p)
 {
     struct cg_cache *cache = p;
@@ -657,6 +729,7 @@ static void *cache_thread(void *p)
     unsigned seed = (unsigned)time(NULL) ^ (unsigned)(uintptr_t)cache;
     struct cache_req **batch =
         cg_calloc(CG_CACHE_BATCH_MAX, sizeof(struct cache_req *));
+    char err[256];
 
     pthread_mutex_lock(&cache->mu);
     while (!cache->stop) {
@@ -665,11 +738,10 @@ static void *cache_thread(void *p)
                 cond_wait_until(cache, next_try);
                 continue;
             }
-            char err[256] = "";
-            pthread_mutex_unlock(&cache->mu);
-            c = cache_connect(&cache->cfg, err, sizeof(err));
-            pthread_mutex_lock(&cache->mu);
+            c = thread_connect(cache, err, sizeof(err));
             if (!c) {
+                if (cache->stop)
+                    break;
                 if (cache->state != STATE_DOWN)
                     cg_warn("cache_down", "err=\"%s\" retry_ms=%lld", err,
                             (long long)backoff);
@@ -685,7 +757,6 @@ static void *cache_thread(void *p)
             if (ever_connected)
                 cache->stats.reconnects++;
             ever_connected = true;
-            cache->fd = c->fd;
             cache->state = STATE_UP;
             cache->stats.connected = true;
             backoff = CG_CACHE_BACKOFF_MIN_MS;
@@ -703,30 +774,48 @@ static void *cache_thread(void *p)
         cache->stats.queue_depth = cache->queue.n;
         cache->stats.in_flight = n;
         pthread_mutex_unlock(&cache->mu);
-        int rc = run_batch(cache, c, batch, n, &last_log);
+        bool any_reply;
+        int rc = run_batch(cache, c, batch, n, &any_reply, &last_log);
         pthread_mutex_lock(&cache->mu);
+        if (rc && !any_reply && !cache->stop) {
+            /* Nothing came back: most likely a connection the server closed
+             * while we were idle (a restart, an idle timeout). One fresh
+             * connection gets one more try before the batch is failed. */
+            cg_info("cache_reconnect", "err=\"%s\"",
+                    c->errstr[0] ? c->errstr : "connection lost");
+            thread_disconnect(cache, &c);
+            c = thread_connect(cache, err, sizeof(err));
+            if (c) {
+                cache->stats.reconnects++;
+                batch_reset(batch, n);
+                pthread_mutex_unlock(&cache->mu);
+                rc = run_batch(cache, c, batch, n, &any_reply, &last_log);
+                pthread_mutex_lock(&cache->mu);
+            } else {
+                rc = CG_EREDIS;
+            }
+        }
         cache->stats.in_flight = 0;
         for (size_t i = 0; i < n; i++)
             req_finish_locked(cache, batch[i]);
         if (rc) {
             if (!cache->stop)
                 cg_warn("cache_down", "err=\"%s\" retry_ms=%lld",
-                        c->errstr[0] ? c->errstr : "connection lost",
+                        c && c->errstr[0] ? c->errstr : "connection lost",
                         (long long)backoff);
-            cache->fd = -1;
-            redisFree(c);
-            c = NULL;
+            if (c)
+                thread_disconnect(cache, &c);
             cache->state = STATE_DOWN;
             cache->stats.connected = false;
             queue_fail_locked(cache, CG_EREDIS);
-            /* Try again at once: a broken connection is often just an
-             * idle one the server closed; backoff starts if that fails. */
-            next_try = 0;
+            next_try = mono_ms() + backoff_jitter(backoff, &seed);
+            backoff = backoff * 2 > CG_CACHE_BACKOFF_MAX_MS
+                          ? CG_CACHE_BACKOFF_MAX_MS
+                          : backoff * 2;
         }
     }
-    cache->fd = -1;
     if (c)
-        redisFree(c);
+        thread_disconnect(cache, &c);
     cache->stats.connected = false;
     pthread_mutex_unlock(&cache->mu);
     free(batch);
@@ -905,6 +994,27 @@ static char status_letter(enum cg_status s)
     }
 }
 
+/* The compact line of f, bounded: evidence read from a hostile body can
+ * be large, and the cache is not where it needs to be kept whole. */
+static char *finding_line(const struct cg_finding *f)
+{
+    char *line = cg_finding_compact(f);
+    if (strlen(line) <= CG_CACHE_FINDING_MAX)
+        return line;
+    free(line);
+    struct cg_finding slim;
+    cg_finding_copy(&slim, f);
+    json_decref(slim.evidence);
+    slim.evidence = json_pack("{s:b}", "truncated", 1);
+    line = cg_finding_compact(&slim);
+    cg_finding_clear(&slim);
+    if (strlen(line) > CG_CACHE_FINDING_MAX) {
+        free(line);
+        line = NULL;
+    }
+    return line;
+}
+
 void cg_cache_store(struct cg_cache *cache, const struct cg_cache_entry *e,
                     cg_cache_done_fn fn, void *arg)
 {
@@ -958,7 +1068,7 @@ void cg_cache_store(struct cg_cache *cache, const struct cg_cache_entry *e,
     for (int i = 0; i < CG_RULE_COUNT; i++)
         cmd_str(cmd, a++, cg_rule_info((enum cg_rule)i)->id);
     for (int i = 0; i < CG_RULE_COUNT; i++) {
-        char *line = by_rule[i] ? cg_finding_compact(by_rule[i]) : NULL;
+        char *line = by_rule[i] ? finding_line(by_rule[i]) : NULL;
         cmd_str(cmd, a++, line ? line : "");
         free(line);
     }

@@ -73,21 +73,22 @@
 struct cg_loop;
 struct cg_conf;
 
-#define CG_CACHE_QUEUE_MAX      10000     /* default of redis.queue_max */
-#define CG_CACHE_BATCH_MAX      256       /* requests pipelined at once */
-#define CG_CACHE_ID_MAX         64        /* tenant, subscription, job ids */
-#define CG_CACHE_OWNER_MAX      128       /* lock owner string */
-#define CG_CACHE_BODY_MAX       (4 << 20) /* undo body */
-#define CG_CACHE_BACKOFF_MIN_MS 100       /* first reconnect delay */
-#define CG_CACHE_BACKOFF_MAX_MS 5000      /* reconnect delay cap */
-#define CG_CACHE_HASH_LEN       64        /* hex SHA-256 */
+#define CG_CACHE_QUEUE_MAX      10000        /* default of redis.queue_max */
+#define CG_CACHE_BATCH_MAX      256          /* requests pipelined at once */
+#define CG_CACHE_ID_MAX         64           /* tenant, subscription, job ids */
+#define CG_CACHE_OWNER_MAX      128          /* lock owner string */
+#define CG_CACHE_BODY_MAX       (4 << 20)    /* undo body */
+#define CG_CACHE_FINDING_MAX    (256 * 1024) /* cached finding line */
+#define CG_CACHE_BACKOFF_MIN_MS 100          /* first reconnect delay */
+#define CG_CACHE_BACKOFF_MAX_MS 5000         /* reconnect delay cap */
+#define CG_CACHE_HASH_LEN       64           /* hex SHA-256 */
 
 struct cg_cache;
 
 /* What the cache knew about a subscription before this job. */
 struct cg_cache_prev {
-    int err;       /* 0, or CG_EREDIS / CG_EBUSY / CG_ECANCELLED: the rest
-                      then says "not done, no previous" */
+    int err;       /* 0, or CG_EREDIS / CG_EBUSY / CG_ECANCELLED /
+                      CG_EINVAL: the rest then says "not done, no previous" */
     bool job_done; /* this job's findings were already delivered */
     enum cg_status status[CG_RULE_COUNT];      /* CG_STATUS_NONE: unknown */
     char contacts_hash[CG_CACHE_HASH_LEN + 1]; /* "" when unknown */
@@ -154,7 +155,9 @@ void cg_cache_lookup(struct cg_cache *cache, const char *tenant_id,
 /*
  * Stores a job's verdicts (copied before return) and adjusts the tenant's
  * counts, atomically (a Lua script). A store older than the cached scan of
- * the subscription is ignored (counted as stale, err 0). fn may be NULL.
+ * the subscription is ignored (counted as stale, err 0). A finding whose
+ * compact line exceeds CG_CACHE_FINDING_MAX is cached without its
+ * evidence. fn may be NULL.
  */
 void cg_cache_store(struct cg_cache *cache, const struct cg_cache_entry *e,
                     cg_cache_done_fn fn, void *arg);

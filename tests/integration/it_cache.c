@@ -551,6 +551,57 @@ out:
     cg_conf_free(conf);
 }
 
+/* Evidence past CG_CACHE_FINDING_MAX is left out of the cached line; the
+ * verdict is kept. */
+static void test_big_finding(void)
+{
+    struct cg_conf *conf =
+        conf_for(cg_harness_redis_port(redis), "bf:", 2000, 100);
+    struct cg_cache *cache = cache_up(conf);
+    char err[256];
+    struct cg_cache_reader *r = cg_cache_reader_new(conf, err, sizeof(err));
+    struct cg_finding f = { 0 }, back[CG_RULE_COUNT];
+    size_t n = 0;
+    char *big = cg_malloc(CG_CACHE_FINDING_MAX + 2);
+    memset(big, 'x', CG_CACHE_FINDING_MAX + 1);
+    big[CG_CACHE_FINDING_MAX + 1] = '\0';
+    CHECK(r != NULL, "reader: %s", err);
+    if (!cache || !r)
+        goto out;
+    f.previous = CG_STATUS_NONE;
+    cg_finding_set(&f, CG_RULE_ADDITIONAL_EMAILS, CG_STATUS_FAIL, "BIG",
+                   "big evidence");
+    cg_strlcpy(f.subscription_id, S4, sizeof(f.subscription_id));
+    f.evidence = json_pack("{s:s}", "emails", big);
+    const struct cg_cache_entry e = { .tenant_id = TA,
+                                      .subscription_id = S4,
+                                      .job_id = "big",
+                                      .scan_ms = 5,
+                                      .findings = &f,
+                                      .nfindings = 1 };
+    struct done_res d = { 0 };
+    cg_cache_store(cache, &e, on_done, &d);
+    CHECK(turn_until(flag_set, &d.called, WAIT_MS) && d.err == 0,
+          "big store err %d", d.err);
+    CHECK(cg_cache_reader_findings(r, S4, back, &n, err, sizeof(err)) == 0,
+          "findings: %s", err);
+    CHECK(n == 1, "one finding cached, %zu", n);
+    if (n == 1) {
+        CHECK(back[0].status == CG_STATUS_FAIL &&
+                  back[0].rule == CG_RULE_ADDITIONAL_EMAILS,
+              "verdict kept");
+        CHECK(json_is_true(json_object_get(back[0].evidence, "truncated")),
+              "evidence marked truncated");
+        cg_finding_clear(&back[0]);
+    }
+out:
+    cg_finding_clear(&f);
+    free(big);
+    cg_cache_reader_free(r);
+    cg_cache_free(cache);
+    cg_conf_free(conf);
+}
+
 static struct lock_res lock_wait(struct cg_cache *cache, const char *owner,
                                  long long ttl_ms, bool unlock)
 {
@@ -854,6 +905,20 @@ static void test_outage(void)
           "the new store is in Redis");
     CHECK(redis_int("HGET out:tenant:%s:counts owner-alerts:FAIL", TA) == 1,
           "counts start afresh in the new Redis");
+
+    /* Restarted behind an idle connection: the next store finds the old
+     * socket dead, reconnects once and lands without an error. */
+    CHECK(cg_harness_redis_restart(redis, err, sizeof(err)) == 0,
+          "restart again: %s", err);
+    cg_cache_stats(cache, &st);
+    uint64_t errors0 = st.write_errors;
+    CHECK(store(cache, TA, S2, "idle", 30, "PPPP") == 0,
+          "store over a connection the restart closed");
+    cg_cache_stats(cache, &st);
+    CHECK(st.write_errors == errors0, "write errors %llu -> %llu",
+          (unsigned long long)errors0, (unsigned long long)st.write_errors);
+    CHECK(redis_int("HGET out:sub:%s scan_ms", S2) == 30,
+          "the store is in the restarted Redis");
     cg_loop_timer_cancel(loop, &tk.t);
 out:
     cg_cache_free(cache);
@@ -900,6 +965,7 @@ int main(void)
         test_round_trip();
         test_counts();
         test_ttl_and_reader();
+        test_big_finding();
         test_lock();
         test_queue_full();
         test_unreachable();
