@@ -1,5 +1,6 @@
 #include "cache.h"
 
+#include "clock.h"
 #include "conf.h"
 #include "err.h"
 #include "log.h"
@@ -427,6 +428,14 @@ static void req_free(struct cache_req *req)
     free(req);
 }
 
+static const char *req_kind_name(enum req_kind kind)
+{
+    static const char *const names[] = { "lookup",  "store",  "mark_done",
+                                         "lock",    "unlock", "undo_put",
+                                         "undo_get" };
+    return names[kind];
+}
+
 static bool req_is_write(const struct cache_req *req)
 {
     return req->kind == REQ_STORE || req->kind == REQ_DONE ||
@@ -637,8 +646,8 @@ static int run_batch(struct cg_cache *cache, redisContext *c,
             for (int k = 0; k < req->ncmd; k++)
                 if (req->reply[k]->type == REDIS_REPLY_ERROR)
                     r = req->reply[k];
-            cg_warn("cache_reply_error", "kind=%d reply=\"%.200s\"",
-                    (int)req->kind,
+            cg_warn("cache_reply_error", "request=%s reply=\"%.200s\"",
+                    req_kind_name(req->kind),
                     r->type == REDIS_REPLY_ERROR ? r->str : "unexpected type");
             *last_log = mono_ms();
         }
@@ -952,9 +961,11 @@ void cg_cache_lookup(struct cg_cache *cache, const char *tenant_id,
 {
     struct cache_req *req = req_new(REQ_LOOKUP, arg);
     char sub[CG_CACHE_ID_MAX + 1];
+    char tenant[CG_CACHE_ID_MAX + 1];
     req->fn.lookup = fn;
-    (void)tenant_id; /* the subscription's record names its tenant */
-    if (id_norm(subscription_id, sub) || id_norm(job_id, req->job_id)) {
+    /* The tenant is only checked: the subscription's record names it. */
+    if (id_norm(tenant_id, tenant) || id_norm(subscription_id, sub) ||
+        id_norm(job_id, req->job_id)) {
         req->err = CG_EINVAL;
         cache_submit(cache, req);
         return;
@@ -1434,10 +1445,7 @@ int cg_cache_reader_tenants(struct cg_cache_reader *r,
                             struct cg_cache_list *out, char *errbuf,
                             size_t errsz)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    long long horizon = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 -
-                        r->cfg.ttl_s * 1000;
+    long long horizon = cg_now_ms() - r->cfg.ttl_s * 1000;
     char *key = cg_asprintf("%stenants", r->cfg.prefix);
     redisReply *reply =
         redisCommand(r->c, "ZRANGEBYSCORE %s %lld +inf", key, horizon);

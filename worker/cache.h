@@ -145,7 +145,8 @@ struct cg_cache *cg_cache_new(struct cg_loop *loop, const struct cg_conf *conf,
 /*
  * Asks, in one round trip, whether job_id is done and what each rule of
  * subscription said before this job (a redelivered job gets the statuses
- * from before its first attempt). fn is required. On any failure
+ * from before its first attempt). tenant_id is only checked: the record
+ * names its tenant. fn is required. On any failure
  * prev->err is set and the rest reads "not done, no previous".
  */
 void cg_cache_lookup(struct cg_cache *cache, const char *tenant_id,

@@ -602,6 +602,34 @@ out:
     cg_conf_free(conf);
 }
 
+/* An error reply fails that request only; the connection carries on. */
+static void test_error_reply(void)
+{
+    struct cg_conf *conf =
+        conf_for(cg_harness_redis_port(redis), "wt:", 2000, 100);
+    struct cg_cache *cache = cache_up(conf);
+    if (!cache)
+        goto out;
+    CHECK(redis_int("SET wt:sub:%s not-a-hash", S1) == -1, "plant a string");
+    CHECK(store(cache, TA, S1, "w1", 1, "PPPP") == CG_EREDIS,
+          "store over a key of the wrong type fails");
+    CHECK(store(cache, TA, S2, "w2", 1, "PPPP") == 0, "the next store lands");
+    struct cg_cache_prev p = lookup(cache, S1, "w3");
+    CHECK(p.err == CG_EREDIS, "lookup of the wrong type fails: %d", p.err);
+    p = lookup(cache, S2, "w3");
+    CHECK(p.err == 0 && p.status[0] == CG_STATUS_PASS, "lookup of S2");
+    struct cg_cache_stats st;
+    cg_cache_stats(cache, &st);
+    CHECK(st.write_errors == 1 && st.writes_ok == 1 && st.connected &&
+              st.reconnects == 0,
+          "errors %llu ok %llu reconnects %llu",
+          (unsigned long long)st.write_errors, (unsigned long long)st.writes_ok,
+          (unsigned long long)st.reconnects);
+out:
+    cg_cache_free(cache);
+    cg_conf_free(conf);
+}
+
 static struct lock_res lock_wait(struct cg_cache *cache, const char *owner,
                                  long long ttl_ms, bool unlock)
 {
@@ -966,6 +994,7 @@ int main(void)
         test_counts();
         test_ttl_and_reader();
         test_big_finding();
+        test_error_reply();
         test_lock();
         test_queue_full();
         test_unreachable();
