@@ -18,6 +18,8 @@
 #include "mem.h"
 
 #include <signal.h>
+#include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -630,6 +632,98 @@ out:
     cg_conf_free(conf);
 }
 
+static redisReply *admin_cmd(redisContext *admin, const char *cmd)
+{
+    redisReply *r = redisCommand(admin, cmd);
+    CHECK(r && r->type != REDIS_REPLY_ERROR, "%s: %s", cmd,
+          r ? r->str : admin->errstr);
+    return r;
+}
+
+/* AUTH and SELECT as configured; a rejected password is reported without
+ * the password, in the log line and in the reader's error. */
+static void test_auth_db(void)
+{
+    static const char good[] = "cache-test-secret-42";
+    static const char bad[] = "wrong-password-x7";
+    char err[256], path[512];
+    struct cg_conf *conf =
+        conf_for(cg_harness_redis_port(redis), "au:", 2000, 100);
+    struct cg_conf *wrong =
+        conf_for(cg_harness_redis_port(redis), "au:", 2000, 100);
+    struct cg_cache *cache = NULL;
+    struct cg_cache_reader *r = NULL;
+    redisContext *admin = cg_harness_redis_connect(redis, err, sizeof(err));
+    redisReply *rep;
+    CHECK(admin != NULL, "admin: %s", err);
+    if (!admin)
+        goto out;
+    cg_conf_set(conf, "redis.password", good, NULL, 0);
+    cg_conf_set(conf, "redis.db", "3", NULL, 0);
+    cg_conf_set(wrong, "redis.password", bad, NULL, 0);
+    rep = admin_cmd(admin, "CONFIG SET requirepass cache-test-secret-42");
+    if (rep)
+        freeReplyObject(rep);
+
+    cache = cache_up(conf);
+    CHECK(cache && store(cache, TA, S1, "auth", 1, "PFPP") == 0,
+          "store with AUTH and SELECT");
+    rep = admin_cmd(admin, "SELECT 3");
+    if (rep)
+        freeReplyObject(rep);
+    rep = redisCommand(admin, "HGET au:sub:%s status:additional-emails", S1);
+    CHECK(rep && rep->type == REDIS_REPLY_STRING &&
+              strcmp(rep->str, "FAIL") == 0,
+          "the record is in db 3");
+    if (rep)
+        freeReplyObject(rep);
+    r = cg_cache_reader_new(conf, err, sizeof(err));
+    CHECK(r != NULL, "reader with AUTH: %s", err);
+    cg_cache_reader_free(r);
+
+    /* The wrong password, with stderr in a file to read the log. */
+    snprintf(path, sizeof(path), "%s/auth.log", cg_harness_dir());
+    fflush(stderr);
+    int saved = dup(2);
+    FILE *f = fopen(path, "w+");
+    CHECK(f != NULL && saved >= 0, "log file");
+    if (!f || saved < 0)
+        goto out;
+    dup2(fileno(f), 2);
+    cg_log_setup(CG_LOG_INFO, CG_LOG_TEXT, "it_cache");
+    struct cg_cache *c2 = cache_up(wrong);
+    struct cg_cache_prev p = lookup(c2, S1, "auth2");
+    cg_cache_free(c2);
+    r = cg_cache_reader_new(wrong, err, sizeof(err));
+    cg_log_setup(CG_LOG_WARN, CG_LOG_TEXT, "it_cache");
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    CHECK(p.err == CG_EREDIS, "wrong password: lookup err %d", p.err);
+    CHECK(r == NULL && strstr(err, "AUTH") && !strstr(err, bad),
+          "reader error names AUTH, not the password: %s", err);
+    cg_cache_reader_free(r);
+    r = NULL;
+    char log[8192];
+    size_t n = fread(log, 1, sizeof(log) - 1, (rewind(f), f));
+    log[n] = '\0';
+    fclose(f);
+    CHECK(strstr(log, "event=cache_down") != NULL, "cache_down logged:\n%s",
+          log);
+    CHECK(!strstr(log, bad) && !strstr(log, good), "no password in:\n%s", log);
+out:
+    if (admin) {
+        rep = redisCommand(admin, "CONFIG SET requirepass %s", "");
+        CHECK(rep && rep->type == REDIS_REPLY_STATUS, "requirepass reset");
+        if (rep)
+            freeReplyObject(rep);
+        redisFree(admin);
+    }
+    cg_cache_free(cache);
+    cg_conf_free(conf);
+    cg_conf_free(wrong);
+}
+
 static struct lock_res lock_wait(struct cg_cache *cache, const char *owner,
                                  long long ttl_ms, bool unlock)
 {
@@ -995,6 +1089,7 @@ int main(void)
         test_ttl_and_reader();
         test_big_finding();
         test_error_reply();
+        test_auth_db();
         test_lock();
         test_queue_full();
         test_unreachable();
