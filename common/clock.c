@@ -54,4 +54,3 @@ int cg_time_parse_iso(const char *s, long long *ms)
     *ms = (long long)timegm(&tm) * 1000 + frac - off;
     return 0;
 }
-

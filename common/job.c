@@ -15,8 +15,8 @@
 
 static const char *const reason_names[] = { "scheduled", "new-subscription",
                                             "event", "manual" };
-static const char *const state_names[] = { "Unknown",  "Enabled",  "Warned",
-                                           "PastDue",  "Disabled", "Deleted" };
+static const char *const state_names[] = { "Unknown", "Enabled",  "Warned",
+                                           "PastDue", "Disabled", "Deleted" };
 
 const char *cg_job_reason_name(enum cg_job_reason r)
 {
@@ -133,8 +133,8 @@ char *cg_job_encode(const struct cg_job *job)
 }
 
 /* Copies a required GUID field. */
-static int guid_field(const json_t *o, const char *key, char *out,
-                      size_t outsz, bool required, char *errbuf, size_t errsz)
+static int guid_field(const json_t *o, const char *key, char *out, size_t outsz,
+                      bool required, char *errbuf, size_t errsz)
 {
     const char *v = NULL;
     enum cg_json_get g = cg_json_string(o, key, &v);

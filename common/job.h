@@ -45,7 +45,7 @@ struct cg_job {
     enum cg_job_reason reason;
     long long requested_at_ms;
     enum cg_sub_state state;
-    int remediation; /* enum cg_remediation_mode, or -1 when absent */
+    int remediation;         /* enum cg_remediation_mode, or -1 when absent */
     char auth_tenant_id[40]; /* "" when the job's tenant reads it */
 };
 

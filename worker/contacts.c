@@ -328,9 +328,16 @@ int cg_contacts_parse(struct cg_contacts *ct, const char *body, size_t len,
     if (!root)
         return cg_err_set(errbuf, errsz, CG_EPARSE, "body is not JSON: %s",
                           jerr);
+    int rc = cg_contacts_parse_json(ct, root, version, errbuf, errsz);
+    json_decref(root);
+    return rc;
+}
 
-    int rc = 0;
-    json_t *items = NULL;
+int cg_contacts_parse_json(struct cg_contacts *ct, const json_t *root,
+                           enum cg_api_version version, char *errbuf,
+                           size_t errsz)
+{
+    const json_t *items = NULL;
     const char *top = "value";
     if (json_is_array(root)) {
         items = root; /* 2020-01-01-preview LIST answers a bare array */
@@ -342,24 +349,23 @@ int cg_contacts_parse(struct cg_contacts *ct, const char *body, size_t len,
                json_is_object(cg_json_member(root, "properties"))) {
         items = NULL; /* a single GET object */
     } else {
-        rc = cg_err_set(errbuf, errsz, CG_EPARSE,
-                        "body is %s, not a list of security contacts "
-                        "(object with a \"value\" array, an array, or one "
-                        "contact with \"properties\")",
-                        json_is_object(root) ? "an object without \"value\""
-                                             : type_name(root));
-        goto out;
+        return cg_err_set(errbuf, errsz, CG_EPARSE,
+                          "body is %s, not a list of security contacts "
+                          "(object with a \"value\" array, an array, or one "
+                          "contact with \"properties\")",
+                          json_is_object(root) ? "an object without \"value\""
+                                               : type_name(root));
     }
 
     size_t count = items ? json_array_size(items) : 1;
     if (ct->version == CG_API_UNKNOWN) {
         if (version == CG_API_UNKNOWN) {
             for (size_t i = 0; i < count && version == CG_API_UNKNOWN; i++) {
-                json_t *o = items ? json_array_get(items, i) : root;
+                const json_t *o = items ? json_array_get(items, i) : root;
                 version = detect(cg_json_member(o, "properties"));
             }
-            /* No contact says which: the bare array is 2020's, a name
-             * default1.. is 2017's; otherwise assume the newest. */
+            /* No contact says which: the bare array is 2020's; otherwise
+             * assume the newest. */
             if (version == CG_API_UNKNOWN)
                 version = items == root ? CG_API_2020 : CG_API_2023;
             ct->version_detected = true;
@@ -375,7 +381,7 @@ int cg_contacts_parse(struct cg_contacts *ct, const char *body, size_t len,
     ct->v = cg_realloc(ct->v, (ct->n + count) * sizeof(*ct->v));
     for (size_t i = 0; i < count; i++) {
         char path[48];
-        json_t *o = items ? json_array_get(items, i) : root;
+        const json_t *o = items ? json_array_get(items, i) : root;
         if (items)
             snprintf(path, sizeof(path), "%s[%zu]", top, ct->n);
         else
@@ -386,9 +392,7 @@ int cg_contacts_parse(struct cg_contacts *ct, const char *body, size_t len,
         }
         read_contact(ct, o, ct->version, path);
     }
-out:
-    json_decref(root);
-    return rc;
+    return 0;
 }
 
 static void contact_free(struct cg_contact *c)

@@ -96,6 +96,12 @@ void cg_contacts_init(struct cg_contacts *ct);
 int cg_contacts_parse(struct cg_contacts *ct, const char *body, size_t len,
                       enum cg_api_version version, char *errbuf, size_t errsz);
 
+/* The same for a body already parsed (the fetch stage gets LIST pages
+ * merged by the ARM client); root is borrowed. */
+int cg_contacts_parse_json(struct cg_contacts *ct, const json_t *root,
+                           enum cg_api_version version, char *errbuf,
+                           size_t errsz);
+
 void cg_contacts_free(struct cg_contacts *ct);
 
 /* "2017-08-01-preview" ... ; "unknown". */

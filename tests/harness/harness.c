@@ -206,6 +206,37 @@ int cg_harness_wait_port(int port, int timeout_ms)
     return 0;
 }
 
+int cg_harness_pid_wait_gone(pid_t pid, int timeout_ms)
+{
+    int64_t deadline = cg_harness_now_ms() + timeout_ms;
+    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    int rc = CG_ETIMEOUT;
+
+    if (fd < 0) {
+        if (errno == ESRCH)
+            return 0;
+        /* No pidfd: kill(pid, 0) cannot tell a zombie from a live process,
+         * so this fallback only sees processes that were reaped. */
+        while (kill(pid, 0) == 0 && cg_harness_now_ms() < deadline)
+            poll(NULL, 0, 10);
+        return kill(pid, 0) == 0 ? CG_ETIMEOUT : 0;
+    }
+    for (;;) {
+        struct pollfd pfd = { .fd = fd, .events = POLLIN };
+        int64_t left = deadline - cg_harness_now_ms();
+        int n = poll(&pfd, 1, left > 0 ? (int)left : 0);
+
+        if (n > 0) {
+            rc = 0;
+            break;
+        }
+        if ((n == 0 && left <= 0) || (n < 0 && errno != EINTR))
+            break;
+    }
+    close(fd);
+    return rc;
+}
+
 int cg_harness_file_grep(const char *path, const char *needle)
 {
     FILE *f = fopen(path, "r");
@@ -1383,7 +1414,7 @@ int cg_harness_kafka_consume(const char *bootstrap, const char *topic,
                              size_t errsz)
 {
     int64_t deadline = cg_harness_now_ms() + timeout_ms;
-    static unsigned serial;
+    unsigned serial;
     char group[64];
     const char *kv[] = { "group.id",
                          group,
@@ -1403,8 +1434,10 @@ int cg_harness_kafka_consume(const char *bootstrap, const char *topic,
 
     /* Unused by the broker (nothing is committed or subscribed), but
      * unique so two readers never share anything. */
-    snprintf(group, sizeof(group), "cg-harness-%d-%u", (int)getpid(),
-             __atomic_add_fetch(&serial, 1, __ATOMIC_RELAXED));
+    pthread_mutex_lock(&harness.lock);
+    serial = ++harness.seq;
+    pthread_mutex_unlock(&harness.lock);
+    snprintf(group, sizeof(group), "cg-harness-%d-%u", (int)getpid(), serial);
     rk = kafka_new(RD_KAFKA_CONSUMER, bootstrap, kv, NULL, NULL, errbuf, errsz);
     if (!rk)
         return CG_EKAFKA;

@@ -271,6 +271,14 @@ bool cg_harness_port_open(int port);
  */
 int cg_harness_wait_port(int port, int timeout_ms);
 
+/*
+ * Waits until the process pid (any process, not only a child) has exited:
+ * a zombie counts as gone. 0, or CG_ETIMEOUT. For tests that check a
+ * server died with its parent; make the test a child subreaper
+ * (PR_SET_CHILD_SUBREAPER) to be able to reap such orphans too.
+ */
+int cg_harness_pid_wait_gone(pid_t pid, int timeout_ms);
+
 /* Number of lines of the file at path that contain needle, or CG_EIO. */
 int cg_harness_file_grep(const char *path, const char *needle);
 

@@ -19,8 +19,8 @@
 #include <string.h>
 #include <sys/wait.h>
 
-#ifndef CG_REPORT_BIN
-#define CG_REPORT_BIN "contactguard-report"
+#ifndef CG_BIN_CONTACTGUARD_REPORT
+#define CG_BIN_CONTACTGUARD_REPORT "contactguard-report"
 #endif
 
 #define WAIT_MS 15000
@@ -85,7 +85,7 @@ static int run_report(const char *const *args, char **out)
     char port[32], err[256], line[CG_HARNESS_LINE_MAX];
     size_t n = 0;
     snprintf(port, sizeof(port), "redis.port=%d", cg_harness_redis_port(redis));
-    argv[n++] = CG_REPORT_BIN;
+    argv[n++] = CG_BIN_CONTACTGUARD_REPORT;
     argv[n++] = "--set";
     argv[n++] = port;
     argv[n++] = "--set";

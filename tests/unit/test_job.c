@@ -34,8 +34,7 @@ static const struct bad_row bad[] = {
       "{\"schema\":\"contactguard.job/1\",\"job_id\":\"j\",\"tenant_id\":\"" T
       "\",\"reason\":\"manual\",\"requested_at\":\"2026-01-01T00:00:00Z\"}",
       "subscription_id is missing" },
-    { "subscription a number", HEAD "\"subscription_id\":5}",
-      "not a string" },
+    { "subscription a number", HEAD "\"subscription_id\":5}", "not a string" },
     { "bad reason",
       HEAD "\"reason\":\"whim\",\"requested_at\":\"2026-01-01T00:00:00Z\"}",
       "reason" },
