@@ -434,7 +434,7 @@ static void test_counts(void)
           "changed: %s", err);
     CHECK(l.n == 1 && strcmp(l.v[0], S1) == 0, "changed of A: %zu", l.n);
     cg_cache_list_free(&l);
-    struct cg_cache_sub sub;
+    struct cg_cache_sub sub = { 0 };
     CHECK(cg_cache_reader_sub(r, S1, &sub, err, sizeof(err)) == 0, "sub: %s",
           err);
     CHECK(sub.previous[0] == CG_STATUS_FAIL && sub.status[0] == CG_STATUS_PASS,
@@ -620,9 +620,21 @@ static void test_error_reply(void)
     CHECK(p.err == CG_EREDIS, "lookup of the wrong type fails: %d", p.err);
     p = lookup(cache, S2, "w3");
     CHECK(p.err == 0 && p.status[0] == CG_STATUS_PASS, "lookup of S2");
+    /* Someone flushes the script cache: the scripts are sent again. */
+    redis_int("SCRIPT FLUSH");
+    CHECK(store(cache, TA, S3, "w4", 1, "FPPP") == 0,
+          "store after SCRIPT FLUSH");
+    CHECK(redis_int("HGET wt:tenant:%s:counts owner-alerts:FAIL", TA) == 1,
+          "the store after the flush counted");
+    redis_int("SCRIPT FLUSH");
+    redis_int("SET wt:lock:%s someone", S3);
+    struct lock_res lk = { 0 };
+    cg_cache_unlock(cache, S3, "someone", on_lock, &lk);
+    CHECK(turn_until(flag_set, &lk.called, WAIT_MS) && lk.err == 0 && lk.ok,
+          "unlock after SCRIPT FLUSH: err %d ok %d", lk.err, lk.ok);
     struct cg_cache_stats st;
     cg_cache_stats(cache, &st);
-    CHECK(st.write_errors == 1 && st.writes_ok == 1 && st.connected &&
+    CHECK(st.write_errors == 1 && st.writes_ok == 2 && st.connected &&
               st.reconnects == 0,
           "errors %llu ok %llu reconnects %llu",
           (unsigned long long)st.write_errors, (unsigned long long)st.writes_ok,
