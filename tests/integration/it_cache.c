@@ -479,6 +479,38 @@ out:
     cg_conf_free(conf);
 }
 
+/* A subscription not scanned within the TTL leaves its tenant's counts
+ * at the tenant's next store; a tenant not scanned within it leaves the
+ * tenants index. */
+static void test_prune(void)
+{
+    struct cg_conf *conf =
+        conf_for(cg_harness_redis_port(redis), "pr:", 2000, 100);
+    struct cg_cache *cache = cache_up(conf);
+    char err[256];
+    struct cg_cache_reader *r = cg_cache_reader_new(conf, err, sizeof(err));
+    CHECK(r != NULL, "reader: %s", err);
+    if (!cache || !r)
+        goto out;
+    long long t0 = 1000, later = t0 + 3600 * 1000LL + 5000;
+    CHECK(store(cache, TA, S1, "p1", t0, "FFFF") == 0, "S1 at t0");
+    CHECK(store(cache, TB, S3, "p2", t0, "PPPP") == 0, "S3 at t0");
+    CHECK(store(cache, TA, S2, "p3", later, "PPPP") == 0, "S2 past the TTL");
+    struct model m[] = { { TA, S1, "" }, { TA, S2, "PPPP" } };
+    check_counts(r, m, 2, TA, "after prune");
+    CHECK(redis_int("EXISTS pr:sub:%s", S1) == 0, "S1's record is gone");
+    CHECK(redis_int("HEXISTS pr:tenant:%s:last %s", TA, S1) == 0,
+          "S1 left the counted set");
+    CHECK(redis_int("SISMEMBER pr:tenant:%s:failing %s", TA, S1) == 0,
+          "S1 left the failing set");
+    CHECK(redis_int("ZSCORE pr:tenants %s", TB) == -1, "TB left the index");
+    CHECK(redis_int("ZSCORE pr:tenants %s", TA) == later, "TA in the index");
+out:
+    cg_cache_reader_free(r);
+    cg_cache_free(cache);
+    cg_conf_free(conf);
+}
+
 static void test_ttl_and_reader(void)
 {
     struct cg_conf *conf =
@@ -1098,6 +1130,7 @@ int main(void)
     if (loop && redis) {
         test_round_trip();
         test_counts();
+        test_prune();
         test_ttl_and_reader();
         test_big_finding();
         test_error_reply();
