@@ -233,7 +233,9 @@ static void cfg_free(struct cache_cfg *cfg)
     memset(cfg, 0, sizeof(*cfg));
 }
 
-static void cfg_from(struct cache_cfg *cfg, const struct cg_conf *conf)
+/* Reads the redis.* settings; CG_ECONF when they cannot name keys. */
+static int cfg_from(struct cache_cfg *cfg, const struct cg_conf *conf,
+                    char *errbuf, size_t errsz)
 {
     cfg->host = cg_strdup(cg_conf_str(conf, "redis.host"));
     cfg->port = (int)cg_conf_int(conf, "redis.port");
@@ -243,6 +245,13 @@ static void cfg_from(struct cache_cfg *cfg, const struct cg_conf *conf)
     cfg->ttl_s = cg_conf_int(conf, "redis.ttl");
     cfg->timeout_ms = (int)cg_conf_int(conf, "redis.timeout_ms");
     cfg->queue_max = (size_t)cg_conf_int(conf, "redis.queue_max");
+    if (!*cfg->host)
+        return cg_err_set(errbuf, errsz, CG_ECONF, "redis.host is empty");
+    if (strlen(cfg->prefix) > CG_CACHE_PREFIX_MAX)
+        return cg_err_set(errbuf, errsz, CG_ECONF,
+                          "redis.prefix is longer than %d bytes",
+                          CG_CACHE_PREFIX_MAX);
+    return 0;
 }
 
 /*
@@ -909,12 +918,6 @@ static void cache_submit(struct cg_cache *cache, struct cache_req *req)
     pthread_mutex_unlock(&cache->mu);
 }
 
-static char *key_of(const struct cg_cache *cache, const char *kind,
-                    const char *id)
-{
-    return cg_asprintf("%s%s:%s", cache->cfg.prefix, kind, id);
-}
-
 struct cg_cache *cg_cache_new(struct cg_loop *loop, const struct cg_conf *conf,
                               char *errbuf, size_t errsz)
 {
@@ -923,7 +926,11 @@ struct cg_cache *cg_cache_new(struct cg_loop *loop, const struct cg_conf *conf,
     cache->loop = loop;
     cache->efd = -1;
     cache->fd = -1;
-    cfg_from(&cache->cfg, conf);
+    if (cfg_from(&cache->cfg, conf, errbuf, errsz)) {
+        cfg_free(&cache->cfg);
+        free(cache);
+        return NULL;
+    }
     sha1_hex(store_lua, cache->store_sha);
     sha1_hex(unlock_lua, cache->unlock_sha);
     pthread_mutex_init(&cache->mu, NULL);
@@ -1188,9 +1195,7 @@ void cg_cache_undo_get(struct cg_cache *cache, const char *subscription_id,
     } else {
         cmd_init(&req->cmd[0], 2);
         cmd_str(&req->cmd[0], 0, "GET");
-        char *key = key_of(cache, "undo", sub);
-        cmd_str(&req->cmd[0], 1, key);
-        free(key);
+        cmd_fmt(&req->cmd[0], 1, "%sundo:%s", cache->cfg.prefix, sub);
         req->ncmd = 1;
     }
     cache_submit(cache, req);
@@ -1243,8 +1248,8 @@ struct cg_cache_reader *cg_cache_reader_new(const struct cg_conf *conf,
                                             char *errbuf, size_t errsz)
 {
     struct cg_cache_reader *r = cg_calloc(1, sizeof(*r));
-    cfg_from(&r->cfg, conf);
-    r->c = cache_connect(&r->cfg, errbuf, errsz);
+    if (cfg_from(&r->cfg, conf, errbuf, errsz) == 0)
+        r->c = cache_connect(&r->cfg, errbuf, errsz);
     if (!r->c) {
         cg_cache_reader_free(r);
         return NULL;

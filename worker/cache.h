@@ -77,6 +77,7 @@ struct cg_conf;
 #define CG_CACHE_BATCH_MAX      256          /* requests pipelined at once */
 #define CG_CACHE_ID_MAX         64           /* tenant, subscription, job ids */
 #define CG_CACHE_OWNER_MAX      128          /* lock owner string */
+#define CG_CACHE_PREFIX_MAX     64           /* redis.prefix */
 #define CG_CACHE_BODY_MAX       (4 << 20)    /* undo body */
 #define CG_CACHE_FINDING_MAX    (256 * 1024) /* cached finding line */
 #define CG_CACHE_BACKOFF_MIN_MS 100          /* first reconnect delay */

@@ -212,6 +212,30 @@ out:
     cg_conf_free(conf);
 }
 
+static void test_bad_config(void)
+{
+    static const struct {
+        const char *key, *value, *says;
+    } rows[] = {
+        { "redis.host", "", "redis.host" },
+        { "redis.prefix",
+          "a-prefix-that-is-far-too-long-to-be-part-of-every-key-name-we-write",
+          "redis.prefix" },
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        struct cg_conf *conf = conf_for(1, 1000, 10);
+        char err[256] = "";
+        cg_conf_set(conf, rows[i].key, rows[i].value, NULL, 0);
+        struct cg_cache *cache = cg_cache_new(loop, conf, err, sizeof(err));
+        CHECK(!cache && strstr(err, rows[i].says), "row %zu: %s", i, err);
+        struct cg_cache_reader *r = cg_cache_reader_new(conf, err, sizeof(err));
+        CHECK(!r && strstr(err, rows[i].says), "row %zu reader: %s", i, err);
+        cg_cache_free(cache);
+        cg_cache_reader_free(r);
+        cg_conf_free(conf);
+    }
+}
+
 int main(void)
 {
     char err[256];
@@ -221,6 +245,7 @@ int main(void)
         return 1;
     test_queue_full();
     test_down();
+    test_bad_config();
     cg_loop_free(loop);
     return check_done("test_cache");
 }
