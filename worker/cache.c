@@ -495,8 +495,14 @@ static void req_finish_locked(struct cg_cache *cache, struct cache_req *req)
     } else if (req->kind == REQ_LOOKUP && req->err) {
         st->lookup_errors++;
     }
-    if (req->kind == REQ_LOOKUP)
+    if (req->kind == REQ_LOOKUP && req->err) {
+        /* Whatever a failed lookup half read, it answers "not done, no
+         * previous": a wrong "done" would drop a job. */
+        memset(&req->prev, 0, sizeof(req->prev));
+        for (int i = 0; i < CG_RULE_COUNT; i++)
+            req->prev.status[i] = CG_STATUS_NONE;
         req->prev.err = req->err;
+    }
     bool was_empty = cache->done.n == 0;
     list_push(&cache->done, req);
     if (was_empty) {

@@ -198,7 +198,8 @@ void cg_cache_stats(struct cg_cache *cache, struct cg_cache_stats *out);
  * Stops the thread (bounded by redis.timeout_ms: a command in flight is cut
  * off), then runs every callback not yet run, on this thread: answers that
  * had arrived with their result, requests still queued with
- * CG_ECANCELLED. Call on the loop thread. NULL is fine.
+ * CG_ECANCELLED. Call on the loop thread, not from one of the cache's
+ * callbacks. NULL is fine.
  */
 void cg_cache_free(struct cg_cache *cache);
 
