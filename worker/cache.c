@@ -873,10 +873,12 @@ static void req_call(struct cache_req *req)
     }
 }
 
-static void cache_drain(struct cg_cache *cache)
+/* Runs the answered requests' callbacks; returns how many ran. */
+static size_t cache_drain(struct cg_cache *cache)
 {
     pthread_mutex_lock(&cache->mu);
     struct cache_req *req = cache->done.head;
+    size_t n = cache->done.n;
     cache->done.head = cache->done.tail = NULL;
     cache->done.n = 0;
     pthread_mutex_unlock(&cache->mu);
@@ -886,6 +888,7 @@ static void cache_drain(struct cg_cache *cache)
         req_free(req);
         req = next;
     }
+    return n;
 }
 
 static void cache_on_event(struct cg_loop *loop, int fd, unsigned events,
@@ -1234,7 +1237,10 @@ void cg_cache_free(struct cg_cache *cache)
     pthread_mutex_lock(&cache->mu);
     queue_fail_locked(cache, CG_ECANCELLED);
     pthread_mutex_unlock(&cache->mu);
-    cache_drain(cache);
+    /* A callback may queue more (a remediation releasing its lock): those
+     * are answered CG_ECANCELLED and run here too. */
+    while (cache_drain(cache) > 0)
+        ;
     if (cache->efd >= 0)
         close(cache->efd);
     pthread_cond_destroy(&cache->cond);

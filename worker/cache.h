@@ -198,8 +198,9 @@ void cg_cache_stats(struct cg_cache *cache, struct cg_cache_stats *out);
  * Stops the thread (bounded by redis.timeout_ms: a command in flight is cut
  * off), then runs every callback not yet run, on this thread: answers that
  * had arrived with their result, requests still queued with
- * CG_ECANCELLED. Call on the loop thread, not from one of the cache's
- * callbacks. NULL is fine.
+ * CG_ECANCELLED. Those callbacks may still call the cache: what they ask
+ * is answered CG_ECANCELLED before free returns. Call on the loop thread,
+ * not from one of the cache's callbacks. NULL is fine.
  */
 void cg_cache_free(struct cg_cache *cache);
 

@@ -114,6 +114,22 @@ static int count(const struct answers *a, int err)
     return n;
 }
 
+/* A callback run by free that asks the cache again (as a remediation
+ * releasing its lock does) is answered too, before free returns. */
+struct again {
+    struct cg_cache *cache;
+    struct answers *a;
+    int asked;
+};
+
+static void on_done_again(int err, void *arg)
+{
+    struct again *g = arg;
+    on_done(err, g->a);
+    if (g->asked++ == 0)
+        cg_cache_unlock(g->cache, S1, "me", on_lock, g->a);
+}
+
 static void test_queue_full(void)
 {
     enum { QMAX = 4 };
@@ -164,6 +180,10 @@ static void test_queue_full(void)
           "bad input: %d answers", bad.called);
 
     /* Free cuts the handshake short and cancels what is queued. */
+    struct answers ag = { 0 };
+    struct again g = { cache, &ag, 0 };
+    /* The queue is full: this one is answered CG_EBUSY, by free. */
+    cg_cache_undo_put(cache, S1, "{}", 2, 60, on_done_again, &g);
     int64_t t0 = cg_loop_now_ms();
     cg_cache_free(cache);
     cache = NULL;
@@ -172,6 +192,8 @@ static void test_queue_full(void)
           (long long)took);
     CHECK(w.called == 3 + QMAX && count(&w, CG_ECANCELLED) == QMAX,
           "queued writes cancelled by free: %d", w.called);
+    CHECK(ag.called == 2 && ag.err[0] == CG_EBUSY && ag.err[1] == CG_ECANCELLED,
+          "a call from a callback during free is answered: %d", ag.called);
 out:
     cg_cache_free(cache);
     cg_conf_free(conf);
