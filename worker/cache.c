@@ -6,6 +6,7 @@
 #include "log.h"
 #include "loop.h"
 #include "mem.h"
+#include "metrics.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -1215,6 +1216,40 @@ void cg_cache_stats(struct cg_cache *cache, struct cg_cache_stats *out)
     pthread_mutex_lock(&cache->mu);
     *out = cache->stats;
     pthread_mutex_unlock(&cache->mu);
+}
+
+void cg_cache_metrics(struct cg_cache *cache, struct cg_buf *out)
+{
+    struct cg_cache_stats st;
+    cg_cache_stats(cache, &st);
+    static const char writes_help[] =
+        "Cache writes (stores, done markers, undo bodies) by result";
+    cg_metrics_counter(out, "contactguard_cache_writes_total", writes_help,
+                       "result=\"ok\"", st.writes_ok);
+    cg_metrics_counter(out, "contactguard_cache_writes_total", writes_help,
+                       "result=\"error\"", st.write_errors);
+    cg_metrics_counter(out, "contactguard_cache_writes_total", writes_help,
+                       "result=\"dropped\"", st.dropped);
+    cg_metrics_counter(out, "contactguard_cache_stale_writes_total",
+                       "Stores ignored because a newer scan was cached", "",
+                       st.stale);
+    cg_metrics_counter(out, "contactguard_cache_lookups_total",
+                       "Cache lookups asked", "", st.lookups);
+    cg_metrics_counter(out, "contactguard_cache_lookup_errors_total",
+                       "Cache lookups answered with an error", "",
+                       st.lookup_errors);
+    cg_metrics_counter(out, "contactguard_cache_reconnects_total",
+                       "Redis connections made after the first", "",
+                       st.reconnects);
+    cg_metrics_gauge(out, "contactguard_cache_queue_depth",
+                     "Cache requests waiting for the Redis thread", "",
+                     (double)st.queue_depth);
+    cg_metrics_gauge(out, "contactguard_cache_in_flight",
+                     "Cache requests the Redis thread is sending", "",
+                     (double)st.in_flight);
+    cg_metrics_gauge(out, "contactguard_cache_connected",
+                     "1 when the cache connection is up", "",
+                     st.connected ? 1 : 0);
 }
 
 void cg_cache_free(struct cg_cache *cache)

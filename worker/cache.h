@@ -72,6 +72,7 @@
 
 struct cg_loop;
 struct cg_conf;
+struct cg_buf;
 
 #define CG_CACHE_QUEUE_MAX      10000        /* default of redis.queue_max */
 #define CG_CACHE_BATCH_MAX      256          /* requests pipelined at once */
@@ -193,6 +194,16 @@ void cg_cache_undo_get(struct cg_cache *cache, const char *subscription_id,
 
 /* Copies the counters (any thread). */
 void cg_cache_stats(struct cg_cache *cache, struct cg_cache_stats *out);
+
+/*
+ * Appends the counters to a /metrics page (Prometheus text, metrics.h):
+ * contactguard_cache_writes_total{result="ok|error|dropped"},
+ * contactguard_cache_stale_writes_total, contactguard_cache_lookups_total,
+ * contactguard_cache_lookup_errors_total, contactguard_cache_reconnects_total,
+ * and the gauges contactguard_cache_queue_depth,
+ * contactguard_cache_in_flight and contactguard_cache_connected.
+ */
+void cg_cache_metrics(struct cg_cache *cache, struct cg_buf *out);
 
 /*
  * Stops the thread (bounded by redis.timeout_ms: a command in flight is cut

@@ -13,6 +13,7 @@
 #include "finding.h"
 #include "log.h"
 #include "loop.h"
+#include "mem.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -165,6 +166,29 @@ static void test_queue_full(void)
     CHECK(w.called == 3 && count(&w, CG_EBUSY) == 3,
           "dropped writes answered CG_EBUSY: %d", w.called);
     CHECK(l.called == 1 && l.err[0] == CG_EBUSY, "lookup answered CG_EBUSY");
+
+    /* The same counters on a /metrics page. */
+    struct cg_buf page;
+    cg_buf_init(&page, 1 << 16);
+    cg_cache_metrics(cache, &page);
+    static const char *const lines[] = {
+        "contactguard_cache_writes_total{result=\"dropped\"} 3\n",
+        "contactguard_cache_writes_total{result=\"ok\"} 0\n",
+        "contactguard_cache_lookup_errors_total 1\n",
+        "contactguard_cache_queue_depth 4\n",
+        "contactguard_cache_connected 0\n",
+        "# TYPE contactguard_cache_writes_total counter\n",
+    };
+    for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++)
+        CHECK(page.data && strstr(page.data, lines[i]), "metrics lack %s",
+              lines[i]);
+    const char *first = page.data ? strstr(page.data, "# TYPE "
+                                                      "contactguard_cache_"
+                                                      "writes_total")
+                                  : NULL;
+    CHECK(first && !strstr(first + 1, "# TYPE contactguard_cache_writes_total"),
+          "one TYPE line per family");
+    cg_buf_free(&page);
 
     /* Bad input is answered on the next turn, never queued. */
     struct answers bad = { 0 };
