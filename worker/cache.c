@@ -695,6 +695,26 @@ static void cond_wait_until(struct cg_cache *cache, int64_t due_ms)
 }
 
 /*
+ * Loads both scripts, so that the first batch after a connection does not
+ * meet NOSCRIPT once per store. A refusal (scripting disabled by ACL) is
+ * left to show on the stores themselves; only a broken connection fails.
+ */
+static int scripts_load(redisContext *c, char *errbuf, size_t errsz)
+{
+    static const char *const scripts[] = { store_lua, unlock_lua };
+    for (size_t i = 0; i < 2; i++) {
+        const char *argv[] = { "SCRIPT", "LOAD", scripts[i] };
+        size_t lens[] = { 6, 4, strlen(scripts[i]) };
+        redisReply *reply = redisCommandArgv(c, 3, argv, lens);
+        if (!reply)
+            return cg_err_set(errbuf, errsz, CG_EREDIS, "SCRIPT LOAD: %s",
+                              c->errstr);
+        freeReplyObject(reply);
+    }
+    return 0;
+}
+
+/*
  * Connects for the thread. The socket is published under mu between the
  * dial and the handshake, so that cg_cache_free can cut a handshake stuck
  * on a server that does not answer. Called and returns with mu held.
@@ -715,6 +735,8 @@ static redisContext *thread_connect(struct cg_cache *cache, char *err,
     cache->fd = c->fd;
     pthread_mutex_unlock(&cache->mu);
     int rc = cache_handshake(&cache->cfg, c, err, errsz);
+    if (rc == 0)
+        rc = scripts_load(c, err, errsz);
     pthread_mutex_lock(&cache->mu);
     if (rc) {
         cache->fd = -1;
