@@ -21,7 +21,9 @@
  * and counted. When Redis is down (a connection failed or broke) requests
  * are answered on the next loop turn with CG_EREDIS without touching the
  * queue, writes are counted as failed, and the thread reconnects with capped
- * exponential backoff. Until the first connection attempt has finished,
+ * exponential backoff. A batch that got no reply at all (a restart behind an
+ * idle connection) is sent once more on a fresh connection before it is
+ * failed. Until the first connection attempt has finished,
  * requests queue, so a worker that starts with Redis gets its first lookups
  * answered.
  *
