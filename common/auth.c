@@ -521,19 +521,30 @@ static void entra_error(struct auth_tenant *t,
         err = CG_EUNAVAIL;
     else
         err = CG_EAUTH;
-    int desc_len = desc ? (int)strcspn(desc, "\r\n") : 0;
     char code[32] = "";
     json_t *codes;
     if (cg_json_array(j, "error_codes", &codes) == CG_JSON_OK &&
         json_is_integer(json_array_get(codes, 0)))
         snprintf(code, sizeof(code), ", AADSTS%lld",
                  (long long)json_integer_value(json_array_get(codes, 0)));
-    else if (desc && strncmp(desc, "AADSTS", 6) == 0)
-        snprintf(code, sizeof(code), ", %.*s", (int)strcspn(desc, ": "), desc);
+    /* The description repeats the code ("AADSTS7000215: Invalid client
+     * secret provided.") and ends in trace and correlation ids on lines of
+     * their own: keep the first line's text, the code goes in brackets. */
+    if (desc && strncmp(desc, "AADSTS", 6) == 0) {
+        size_t n = strcspn(desc, ":");
+        if (n < 24 && desc[n] == ':') {
+            if (!code[0])
+                snprintf(code, sizeof(code), ", %.*s", (int)n, desc);
+            desc += n + 1;
+            while (*desc == ' ')
+                desc++;
+        }
+    }
+    int desc_len = desc ? (int)strcspn(desc, "\r\n") : 0;
     cg_err_set(t->why, sizeof(t->why), err,
                "Entra ID refused a token for tenant %s (HTTP %ld%s%s%s)%s%.*s",
                t->id, res->status, error ? ", " : "", error ? error : "", code,
-               desc ? ": " : "", desc_len, desc ? desc : "");
+               desc_len ? ": " : "", desc_len, desc ? desc : "");
     json_decref(j);
     tenant_fail(t, err, res->retry_after_ms);
 }
