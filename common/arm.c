@@ -21,6 +21,7 @@
 #define ARM_SWEEP_MS             60000 /* idle buckets are forgotten this often */
 #define ARM_TOKEN_MAX            16384 /* bearer tokens are ~2 KiB */
 #define ARM_RETRY_AFTER_SLACK_MS 20
+#define ARM_PARSE_RETRIES        2 /* unparseable LIST pages asked again */
 
 /* ---- token buckets ---- */
 
@@ -159,7 +160,7 @@ struct cg_arm_call {
     char *body;
     size_t body_len;
     int64_t start_ms, deadline_ms;
-    int attempts, failures;
+    int attempts, failures, parse_failures;
     char *token; /* the one sent, to invalidate it on a 401 */
     struct cg_loop_timer timer;
     struct cg_http_req *req;
@@ -438,7 +439,7 @@ static bool same_origin(const struct cg_arm *arm, const char *url)
 
 /* Merges one LIST page; sets *next to its nextLink (heap) or NULL. */
 static int list_page(struct cg_arm_call *c, const char *body, size_t len,
-                     char **next)
+                     char **next, bool *not_json)
 {
     char perr[200];
     *next = NULL;
@@ -447,6 +448,7 @@ static int list_page(struct cg_arm_call *c, const char *body, size_t len,
     int rc = 0;
     int plen = (int)strcspn(c->url, "?");
     if (!j) {
+        *not_json = true;
         rc = cg_err_set(c->why, sizeof(c->why), CG_EPARSE,
                         "ARM GET %.*s: page %zu is not JSON: %s", plen, c->url,
                         c->pages + 1, perr);
@@ -535,8 +537,13 @@ static void on_http(const struct cg_http_response *res, void *arg)
             return;
         }
         char *next = NULL;
-        int rc = list_page(c, res->body, res->body_len, &next);
-        if (rc) {
+        bool not_json = false;
+        int rc = list_page(c, res->body, res->body_len, &next, &not_json);
+        if (not_json && c->parse_failures++ < ARM_PARSE_RETRIES) {
+            /* A 200 that is not JSON is most often a body cut short on
+             * the way; ask again, but not for ever. */
+            call_retry(c, CG_EPARSE, 0, true, res->body, res->body_len);
+        } else if (rc) {
             call_finish(c, rc, res->body, res->body_len);
         } else if (!next) {
             call_finish(c, 0, res->body, res->body_len);

@@ -276,6 +276,13 @@ static void handler(const struct cg_testsrv_request *req,
     } else if (strstr(p, "/elsewhere?")) {
         set_body(res, 200,
                  "{\"value\":[],\"nextLink\":\"http://evil.example/steal\"}");
+    } else if (strstr(p, "/garbled?")) {
+        if (scenario_hit(f, 3) == 1)
+            set_body(res, 200, "{\"value\":[{\"na");
+        else
+            set_body(res, 200, "{\"value\":[{\"name\":\"default\"}]}");
+    } else if (strstr(p, "/alwaysgarbled?")) {
+        set_body(res, 200, "<html>proxy error</html>");
     } else if (strstr(p, "/novalue?")) {
         set_body(res, 200, "{\"values\":[]}");
     } else if (strstr(p, "/put?")) {
@@ -465,6 +472,12 @@ static void test_calls(void)
         { "nextLink to another host is refused", 1, CG_HTTP_GET, "t1",
           "/subscriptions/" SUB "/elsewhere?v=1", NULL, 0, CG_EPARSE, 0, 1,
           "another host", "", 0, NULL },
+        { "LIST page cut short is asked again", 1, CG_HTTP_GET, "t1",
+          "/subscriptions/" SUB "/garbled?v=1", NULL, 0, 0, 0, 2, NULL, "", 1,
+          "[{\"name\":\"default\"}]" },
+        { "LIST page never JSON: final after 3 tries", 1, CG_HTTP_GET, "t1",
+          "/subscriptions/" SUB "/alwaysgarbled?v=1", NULL, 0, CG_EPARSE, 0, 3,
+          "is not JSON", "", 0, NULL },
         { "LIST page without value", 1, CG_HTTP_GET, "t1",
           "/subscriptions/" SUB "/novalue?v=1", NULL, 0, CG_EPARSE, 0, 1,
           "no \"value\" array", "", 0, NULL },
@@ -522,8 +535,10 @@ static void test_calls(void)
                   rows[i].name, o.nitems, rows[i].nitems);
             CHECK(strcmp(o.items, rows[i].items) == 0, "%s: items %s",
                   rows[i].name, o.items);
-            CHECK(o.pages == (size_t)rows[i].attempts, "%s: %zu pages",
-                  rows[i].name, o.pages);
+            size_t want_pages =
+                strstr(rows[i].path, "garbled") ? 1 : (size_t)rows[i].attempts;
+            CHECK(o.pages == want_pages, "%s: %zu pages", rows[i].name,
+                  o.pages);
         }
         if (strstr(rows[i].path, "/throttle1")) {
             const struct seen *last = &e.fake->seen[e.fake->nseen - 1];
