@@ -21,6 +21,7 @@
 #define ARM_SWEEP_MS             60000 /* idle buckets are forgotten this often */
 #define ARM_TOKEN_MAX            16384 /* bearer tokens are ~2 KiB */
 #define ARM_RETRY_AFTER_SLACK_MS 20
+#define ARM_BUCKET_SLACK_MS      25
 #define ARM_PARSE_RETRIES        2 /* unparseable LIST pages asked again */
 
 /* ---- token buckets ---- */
@@ -130,6 +131,12 @@ int cg_arm_status_err(long status)
 struct arm_limits {
     struct cg_arm_bucket read, write;
     int64_t blocked_until_ms; /* a 429's Retry-After applies to all */
+    /* After a 429 our mirror of ARM's bucket is known to be wrong: one
+     * request (the probe) goes first when the block ends, and the others
+     * wait for its answer and the remaining count it carries, rather than
+     * all arriving at once and earning a new wait. */
+    bool probe_needed, probe_inflight;
+    struct cg_arm_call *whead, *wtail; /* waiting for the probe */
 };
 
 struct arm_tenant {
@@ -143,6 +150,7 @@ enum call_state {
     CALL_WAIT_TOKEN,
     CALL_HTTP,
     CALL_WAIT_RETRY,
+    CALL_WAIT_PROBE,
     CALL_DONE,
 };
 
@@ -151,10 +159,11 @@ struct cg_arm_call {
     struct cg_arm_call *prev, *next;   /* all calls */
     struct cg_arm_call *qprev, *qnext; /* tenant slot queue */
     enum call_state state;
-    bool list, has_slot, reauthed, starting;
+    bool list, has_slot, reauthed, starting, probing;
     enum cg_http_method method;
     char *tenant;
-    char *limits_key; /* NULL: no principal (the call will fail anyway) */
+    char *limits_key;       /* NULL: no principal (the call will fail anyway) */
+    struct arm_limits *lim; /* while waiting on it or probing it */
     struct arm_tenant *tn;
     char *url;
     char *body;
@@ -195,6 +204,9 @@ struct cg_arm {
 
 static void attempt_begin(struct cg_arm_call *c);
 static void call_token(struct cg_arm_call *c);
+static bool call_gate(struct cg_arm_call *c);
+static void call_wait_probe(struct cg_arm_call *c, struct arm_limits *l);
+static void on_retry_timer(struct cg_loop *loop, void *arg);
 
 /* ---- calls: bookkeeping ---- */
 
@@ -258,6 +270,39 @@ static void queue_remove(struct cg_arm_call *c)
     c->arm->stats.tenant_queued--;
 }
 
+static void probe_unwait(struct cg_arm_call *c)
+{
+    struct arm_limits *l = c->lim;
+    if (c->qprev)
+        c->qprev->qnext = c->qnext;
+    else
+        l->whead = c->qnext;
+    if (c->qnext)
+        c->qnext->qprev = c->qprev;
+    else
+        l->wtail = c->qprev;
+    c->qnext = c->qprev = NULL;
+    c->lim = NULL;
+}
+
+/* The probe has its answer (or is gone): let the others try again, each
+ * from the loop, so that no callback runs under our feet. */
+static void probe_done(struct cg_arm_call *c, bool throttled)
+{
+    struct arm_limits *l = c->lim;
+    c->probing = false;
+    c->lim = NULL;
+    l->probe_inflight = false;
+    if (!throttled)
+        l->probe_needed = false;
+    while (l->whead) {
+        struct cg_arm_call *w = l->whead;
+        probe_unwait(w);
+        w->state = CALL_WAIT_RETRY;
+        cg_loop_timer_add(c->arm->loop, &w->timer, 0, on_retry_timer, w);
+    }
+}
+
 /* Stops whatever the call is waiting for. */
 static void call_stop(struct cg_arm_call *c)
 {
@@ -265,6 +310,10 @@ static void call_stop(struct cg_arm_call *c)
     cg_loop_timer_cancel(arm->loop, &c->timer);
     if (c->state == CALL_WAIT_SLOT)
         queue_remove(c);
+    if (c->state == CALL_WAIT_PROBE)
+        probe_unwait(c);
+    if (c->probing)
+        probe_done(c, true);
     cg_auth_cancel(arm->auth, c->aw);
     c->aw = NULL;
     cg_http_cancel(arm->http, c->req);
@@ -501,6 +550,8 @@ static void on_http(const struct cg_http_response *res, void *arg)
     int64_t now = cg_loop_now_ms();
     struct arm_limits *l = call_limits(c);
     c->status = res->status;
+    if (c->probing)
+        probe_done(c, res->err == 0 && res->status == 429);
     int plen = (int)strcspn(c->url, "?");
     const char *m = cg_http_method_name(c->method);
 
@@ -579,6 +630,7 @@ static void on_http(const struct cg_http_response *res, void *arg)
         if (l) {
             if (now + wait > l->blocked_until_ms)
                 l->blocked_until_ms = now + wait;
+            l->probe_needed = true;
             cg_arm_bucket_observe(
                 c->method == CG_HTTP_GET ? &l->read : &l->write, 0, now);
         }
@@ -607,6 +659,8 @@ static void on_http(const struct cg_http_response *res, void *arg)
 static void call_send(struct cg_arm_call *c, const char *token)
 {
     struct cg_arm *arm = c->arm;
+    if (!call_gate(c))
+        return;
     size_t tlen = strlen(token);
     if (tlen > ARM_TOKEN_MAX) {
         cg_err_set(c->why, sizeof(c->why), CG_EAUTH,
@@ -714,6 +768,72 @@ static void on_bucket_timer(struct cg_loop *loop, void *arg)
     call_slot(arg);
 }
 
+/*
+ * The last check before a request leaves. A call may have taken its
+ * bucket token, slot and bearer token before a 429 arrived for its bucket
+ * (its reservation was made earlier): sending it now would earn a new
+ * wait. Returns true when it may go; otherwise arranges the wait, giving
+ * up the tenant slot, and returns false.
+ */
+static bool call_gate(struct cg_arm_call *c)
+{
+    struct arm_limits *l = c->probing ? c->lim : call_limits(c);
+    if (!l)
+        return true;
+    int64_t now = cg_loop_now_ms();
+    if (l->blocked_until_ms > now) {
+        slot_release(c);
+        if (c->probing)
+            probe_done(c, true);
+        if (l->blocked_until_ms >= c->deadline_ms) {
+            call_give_up(c, CG_ETHROTTLED, c->why[0] ? c->why : "429", NULL, 0);
+            return false;
+        }
+        c->state = CALL_WAIT_BUCKET;
+        cg_loop_timer_add(c->arm->loop, &c->timer, l->blocked_until_ms - now,
+                          on_bucket_timer, c);
+        return false;
+    }
+    if (l->probe_needed && !c->probing) {
+        if (l->probe_inflight) {
+            slot_release(c);
+            call_wait_probe(c, l);
+            return false;
+        }
+        l->probe_inflight = true;
+        c->probing = true;
+        c->lim = l;
+    }
+    return true;
+}
+
+static void on_probe_deadline(struct cg_loop *loop, void *arg)
+{
+    struct cg_arm_call *c = arg;
+    probe_unwait(c);
+    c->state = CALL_WAIT_RETRY;
+    call_give_up(c, CG_ETHROTTLED,
+                 c->why[0] ? c->why
+                           : "waited for ARM's throttling to end on this "
+                             "subscription",
+                 NULL, 0);
+}
+
+static void call_wait_probe(struct cg_arm_call *c, struct arm_limits *l)
+{
+    c->state = CALL_WAIT_PROBE;
+    c->lim = l;
+    c->qprev = l->wtail;
+    c->qnext = NULL;
+    if (l->wtail)
+        l->wtail->qnext = c;
+    else
+        l->whead = c;
+    l->wtail = c;
+    cg_loop_timer_add(c->arm->loop, &c->timer,
+                      c->deadline_ms - cg_loop_now_ms(), on_probe_deadline, c);
+}
+
 /* One attempt: the client-side bucket first, so that a request waiting
  * for a token holds no tenant slot. */
 static void attempt_begin(struct cg_arm_call *c)
@@ -731,6 +851,15 @@ static void attempt_begin(struct cg_arm_call *c)
         return;
     }
     int64_t blocked = l->blocked_until_ms > now ? l->blocked_until_ms - now : 0;
+    if (l->probe_needed && !blocked) {
+        if (l->probe_inflight) {
+            call_wait_probe(c, l);
+            return;
+        }
+        l->probe_inflight = true;
+        c->probing = true;
+        c->lim = l;
+    }
     struct cg_arm_bucket *b = c->method == CG_HTTP_GET ? &l->read : &l->write;
     /* A Retry-After from ARM also holds requests that had a bucket token:
      * reserve from the end of the block. */
@@ -756,13 +885,18 @@ static void attempt_begin(struct cg_arm_call *c)
         call_give_up(c, CG_ETHROTTLED, tmp, NULL, 0);
         return;
     }
+    if (wait > 0 && !blocked) {
+        /* ARM starts refilling when a request reaches it, a little after
+         * we counted it: without slack a request paced exactly at the
+         * refill rate can arrive a hair early when latency varies. */
+        wait += ARM_BUCKET_SLACK_MS;
+        arm->stats.self_throttled++;
+    }
     wait += blocked;
     if (wait == 0) {
         call_slot(c);
         return;
     }
-    if (!blocked)
-        arm->stats.self_throttled++;
     c->state = CALL_WAIT_BUCKET;
     cg_loop_timer_add(arm->loop, &c->timer, wait, on_bucket_timer, c);
 }
@@ -774,8 +908,8 @@ static int limits_sweep_cb(const char *key, void *value, void *arg)
     struct arm_limits *l = value;
     int64_t now = *(const int64_t *)arg;
     /* A full bucket with no block is the same as no entry at all. */
-    if (l->blocked_until_ms <= now &&
-        cg_arm_bucket_level(&l->read, now) >= l->read.capacity &&
+    if (l->blocked_until_ms <= now && !l->probe_needed && !l->probe_inflight &&
+        !l->whead && cg_arm_bucket_level(&l->read, now) >= l->read.capacity &&
         cg_arm_bucket_level(&l->write, now) >= l->write.capacity) {
         free(l);
         return 1;

@@ -249,6 +249,14 @@ static void handler(const struct cg_testsrv_request *req,
         } else {
             set_body(res, 200, "{}");
         }
+    } else if (strstr(p, "/throttle2nd")) {
+        if (scenario_hit(f, 4) == 2) {
+            arm_error_body(res, 429, "TooManyRequests", "Slow down.");
+            snprintf(res->headers, sizeof(res->headers), "Retry-After: 1\r\n");
+            f->last_429_ms = req->at_ms;
+        } else {
+            set_body(res, 200, "{}");
+        }
     } else if (strstr(p, "/throttle30")) {
         arm_error_body(res, 429, "TooManyRequests", "Slow down.");
         snprintf(res->headers, sizeof(res->headers), "Retry-After: 30\r\n");
@@ -614,6 +622,40 @@ static void test_retry_after_holds_bucket(void)
     env_close(&e);
 }
 
+/* Calls already waiting for a bucket token when a 429 arrives must not go
+ * before its Retry-After either (they took their reservation earlier). */
+static void test_retry_after_holds_waiting(void)
+{
+    static const char *const sets[] = { "worker.read_bucket=2",
+                                        "worker.read_refill=10", NULL };
+    struct env e;
+    if (env_open(&e, sets) != 0)
+        return;
+    enum { N = 6 };
+    struct outcome o[N];
+    memset(o, 0, sizeof(o));
+    struct cg_arm_request req = { .method = CG_HTTP_GET,
+                                  .tenant = "t1",
+                                  .subscription = SUB,
+                                  .path = "/subscriptions/" SUB
+                                          "/throttle2nd?v=1" };
+    for (int i = 0; i < N; i++)
+        cg_arm_call(e.arm, &req, on_done, &o[i]);
+    for (int i = 0; i < N; i++)
+        run_until(&e, &o[i].calls, 1);
+    int early = 0;
+    for (int i = 0; i < e.fake->nseen; i++)
+        if (e.fake->seen[i].at_ms > e.fake->last_429_ms &&
+            e.fake->seen[i].at_ms - e.fake->last_429_ms < 1000)
+            early++;
+    CHECK(e.fake->last_429_ms > 0 && early == 0,
+          "waiting calls: %d requests before Retry-After", early);
+    for (int i = 0; i < N; i++)
+        CHECK(o[i].err == 0, "waiting calls: call %d err %s (%s)", i,
+              cg_err_name(o[i].err), o[i].why);
+    env_close(&e);
+}
+
 /* The client-side read bucket paces requests before ARM would. */
 static void test_client_bucket(void)
 {
@@ -724,6 +766,7 @@ int main(void)
     test_status();
     test_calls();
     test_retry_after_holds_bucket();
+    test_retry_after_holds_waiting();
     test_client_bucket();
     test_tenant_cap();
     test_cancel();
