@@ -541,6 +541,9 @@ static void entra_error(struct auth_tenant *t,
         }
     }
     int desc_len = desc ? (int)strcspn(desc, "\r\n") : 0;
+    const char *trace = desc ? strstr(desc, " Trace ID:") : NULL;
+    if (trace && trace - desc < desc_len)
+        desc_len = (int)(trace - desc);
     cg_err_set(t->why, sizeof(t->why), err,
                "Entra ID refused a token for tenant %s (HTTP %ld%s%s%s)%s%.*s",
                t->id, res->status, error ? ", " : "", error ? error : "", code,

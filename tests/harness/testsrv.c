@@ -32,7 +32,7 @@ struct cg_testsrv {
     int fd, port;
     struct cg_loop_io io;
     struct srv_conn *conns;
-    size_t count;
+    size_t count, accepted;
 };
 
 static void conn_close(struct srv_conn *c)
@@ -205,6 +205,7 @@ static void srv_on_accept(struct cg_loop *loop, int fd, unsigned events,
     }
     c->next = srv->conns;
     srv->conns = c;
+    srv->accepted++;
 }
 
 struct cg_testsrv *cg_testsrv_new(struct cg_loop *loop, cg_testsrv_fn fn,
@@ -256,4 +257,9 @@ int cg_testsrv_port(const struct cg_testsrv *srv)
 size_t cg_testsrv_count(const struct cg_testsrv *srv)
 {
     return srv->count;
+}
+
+size_t cg_testsrv_connections(const struct cg_testsrv *srv)
+{
+    return srv->accepted;
 }

@@ -42,8 +42,9 @@ struct cg_testsrv *cg_testsrv_new(struct cg_loop *loop, cg_testsrv_fn fn,
                                   void *arg);
 void cg_testsrv_free(struct cg_testsrv *srv);
 int cg_testsrv_port(const struct cg_testsrv *srv);
-/* Requests received so far. */
+/* Requests received and connections accepted so far. */
 size_t cg_testsrv_count(const struct cg_testsrv *srv);
+size_t cg_testsrv_connections(const struct cg_testsrv *srv);
 
 /* The value of header name in a raw block (copied into val), or NULL. */
 const char *cg_testsrv_header(const char *headers, const char *name, char *val,

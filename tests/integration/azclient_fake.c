@@ -21,12 +21,14 @@
 #include "mem.h"
 #include "proc.h"
 
+#include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#define TENANTS   3
+#define TENANTS   4 /* secret, PS256, RS256, federated */
 #define SUBS      250
 #define PAGE_SIZE 100
 
@@ -168,6 +170,13 @@ static int write_conf(struct env *e, const char *in, const char *out)
         if (i == 0)
             continue;
         json_object_del(t, "client_secret_file");
+        if (i == 3) {
+            char *fed = cg_asprintf("%s/federated.token", e->dir);
+            json_object_set_new(t, "auth", json_string("federated"));
+            json_object_set_new(t, "federated_token_file", json_string(fed));
+            free(fed);
+            continue;
+        }
         json_object_set_new(t, "auth", json_string("certificate"));
         char *cert = cg_asprintf("%s/app.pem", e->dir);
         char *key = cg_asprintf("%s/app.key", e->dir);
@@ -253,13 +262,82 @@ static void env_close(struct env *e)
     free(cmd);
 }
 
+/* A projected service account token as the kubelet would write it,
+ * signed by the fake's federation issuer key (RS256). */
+static int write_federated(struct env *e, const char *issuer)
+{
+    char *kpath = cg_asprintf("%s/issuer.key", e->dir);
+    FILE *f = fopen(kpath, "r");
+    free(kpath);
+    EVP_PKEY *key = f ? PEM_read_PrivateKey(f, NULL, NULL, NULL) : NULL;
+    if (f)
+        fclose(f);
+    if (!key)
+        return -1;
+    long long now = (long long)time(NULL);
+    char *hdr = cg_strdup("{\"alg\":\"RS256\",\"typ\":\"JWT\"}");
+    char *claims = cg_asprintf(
+        "{\"iss\":\"%s\",\"sub\":\"system:serviceaccount:contactguard:"
+        "worker\",\"aud\":\"api://AzureADTokenExchange\",\"nbf\":%lld,"
+        "\"exp\":%lld,\"jti\":\"fed-%lld\"}",
+        issuer, now, now + 3600, now);
+    char *h64 = cg_auth_b64url((unsigned char *)hdr, strlen(hdr));
+    char *c64 = cg_auth_b64url((unsigned char *)claims, strlen(claims));
+    char *input = cg_asprintf("%s.%s", h64, c64);
+    unsigned char sig[1024];
+    size_t siglen = sizeof(sig);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    int ok = EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, key) == 1 &&
+             EVP_DigestSign(md, sig, &siglen, (unsigned char *)input,
+                            strlen(input)) == 1;
+    EVP_MD_CTX_free(md);
+    EVP_PKEY_free(key);
+    char *s64 = cg_auth_b64url(sig, siglen);
+    char *path = cg_asprintf("%s/federated.token", e->dir);
+    f = fopen(path, "w");
+    if (f) {
+        fprintf(f, "%s.%s\n", input, s64);
+        fclose(f);
+    }
+    free(path);
+    free(hdr);
+    free(claims);
+    free(h64);
+    free(c64);
+    free(input);
+    free(s64);
+    return ok && f ? 0 : -1;
+}
+
 /* ---- the scenarios ---- */
+
+/* TLS is verified: without the fake's CA the handshake is refused. */
+static void test_tls_verified(struct env *e)
+{
+    char err[256], url[256];
+    struct cg_http_opts ho = { .max_in_flight = 2,
+                               .timeout_ms = 5000,
+                               .max_body = 65536 };
+    struct cg_http *http = cg_http_new(e->loop, &ho, err, sizeof(err));
+    snprintf(url, sizeof(url), "%s/_fake/stats", e->base);
+    struct cg_http_request req = { .method = CG_HTTP_GET, .url = url };
+    struct ctl_done d = { 0 };
+    cg_http_submit(http, &req, on_ctl, &d, err, sizeof(err));
+    run_until(e, &d.calls, 1);
+    CHECK(d.calls == 1 && d.err == CG_ECONF,
+          "TLS without the CA: %s, want CG_ECONF", cg_err_name(d.err));
+    json_decref(d.body);
+    cg_http_free(http);
+}
 
 static void test_tokens(struct env *e)
 {
-    static const char *const names[TENANTS] = { "client secret",
-                                                "certificate PS256",
-                                                "certificate RS256" };
+    static const char *const names[TENANTS] = {
+        "client secret", "certificate PS256", "certificate RS256",
+        "workload identity federation"
+    };
+    CHECK(write_federated(e, "https://oidc.fake.contactguard.test") == 0,
+          "federated token written");
     struct got_token g[TENANTS];
     memset(g, 0, sizeof(g));
     for (int i = 0; i < TENANTS; i++)
@@ -273,20 +351,37 @@ static void test_tokens(struct env *e)
     json_t *tok = json_object_get(st, "tokens");
     CHECK(stats_int(tok, "client_secret") == 1 &&
               stats_int(tok, "certificate") == 2 &&
+              stats_int(tok, "federated") == 1 &&
               stats_int(tok, "refused") == 0,
-          "fake issued 1 secret and 2 certificate tokens, refused none (%lld, "
-          "%lld, %lld)",
+          "fake issued 1 secret, 2 certificate and 1 federated token, refused "
+          "none (%lld, %lld, %lld, %lld)",
           stats_int(tok, "client_secret"), stats_int(tok, "certificate"),
-          stats_int(tok, "refused"));
+          stats_int(tok, "federated"), stats_int(tok, "refused"));
     json_decref(st);
+
+    /* The federated token file is read for every request: a token from an
+     * unknown issuer written there is what the next request presents. */
+    const char *tok3 = cg_auth_cached(e->auth, e->tenant[3]);
+    char *copy = cg_strdup(tok3 ? tok3 : "");
+    cg_auth_invalidate(e->auth, e->tenant[3], copy);
+    free(copy);
+    CHECK(write_federated(e, "https://issuer.elsewhere.example") == 0,
+          "federated token rewritten");
+    struct got_token g3 = { 0 };
+    cg_auth_get(e->auth, e->tenant[3], on_token, &g3);
+    run_until(e, &g3.calls, 1);
+    CHECK(g3.err == CG_EAUTH && strstr(g3.why, "AADSTS700211"),
+          "federated file re-read: %s (%s)", cg_err_name(g3.err), g3.why);
 }
 
 /* Lists every tenant's subscriptions; returns tenant 0's (new ref). */
 static json_t *test_list_subscriptions(struct env *e)
 {
-    struct outcome o[TENANTS];
+    /* Tenant 3's federated token was just spoiled on purpose. */
+    enum { LISTED = TENANTS - 1 };
+    struct outcome o[LISTED];
     memset(o, 0, sizeof(o));
-    for (int i = 0; i < TENANTS; i++) {
+    for (int i = 0; i < LISTED; i++) {
         struct cg_arm_request req = {
             .method = CG_HTTP_GET,
             .tenant = e->tenant[i],
@@ -294,7 +389,7 @@ static json_t *test_list_subscriptions(struct env *e)
         };
         cg_arm_list(e->arm, &req, on_arm, &o[i]);
     }
-    for (int i = 0; i < TENANTS; i++) {
+    for (int i = 0; i < LISTED; i++) {
         run_until(e, &o[i].calls, 1);
         size_t want_pages = (SUBS + PAGE_SIZE - 1) / PAGE_SIZE;
         CHECK(o[i].err == 0, "list tenant %d: %s (%s)", i,
@@ -315,7 +410,7 @@ static json_t *test_list_subscriptions(struct env *e)
               "list tenant %d: %d of another tenant, %d without id", i, foreign,
               unnamed);
     }
-    for (int i = 1; i < TENANTS; i++)
+    for (int i = 1; i < LISTED; i++)
         json_decref(o[i].items);
     return o[0].items;
 }
@@ -569,6 +664,7 @@ int main(int argc, char **argv)
     cg_log_setup(CG_LOG_ERROR, CG_LOG_TEXT, "it_azclient");
     struct env e;
     if (env_open(&e, argv[1]) == 0) {
+        test_tls_verified(&e);
         test_tokens(&e);
         json_t *subs = test_list_subscriptions(&e);
         if (json_array_size(subs) == SUBS) {

@@ -209,6 +209,7 @@ static void test_requests(struct cg_loop *loop)
     {
         enum { N = 40 };
         struct done d = { .http = http };
+        size_t conns0 = cg_testsrv_connections(srv);
         snprintf(url, sizeof(url), "%s/ok", base);
         struct cg_http_request req = { .method = CG_HTTP_GET, .url = url };
         for (int i = 0; i < N; i++)
@@ -221,6 +222,11 @@ static void test_requests(struct cg_loop *loop)
         CHECK(d.calls == N, "queue: %d of %d completed", d.calls, N);
         CHECK(d.max_in_flight_seen <= 4, "queue: %zu in flight at once",
               d.max_in_flight_seen);
+        /* Connections are kept and reused: a hanging request above took
+         * one, so at most four new ones for forty requests. */
+        size_t conns = cg_testsrv_connections(srv) - conns0;
+        CHECK(conns <= 4, "queue: %zu new connections for %d requests", conns,
+              N);
     }
 
     /* Cancel: neither a queued nor an active request calls back. */
