@@ -193,6 +193,7 @@ struct cg_arm {
     CURLU *origin; /* its parsed form, to vet nextLinks */
     long read_bucket, read_refill, write_bucket, write_refill;
     size_t tenant_cap;
+    int64_t timeout_ms;     /* one attempt, at most */
     struct cg_map *limits;  /* "principal/subscription" -> arm_limits */
     struct cg_map *tenants; /* lower-case id -> arm_tenant */
     struct cg_arm_call *calls;
@@ -228,6 +229,14 @@ static struct arm_limits *call_limits(struct cg_arm_call *c)
     return l;
 }
 
+static void on_slot_timer(struct cg_loop *loop, void *arg)
+{
+    call_token(arg);
+}
+
+/* Hands free slots to queued calls. They continue from the loop: a call
+ * releasing its slot must never run another call's callback under its
+ * own feet. */
 static void slot_wake(struct cg_arm *arm, struct arm_tenant *tn)
 {
     while (!arm->freeing && tn->qhead && tn->in_flight < arm->tenant_cap) {
@@ -239,10 +248,10 @@ static void slot_wake(struct cg_arm *arm, struct arm_tenant *tn)
             tn->qtail = NULL;
         c->qnext = c->qprev = NULL;
         arm->stats.tenant_queued--;
-        cg_loop_timer_cancel(arm->loop, &c->timer);
         tn->in_flight++;
         c->has_slot = true;
-        call_token(c);
+        c->state = CALL_WAIT_TOKEN;
+        cg_loop_timer_add(arm->loop, &c->timer, 0, on_slot_timer, c);
     }
 }
 
@@ -689,7 +698,7 @@ static void call_send(struct cg_arm_call *c, const char *token)
     int64_t left = c->deadline_ms - cg_loop_now_ms();
     if (left < 1)
         left = 1;
-    req.timeout_ms = (long)left;
+    req.timeout_ms = (long)(left < arm->timeout_ms ? left : arm->timeout_ms);
     char why[CG_ARM_WHY_MAX];
     c->state = CALL_HTTP;
     c->attempts++;
@@ -955,6 +964,7 @@ struct cg_arm *cg_arm_new(struct cg_loop *loop, struct cg_http *http,
     arm->write_bucket = (long)cg_conf_int(conf, "worker.write_bucket");
     arm->write_refill = (long)cg_conf_int(conf, "worker.write_refill");
     arm->tenant_cap = (size_t)cg_conf_int(conf, "azure.tenant_max_in_flight");
+    arm->timeout_ms = cg_conf_int(conf, "azure.timeout_ms");
     arm->limits = cg_map_new();
     arm->tenants = cg_map_new();
     if (RAND_bytes((unsigned char *)&arm->rng, sizeof(arm->rng)) != 1 ||
