@@ -25,6 +25,27 @@
  * - When the next wait would end after the deadline the call fails with
  *   CG_EDEADLINE (final) and a sentence saying what kept failing; `cause`
  *   holds that underlying error.
+ *
+ * A process wires the layer once and turns the loop (Kafka's and the
+ * metrics listener's fds can be watched by the same loop):
+ *
+ *   struct cg_http_opts ho;
+ *   cg_http_opts_from_conf(conf, &ho);
+ *   loop = cg_loop_new(err, sizeof(err));
+ *   http = cg_http_new(loop, &ho, err, sizeof(err));
+ *   auth = cg_auth_new(loop, http, conf, err, sizeof(err));
+ *   arm = cg_arm_new(loop, http, auth, conf, err, sizeof(err));
+ *
+ *   struct cg_arm_request req = {
+ *       .method = CG_HTTP_GET, .tenant = job->tenant_id,
+ *       .subscription = job->subscription_id, .path = path,
+ *       .deadline_ms = cg_loop_now_ms() + job_deadline_ms };
+ *   cg_arm_list(arm, &req, on_contacts, job);  // on_contacts(res, job)
+ *
+ *   while (!stop)
+ *       cg_loop_run_once(loop, 1000);
+ *   cg_arm_free(arm); cg_auth_free(auth); cg_http_free(http);
+ *   cg_loop_free(loop);
  */
 #ifndef CG_ARM_H
 #define CG_ARM_H
