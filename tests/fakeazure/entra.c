@@ -29,6 +29,8 @@
 #define FED_AUDIENCE    "api://AzureADTokenExchange"
 #define JWT_BEARER_TYPE "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 #define SWEEP_EVERY     4096
+/* Assertion ids remembered until their exp has passed. */
+#define JTIS_MAX 1000000
 
 struct signer {
     EVP_PKEY *key;
@@ -406,6 +408,35 @@ static bool claim_time(const json_t *claims, const char *name, long long *out)
     return true;
 }
 
+/* Forgets assertion ids whose assertion has expired: they could not be
+ * replayed anyway. */
+static void prune_jtis(struct cg_fa_entra *e, long long now)
+{
+    struct cg_fa_map *keep = cg_fa_map_new(false, free);
+    size_t it = 0;
+    const char *key;
+    struct jti *v;
+    while ((v = cg_fa_map_next(e->jtis, &it, &key))) {
+        if (v->expires + CLOCK_SKEW_S >= (double)now) {
+            struct jti *c = cg_malloc(sizeof(*c));
+            *c = *v;
+            cg_fa_map_put_take(keep, key, c);
+        }
+    }
+    cg_fa_map_free(e->jtis);
+    e->jtis = keep;
+}
+
+static bool thumb_eq(const char *got, const char *want)
+{
+    size_t n = strlen(want);
+    if (strncmp(got, want, n))
+        return false;
+    while (got[n] == '=')
+        n++;
+    return got[n] == '\0';
+}
+
 /* Checks signature, times, audience and jti. Returns 0 or answers. */
 static int check_assertion(struct cg_fa_entra *e, struct cg_fa_resp *resp,
                            const struct jwt *j, const struct signer *s,
@@ -423,8 +454,9 @@ static int check_assertion(struct cg_fa_entra *e, struct cg_fa_resp *resp,
     if (!federated) {
         const char *t256 = cg_json_str(j->header, "x5t#S256");
         const char *t1 = cg_json_str(j->header, "x5t");
-        bool match =
-            (t256 && !strcmp(t256, s->x5t_s256)) || (t1 && !strcmp(t1, s->x5t));
+        /* Some clients (MSAL for Python) keep the base64 padding. */
+        bool match = (t256 && thumb_eq(t256, s->x5t_s256)) ||
+                     (t1 && thumb_eq(t1, s->x5t));
         if (!match) {
             aad_error(e, resp, 401, "invalid_client", 700027,
                       "Client assertion failed signature validation. "
@@ -486,8 +518,13 @@ static int check_assertion(struct cg_fa_entra *e, struct cg_fa_resp *resp,
                       jti);
             return -1;
         }
-        if (cg_fa_map_count(e->jtis) > 1000000)
-            cg_fa_map_clear(e->jtis);
+        if (cg_fa_map_count(e->jtis) >= JTIS_MAX)
+            prune_jtis(e, now);
+        if (cg_fa_map_count(e->jtis) >= JTIS_MAX) {
+            aad_error(e, resp, 503, "temporarily_unavailable", 90033,
+                      "Too many assertions in flight; try again later.");
+            return -1;
+        }
         struct jti *rec = cg_malloc(sizeof(*rec));
         rec->expires = (double)exp;
         cg_fa_map_put_take(e->jtis, jti, rec);

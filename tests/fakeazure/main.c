@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #ifndef CG_FA_SCENARIOS
 #define CG_FA_SCENARIOS "tests/fixtures/scenarios.json"
@@ -52,6 +53,8 @@ static const char usage[] =
     "tenant's app\n"
     "  --token-lifetime S            access token lifetime (default 3599)\n"
     "  --page-size N                 subscriptions per page (default 100)\n"
+    "  --contacts-page-size N        page securityContacts LIST (2017/2023) "
+    "by N\n"
     "  --latency-ms N --jitter-ms N  added latency\n"
     "  --p429 P --p500 P --p503 P --pdrop P --pslow P --pmalformed P\n"
     "                                shares of injected faults on ARM calls\n"
@@ -123,7 +126,7 @@ int main(int argc, char **argv)
                                      .seed = 1 };
     struct cg_fa_faults_conf fc;
     cg_fa_faults_defaults(&fc);
-    unsigned long long lifetime = 3599, page = 100;
+    unsigned long long lifetime = 3599, page = 100, cpage = 0;
     enum cg_log_level level = CG_LOG_WARN;
     SSL_CTX *ssl = NULL;
     struct cg_fa_server *srv = NULL;
@@ -177,6 +180,8 @@ int main(int argc, char **argv)
             ok = parse_ull(v, 86400, &lifetime) == 0 && lifetime > 0;
         } else if (!strcmp(a, "--page-size")) {
             ok = parse_ull(v, 100000, &page) == 0 && page > 0;
+        } else if (!strcmp(a, "--contacts-page-size")) {
+            ok = parse_ull(v, 100000, &cpage) == 0;
         } else if (!strcmp(a, "--latency-ms")) {
             ok = parse_ull(v, 600000, &n) == 0;
             fc.latency_ms = (unsigned)n;
@@ -261,6 +266,7 @@ int main(int argc, char **argv)
         goto out;
     cg_fa_init(&fa, store, entra, cg_fa_faults_new(&fc, sp.seed), events,
                (size_t)page, (unsigned)lifetime);
+    fa.contacts_page_size = fa.start_contacts_page_size = (size_t)cpage;
     store = NULL;
     entra = NULL;
     events = NULL;
@@ -282,12 +288,18 @@ int main(int argc, char **argv)
     if (truth && cg_fa_store_write_truth(fa.store, truth, err, sizeof(err)))
         goto out;
     if (creds) {
+        /* Absolute paths: the worker reading the file may run elsewhere. */
+        char cwd[4096];
+        char *abs_creds = creds[0] == '/' || !getcwd(cwd, sizeof(cwd))
+                              ? cg_strdup(creds)
+                              : cg_asprintf("%s/%s", cwd, creds);
         char *ca = tls_dir ? cg_asprintf("%s/ca.pem", tls_dir) : NULL;
         char *abs = ca ? realpath(ca, NULL) : NULL;
-        int w = cg_fa_store_write_credentials(fa.store, creds, base,
+        int w = cg_fa_store_write_credentials(fa.store, abs_creds, base,
                                               abs ? abs : ca, err, sizeof(err));
         free(abs);
         free(ca);
+        free(abs_creds);
         if (w)
             goto out;
     }

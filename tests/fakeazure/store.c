@@ -716,8 +716,7 @@ int cg_fa_store_get(struct cg_fa_store *st, struct cg_fa_sub *sub,
 
 /* ---- writes ---- */
 
-static bool member_type_ok(const json_t *props, const char *key,
-                           json_type type)
+static bool member_type_ok(const json_t *props, const char *key, json_type type)
 {
     json_t *v = cg_json_member(props, key);
     return !v || json_is_null(v) || json_typeof(v) == type;
