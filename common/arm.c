@@ -160,6 +160,7 @@ struct cg_arm_call {
     struct cg_arm_call *qprev, *qnext; /* tenant slot queue */
     enum call_state state;
     bool list, has_slot, reauthed, starting, probing;
+    bool tenant_level; /* no subscription: ARM's tenant bucket */
     enum cg_http_method method;
     char *tenant;
     char *limits_key;       /* NULL: no principal (the call will fail anyway) */
@@ -583,12 +584,16 @@ static void on_http(const struct cg_http_response *res, void *arg)
     else
         arm->stats.status_5xx++;
     if (l) {
+        /* ARM names the bucket a request drew from: per subscription, or
+         * per tenant for calls above subscription scope. */
+        static const char *const hdr[2][2] = {
+            { "subscription-writes", "subscription-reads" },
+            { "tenant-writes", "tenant-reads" }
+        };
         bool read = c->method == CG_HTTP_GET;
         cg_arm_bucket_observe(
             read ? &l->read : &l->write,
-            cg_http_response_ratelimit(res, read ? "subscription-reads"
-                                                 : "subscription-writes"),
-            now);
+            cg_http_response_ratelimit(res, hdr[c->tenant_level][read]), now);
     }
 
     if (st >= 200 && st < 300) {
@@ -1028,6 +1033,7 @@ static struct cg_arm_call *call_new(struct cg_arm *arm,
     c->list = list;
     c->method = list ? CG_HTTP_GET : req->method;
     c->start_ms = cg_loop_now_ms();
+    c->tenant_level = req->subscription == NULL;
     c->deadline_ms = req->deadline_ms > 0
                          ? req->deadline_ms
                          : c->start_ms + CG_ARM_DEADLINE_DEFAULT_MS;

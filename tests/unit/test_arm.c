@@ -257,6 +257,12 @@ static void handler(const struct cg_testsrv_request *req,
         } else {
             set_body(res, 200, "{}");
         }
+    } else if (strstr(p, "/tenantlevel?")) {
+        /* The remaining count of the bucket named in the query. */
+        const char *b = strstr(p, "bucket=");
+        snprintf(res->headers, sizeof(res->headers),
+                 "x-ms-ratelimit-remaining-%s: 0\r\n", b ? b + 7 : "none");
+        set_body(res, 200, "{\"value\":[]}");
     } else if (strstr(p, "/throttle30")) {
         arm_error_body(res, 429, "TooManyRequests", "Slow down.");
         snprintf(res->headers, sizeof(res->headers), "Retry-After: 30\r\n");
@@ -656,6 +662,47 @@ static void test_retry_after_holds_waiting(void)
     env_close(&e);
 }
 
+/* ARM's remaining count lowers the bucket the request drew from: the
+ * tenant's for calls without a subscription. */
+static void test_remaining_headers(void)
+{
+    static const struct {
+        const char *name, *bucket, *subscription;
+        uint64_t self_throttled; /* of the second call */
+    } rows[] = {
+        { "tenant call, tenant header", "tenant-reads", NULL, 1 },
+        { "tenant call, subscription header", "subscription-reads", NULL, 0 },
+        { "subscription call, subscription header", "subscription-reads", SUB,
+          1 },
+        { "subscription call, tenant header", "tenant-reads", SUB, 0 },
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        struct env e;
+        if (env_open(&e, NULL) != 0)
+            return;
+        char path[128];
+        snprintf(path, sizeof(path), "/tenantlevel?bucket=%s", rows[i].bucket);
+        struct cg_arm_request req = { .method = CG_HTTP_GET,
+                                      .tenant = "t1",
+                                      .subscription = rows[i].subscription,
+                                      .path = path };
+        struct outcome o[2];
+        memset(o, 0, sizeof(o));
+        for (int k = 0; k < 2; k++) {
+            cg_arm_call(e.arm, &req, on_done, &o[k]);
+            run_until(&e, &o[k].calls, 1);
+        }
+        struct cg_arm_stats st;
+        cg_arm_stats(e.arm, &st);
+        CHECK(o[0].err == 0 && o[1].err == 0 &&
+                  st.self_throttled == rows[i].self_throttled,
+              "%s: %llu self-throttled, want %llu", rows[i].name,
+              (unsigned long long)st.self_throttled,
+              (unsigned long long)rows[i].self_throttled);
+        env_close(&e);
+    }
+}
+
 /* The client-side read bucket paces requests before ARM would. */
 static void test_client_bucket(void)
 {
@@ -767,6 +814,7 @@ int main(void)
     test_calls();
     test_retry_after_holds_bucket();
     test_retry_after_holds_waiting();
+    test_remaining_headers();
     test_client_bucket();
     test_tenant_cap();
     test_cancel();
