@@ -181,6 +181,7 @@ struct cg_arm_call {
     int err, cause;
     long status;
     char code[64];
+    char request_id[CG_HTTP_REQID_MAX];
     char why[CG_ARM_WHY_MAX];
     cg_arm_fn fn;
     void *arg;
@@ -363,6 +364,7 @@ static void call_deliver(struct cg_arm_call *c, const char *body,
         .why = c->err ? c->why : "",
         .status = c->status,
         .code = c->err ? c->code : "",
+        .request_id = c->request_id,
         .body = body ? body : "",
         .body_len = body ? body_len : 0,
         .items = c->err ? NULL : c->items,
@@ -560,6 +562,7 @@ static void on_http(const struct cg_http_response *res, void *arg)
     int64_t now = cg_loop_now_ms();
     struct arm_limits *l = call_limits(c);
     c->status = res->status;
+    cg_strlcpy(c->request_id, res->request_id, sizeof(c->request_id));
     if (c->probing)
         probe_done(c, res->err == 0 && res->status == 429);
     int plen = (int)strcspn(c->url, "?");

@@ -138,12 +138,13 @@ struct cg_arm_request {
 };
 
 struct cg_arm_result {
-    int err;          /* 0 or CG_E*; final unless cg_err_retryable() */
-    int cause;        /* for CG_EDEADLINE: what kept failing */
-    const char *why;  /* one sentence when err != 0, else "" */
-    long status;      /* last HTTP status (0: none) */
-    const char *code; /* ARM error.code, or "" */
-    const char *body; /* last response body (borrowed), or "" */
+    int err;                /* 0 or CG_E*; final unless cg_err_retryable() */
+    int cause;              /* for CG_EDEADLINE: what kept failing */
+    const char *why;        /* one sentence when err != 0, else "" */
+    long status;            /* last HTTP status (0: none) */
+    const char *code;       /* ARM error.code, or "" */
+    const char *request_id; /* x-ms-request-id of the last answer, or "" */
+    const char *body;       /* last response body (borrowed), or "" */
     size_t body_len;
     json_t *items; /* cg_arm_list: merged items (borrowed), else NULL */
     size_t pages;  /* cg_arm_list: pages read */

@@ -222,6 +222,8 @@ static void handler(const struct cg_testsrv_request *req,
     } else if (strstr(p, "/notfound")) {
         arm_error_body(res, 404, "SubscriptionNotFound",
                        "The subscription could not be found.");
+        snprintf(res->headers, sizeof(res->headers),
+                 "x-ms-request-id: rid-404\r\n");
     } else if (strstr(p, "/forbidden")) {
         arm_error_body(res, 403, "AuthorizationFailed",
                        "The client does not have authorization.");
@@ -318,6 +320,7 @@ struct outcome {
     long status;
     char why[512];
     char code[64];
+    char request_id[80];
     char body[256];
     size_t nitems, pages;
     char items[256];
@@ -336,6 +339,7 @@ static void on_done(const struct cg_arm_result *res, void *arg)
     o->pages = res->pages;
     cg_strlcpy(o->why, res->why, sizeof(o->why));
     cg_strlcpy(o->code, res->code, sizeof(o->code));
+    cg_strlcpy(o->request_id, res->request_id, sizeof(o->request_id));
     cg_strlcpy(o->body, res->body, sizeof(o->body));
     if (res->items) {
         o->nitems = json_array_size(res->items);
@@ -560,6 +564,9 @@ static void test_calls(void)
                   "%s: retried %lld ms after the 429, want >= 1000",
                   rows[i].name, (long long)(last->at_ms - e.fake->last_429_ms));
         }
+        if (strstr(rows[i].path, "/notfound"))
+            CHECK(strcmp(o.request_id, "rid-404") == 0, "%s: request id \"%s\"",
+                  rows[i].name, o.request_id);
         if (strstr(rows[i].path, "/throttle30"))
             CHECK(o.elapsed_ms < 1000,
                   "%s: gave up after %lld ms instead of at once", rows[i].name,
