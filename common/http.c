@@ -313,6 +313,7 @@ static int req_start(struct cg_http *http, struct cg_http_req *r)
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+    curl_easy_setopt(e, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
     if (http->ca_file)
         curl_easy_setopt(e, CURLOPT_CAINFO, http->ca_file);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, r->timeout_ms);
@@ -651,6 +652,20 @@ void cg_http_free(struct cg_http *http)
     curl_global_cleanup();
 }
 
+static bool url_is_loopback(const char *url)
+{
+    CURLU *u = curl_url();
+    char *host = NULL;
+    bool ok = false;
+    if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK)
+        ok = strcmp(host, "127.0.0.1") == 0 || strcmp(host, "[::1]") == 0 ||
+             strcasecmp(host, "localhost") == 0;
+    curl_free(host);
+    curl_url_cleanup(u);
+    return ok;
+}
+
 struct cg_http_req *cg_http_submit(struct cg_http *http,
                                    const struct cg_http_request *req,
                                    cg_http_done_fn fn, void *arg, char *errbuf,
@@ -664,6 +679,13 @@ struct cg_http_req *cg_http_submit(struct cg_http *http,
         strncmp(req->url, "http://", 7) != 0) {
         cg_err_set(errbuf, errsz, CG_EINVAL,
                    "http: only http and https URLs are allowed");
+        return NULL;
+    }
+    /* Requests carry bearer tokens and client secrets: in clear text they
+     * may only go to this machine (tests, a local fake). */
+    if (strncmp(req->url, "http://", 7) == 0 && !url_is_loopback(req->url)) {
+        cg_err_set(errbuf, errsz, CG_EINVAL,
+                   "http: plain http is only allowed to loopback; use https");
         return NULL;
     }
     struct cg_http_req *r = cg_calloc(1, sizeof(*r));

@@ -7,8 +7,9 @@
  * watchers and one timer, and a share handle pools DNS answers, TLS
  * sessions and connections. Requests past the in-flight maximum wait in a
  * FIFO queue. TLS peers are always verified (an optional CA file adds a
- * private CA). Response bodies are bounded: a longer body fails the request
- * with CG_ETOOBIG. Headers and bodies are never logged, so neither an
+ * private CA), TLS 1.2 at least; plain http is refused except to loopback.
+ * Response bodies are bounded: a longer body fails the request with
+ * CG_ETOOBIG. Headers and bodies are never logged, so neither an
  * Authorization header nor a token reply can reach a log line.
  *
  * This layer does not interpret statuses: any complete HTTP exchange is a

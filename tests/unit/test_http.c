@@ -264,6 +264,13 @@ static void test_requests(struct cg_loop *loop)
                                        .url = "file:///etc/passwd" };
         CHECK(cg_http_submit(http, &bad, on_done, &d, err, sizeof(err)) == NULL,
               "bad scheme refused");
+        struct cg_http_request clear = { .method = CG_HTTP_GET,
+                                         .url = "http://example.com/x" };
+        err[0] = '\0';
+        CHECK(cg_http_submit(http, &clear, on_done, &d, err, sizeof(err)) ==
+                      NULL &&
+                  strstr(err, "loopback"),
+              "plain http off loopback refused (%s)", err);
     }
     cg_http_free(http);
     cg_testsrv_free(srv);
