@@ -1,6 +1,7 @@
 # Thin wrapper over CMake: the real build lives in CMakeLists.txt.
 # `make test` and `make demo` are the two commands a newcomer needs.
 
+MAKEFLAGS  += --no-print-directory
 BUILD      ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)

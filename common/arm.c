@@ -20,6 +20,7 @@
 
 #define ARM_SWEEP_MS             60000 /* idle buckets are forgotten this often */
 #define ARM_TOKEN_MAX            16384 /* bearer tokens are ~2 KiB */
+#define ARM_REAUTHS_EXPIRED      4 /* 401 ExpiredAuthenticationToken retries */
 #define ARM_RETRY_AFTER_SLACK_MS 20
 #define ARM_BUCKET_SLACK_MS      25
 #define ARM_PARSE_RETRIES        2 /* unparseable LIST pages asked again */
@@ -159,8 +160,9 @@ struct cg_arm_call {
     struct cg_arm_call *prev, *next;   /* all calls */
     struct cg_arm_call *qprev, *qnext; /* tenant slot queue */
     enum call_state state;
-    bool list, has_slot, reauthed, starting, probing;
+    bool list, has_slot, starting, probing;
     bool tenant_level; /* no subscription: ARM's tenant bucket */
+    int reauths; /* 401s answered with a new token in this call or page */
     enum cg_http_method method;
     char *tenant;
     char *limits_key;       /* NULL: no principal (the call will fail anyway) */
@@ -620,18 +622,25 @@ static void on_http(const struct cg_http_response *res, void *arg)
              * deadline covers them all. */
             free(c->url);
             c->url = next;
-            c->reauthed = false;
+            c->reauths = 0;
             c->failures = 0;
             attempt_begin(c);
         }
         return;
     }
-    if (st == 401 && !c->reauthed) {
-        c->reauthed = true;
-        arm->stats.reauths++;
-        cg_auth_invalidate(arm->auth, c->tenant, c->token);
-        attempt_begin(c);
-        return;
+    if (st == 401) {
+        /* A 401 refreshes the token once. A token that merely aged out
+         * (it waited for a transfer slot longer than it lived) earns a
+         * few more tries: each retry carries a newer token. */
+        arm_error(c, CG_EAUTH, st, res->body, res->body_len);
+        bool expired = strcmp(c->code, "ExpiredAuthenticationToken") == 0;
+        if (c->reauths < (expired ? ARM_REAUTHS_EXPIRED : 1)) {
+            c->reauths++;
+            arm->stats.reauths++;
+            cg_auth_invalidate(arm->auth, c->tenant, c->token);
+            attempt_begin(c);
+            return;
+        }
     }
     if (st == 429) {
         arm->stats.throttled++;

@@ -5,7 +5,7 @@
  * (key=value): calls/s, latency percentiles, peak RSS. It never passes or
  * fails on time.
  *
- * usage: azclient_bench FAKE-BINARY [SUBSCRIPTIONS [LATENCY_MS [IN_FLIGHT]]]
+ * usage: azclient_bench [SUBSCRIPTIONS [LATENCY_MS [IN_FLIGHT]]]
  */
 #include "arm.h"
 #include "auth.h"
@@ -16,7 +16,7 @@
 #include "log.h"
 #include "loop.h"
 #include "mem.h"
-#include "proc.h"
+#include "harness.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,42 +64,40 @@ static int cmp64(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2) {
-        fprintf(stderr, "usage: %s FAKE [SUBS [LATENCY_MS [IN_FLIGHT]]]\n",
-                argv[0]);
-        return 2;
-    }
-    const char *subs_s = argc > 2 ? argv[2] : "2000";
-    const char *lat_s = argc > 3 ? argv[3] : "0";
-    const char *inflight = argc > 4 ? argv[4] : "256";
+    const char *subs_s = argc > 1 ? argv[1] : "2000";
+    const char *lat_s = argc > 2 ? argv[2] : "0";
+    const char *inflight = argc > 3 ? argv[3] : "256";
     cg_log_setup(CG_LOG_ERROR, CG_LOG_TEXT, "bench");
     char dir[] = "/tmp/cg-bench-XXXXXX", err[512], base[128];
     if (!mkdtemp(dir))
         return 2;
     char *creds = cg_asprintf("%s/creds.json", dir);
-    char *const fargv[] = { argv[1],
-                            "--tls-self-signed",
-                            dir,
-                            "--tenants",
-                            "1",
-                            "--subscriptions-per-tenant",
-                            (char *)subs_s,
-                            "--page-size",
-                            "1000",
-                            "--credentials",
-                            creds,
-                            "--latency-ms",
-                            (char *)lat_s,
-                            "--no-throttle",
-                            "--log-level",
-                            "error",
-                            NULL };
-    struct cg_proc fake;
-    if (cg_proc_start(&fake, fargv, 60000, base, sizeof(base), err,
-                      sizeof(err))) {
+    const char *const fargv[] = { CG_BIN_CONTACTGUARD_FAKEAZURE,
+                                  "--tls-self-signed",
+                                  dir,
+                                  "--tenants",
+                                  "1",
+                                  "--subscriptions-per-tenant",
+                                  subs_s,
+                                  "--page-size",
+                                  "1000",
+                                  "--credentials",
+                                  creds,
+                                  "--latency-ms",
+                                  lat_s,
+                                  "--no-throttle",
+                                  "--log-level",
+                                  "error",
+                                  NULL };
+    struct cg_harness_proc_opts po = { .name = "fakeazure",
+                                       .line_timeout_ms = 60000 };
+    struct cg_harness_proc *fake =
+        cg_harness_proc_start(fargv, &po, err, sizeof(err));
+    if (!fake) {
         fprintf(stderr, "%s\n", err);
         return 1;
     }
+    cg_strlcpy(base, cg_harness_proc_first_line(fake), sizeof(base));
     struct cg_conf *conf = cg_conf_new();
     char *set = cg_asprintf("worker.max_in_flight=%s", inflight);
     if (cg_conf_load_file(conf, creds, err, sizeof(err)) ||
@@ -108,7 +106,7 @@ int main(int argc, char **argv)
                     sizeof(err)) ||
         cg_conf_finish(conf, err, sizeof(err))) {
         fprintf(stderr, "%s\n", err);
-        cg_proc_stop(&fake, 5000);
+        cg_harness_proc_free(fake);
         return 1;
     }
     const char *tenant = cg_conf_tenant(conf, 0)->id;
@@ -166,7 +164,7 @@ int main(int argc, char **argv)
     cg_http_free(http);
     cg_loop_free(loop);
     cg_conf_free(conf);
-    cg_proc_stop(&fake, 5000);
+    cg_harness_proc_free(fake);
     free(set);
     free(creds);
     char *cmd = cg_asprintf("rm -rf '%s'", dir);

@@ -825,5 +825,5 @@ int main(void)
     test_client_bucket();
     test_tenant_cap();
     test_cancel();
-    return CHECK_DONE();
+    return check_done("test_arm");
 }

@@ -591,5 +591,5 @@ int main(void)
         free(p);
     }
     rmdir(dir);
-    return CHECK_DONE();
+    return check_done("test_auth");
 }

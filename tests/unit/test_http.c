@@ -283,5 +283,5 @@ int main(void)
     struct cg_loop *loop = cg_loop_new(err, sizeof(err));
     test_requests(loop);
     cg_loop_free(loop);
-    return CHECK_DONE();
+    return check_done("test_http");
 }

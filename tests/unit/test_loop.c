@@ -202,5 +202,5 @@ int main(void)
     test_many_timers(loop);
     test_io(loop);
     cg_loop_free(loop);
-    return CHECK_DONE();
+    return check_done("test_loop");
 }

@@ -69,5 +69,5 @@ int main(void)
           "sweep removed the odd values only");
     cg_map_free(m);
     cg_map_free(NULL);
-    return CHECK_DONE();
+    return check_done("test_map");
 }

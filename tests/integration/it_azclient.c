@@ -7,7 +7,7 @@
  * Retry-After (the fake's own count), ARM-side throttling answered by
  * backing off, and a 401 after the fake forgets its tokens.
  *
- * usage: test_azclient_fake PATH-TO-contactguard-fakeazure
+ * The fake's path comes from the build (CG_BIN_CONTACTGUARD_FAKEAZURE).
  */
 #include "../check.h"
 #include "arm.h"
@@ -19,7 +19,7 @@
 #include "log.h"
 #include "loop.h"
 #include "mem.h"
-#include "proc.h"
+#include "harness.h"
 
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -38,7 +38,7 @@
 struct env {
     char dir[64];
     char base[128];
-    struct cg_proc fake;
+    struct cg_harness_proc *fake;
     struct cg_loop *loop;
     struct cg_conf *conf;
     struct cg_http *http;
@@ -192,7 +192,7 @@ static int write_conf(struct env *e, const char *in, const char *out)
     return rc;
 }
 
-static int env_open(struct env *e, const char *fake_bin)
+static int env_open(struct env *e)
 {
     char err[512];
     memset(e, 0, sizeof(*e));
@@ -205,23 +205,28 @@ static int env_open(struct env *e, const char *fake_bin)
     snprintf(subs, sizeof(subs), "%d", SUBS);
     snprintf(tenants, sizeof(tenants), "%d", TENANTS);
     snprintf(page, sizeof(page), "%d", PAGE_SIZE);
-    char *const argv[] = { (char *)fake_bin,
-                           "--tls-self-signed",
-                           e->dir,
-                           "--tenants",
-                           tenants,
-                           "--subscriptions-per-tenant",
-                           subs,
-                           "--page-size",
-                           page,
-                           "--credentials",
-                           creds,
-                           "--log-level",
-                           "error",
-                           NULL };
-    int rc = cg_proc_start(&e->fake, argv, 30000, e->base, sizeof(e->base), err,
-                           sizeof(err));
+    const char *const argv[] = { CG_BIN_CONTACTGUARD_FAKEAZURE,
+                                 "--tls-self-signed",
+                                 e->dir,
+                                 "--tenants",
+                                 tenants,
+                                 "--subscriptions-per-tenant",
+                                 subs,
+                                 "--page-size",
+                                 page,
+                                 "--credentials",
+                                 creds,
+                                 "--log-level",
+                                 "error",
+                                 NULL };
+    struct cg_harness_proc_opts po = { .name = "fakeazure",
+                                       .line_timeout_ms = 30000 };
+    e->fake = cg_harness_proc_start(argv, &po, err, sizeof(err));
+    int rc = e->fake ? 0 : -1;
     CHECK(rc == 0, "fake started: %s", err);
+    if (rc == 0)
+        cg_strlcpy(e->base, cg_harness_proc_first_line(e->fake),
+                   sizeof(e->base));
     if (rc == 0)
         rc = write_conf(e, creds, conf_path);
     if (rc == 0) {
@@ -254,7 +259,7 @@ static void env_close(struct env *e)
     cg_http_free(e->http);
     cg_loop_free(e->loop);
     cg_conf_free(e->conf);
-    cg_proc_stop(&e->fake, 5000);
+    cg_harness_proc_free(e->fake);
     /* The fake's key and secret files. */
     char *cmd = cg_asprintf("rm -rf '%s'", e->dir);
     if (strncmp(e->dir, "/tmp/cg-it-azclient-", 20) == 0)
@@ -744,15 +749,11 @@ static void test_401(struct env *e, json_t *subs, const int *baseline)
     json_decref(one);
 }
 
-int main(int argc, char **argv)
+int main(void)
 {
-    if (argc != 2) {
-        fprintf(stderr, "usage: %s PATH-TO-contactguard-fakeazure\n", argv[0]);
-        return 2;
-    }
     cg_log_setup(CG_LOG_ERROR, CG_LOG_TEXT, "it_azclient");
     struct env e;
-    if (env_open(&e, argv[1]) == 0) {
+    if (env_open(&e) == 0) {
         test_tls_verified(&e);
         test_tokens(&e);
         json_t *subs = test_list_subscriptions(&e);
@@ -769,5 +770,5 @@ int main(int argc, char **argv)
         json_decref(subs);
     }
     env_close(&e);
-    return CHECK_DONE();
+    return check_done("it_azclient");
 }

@@ -1,0 +1,457 @@
+#include "finding.h"
+
+#include "clock.h"
+#include "err.h"
+#include "json.h"
+#include "mem.h"
+
+#include <ctype.h>
+#include <stdbool.h>
+#include <time.h>
+#include <openssl/evp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define CIS "CIS Microsoft Azure Foundations Benchmark"
+
+static const struct cg_rule_ref owner_refs[] = {
+    { "Trend Micro Cloud One Conformity", NULL, "SecurityCenter-019" },
+    { CIS, "1.3.0", "2.15" },
+    { CIS, "1.4.0", "2.15" },
+    { CIS, "1.5.0", "2.3.1" },
+    { CIS, "2.0.0", "2.1.18" },
+    { CIS, "2.1.0", "2.1.17" },
+    { CIS, "3.0.0", "3.1.12" },
+    { CIS, "4.0.0", "9.1.12" },
+    { CIS, "5.0.0", "8.1.12" },
+    { "Lacework", NULL, "lacework-global-525" },
+};
+
+static const struct cg_rule_ref email_refs[] = {
+    { "Lacework", NULL, "lacework-global-526" },
+    { CIS, "1.3.0", "2.13" },
+    { CIS, "1.4.0", "2.13" },
+    { CIS, "1.5.0", "2.3.2" },
+    { CIS, "2.0.0", "2.1.19" },
+    { CIS, "2.1.0", "2.1.18" },
+    { CIS, "3.0.0", "3.1.13" },
+    { CIS, "4.0.0", "9.1.13" },
+    { CIS, "5.0.0", "8.1.13" },
+    { "Trend Micro Cloud One Conformity", NULL, "SecurityCenter-016" },
+    { "Azure Policy", NULL, "4f4f78b8-e367-4b10-a341-d9a4ad5cf1c7" },
+};
+
+static const struct cg_rule_ref severity_refs[] = {
+    { CIS, "1.3.0", "2.14" },
+    { CIS, "1.4.0", "2.14" },
+    { CIS, "1.5.0", "2.3.3" },
+    { CIS, "2.0.0", "2.1.20" },
+    { CIS, "2.1.0", "2.1.19" },
+    { CIS, "3.0.0", "3.1.14" },
+    { CIS, "4.0.0", "9.1.14" },
+    { CIS, "5.0.0", "8.1.14" },
+    { "Trend Micro Cloud One Conformity", NULL, "SecurityCenter-018" },
+    { "Azure Policy", NULL, "6e2593d9-add6-4083-9c9b-4b7d2188c899" },
+};
+
+static const struct cg_rule_ref attack_refs[] = {
+    { CIS, "4.0.0", "9.1.15" },
+    { CIS, "5.0.0", "8.1.15" },
+};
+
+#define REFS(a) a, sizeof(a) / sizeof(a[0])
+
+static const struct cg_rule_info rules[CG_RULE_COUNT] = {
+    [CG_RULE_OWNER_ALERTS] = { "owner-alerts",
+                               "Security alert emails are sent to subscription "
+                               "owners",
+                               "Microsoft Defender for Cloud emails users with "
+                               "the Owner role of "
+                               "the subscription when an alert fires.",
+                               "In Defender for Cloud > Environment settings > "
+                               "Email "
+                               "notifications, select Owner under 'All users "
+                               "with the following "
+                               "roles' (notificationsByRole state On with role "
+                               "Owner).",
+                               3, REFS(owner_refs) },
+    [CG_RULE_ADDITIONAL_EMAILS] = { "additional-emails",
+                                    "Additional email addresses hold a "
+                                    "security contact",
+                                    "At least one valid address is configured "
+                                    "in 'Additional email "
+                                    "addresses' so the security team receives "
+                                    "alerts.",
+                                    "In Defender for Cloud > Environment "
+                                    "settings > Email "
+                                    "notifications, enter the security team's "
+                                    "address under "
+                                    "'Additional email addresses' (emails, "
+                                    "';'-separated).",
+                                    3, REFS(email_refs) },
+    [CG_RULE_ALERT_SEVERITY] = { "alert-severity",
+                                 "Email notifications are sent for alerts of "
+                                 "high severity",
+                                 "Alert email notifications are on with a "
+                                 "minimal severity that "
+                                 "includes High alerts.",
+                                 "In Defender for Cloud > Environment settings "
+                                 "> Email "
+                                 "notifications, turn on 'Notify about alerts "
+                                 "with the following "
+                                 "severity (or higher)' and choose High or "
+                                 "lower.",
+                                 3, REFS(severity_refs) },
+    [CG_RULE_ATTACK_PATHS] = { "attack-paths",
+                               "Email notifications are sent for attack paths",
+                               "Attack path notifications are on with a "
+                               "minimal risk level that "
+                               "includes the configured level.",
+                               "In Defender for Cloud > Environment settings > "
+                               "Email "
+                               "notifications, turn on 'Notify about attack "
+                               "paths with the "
+                               "following risk level (or higher)' and choose "
+                               "High or lower.",
+                               2, REFS(attack_refs) },
+};
+
+const struct cg_rule_info *cg_rule_info(enum cg_rule rule)
+{
+    return (unsigned)rule < CG_RULE_COUNT ? &rules[rule] : NULL;
+}
+
+enum cg_rule cg_rule_parse(const char *id)
+{
+    for (int r = 0; r < CG_RULE_COUNT; r++)
+        if (id && strcmp(id, rules[r].id) == 0)
+            return (enum cg_rule)r;
+    return CG_RULE_COUNT;
+}
+
+static const char *const status_names[] = { "PASS", "FAIL", "ERROR", "SKIPPED",
+                                            "NONE" };
+
+const char *cg_status_name(enum cg_status s)
+{
+    return (unsigned)s <= CG_STATUS_NONE ? status_names[s] : "NONE";
+}
+
+enum cg_status cg_status_parse(const char *s)
+{
+    for (int i = 0; i < CG_STATUS_NONE; i++)
+        if (s && strcasecmp(s, status_names[i]) == 0)
+            return (enum cg_status)i;
+    return CG_STATUS_NONE;
+}
+
+void cg_finding_set(struct cg_finding *f, enum cg_rule rule,
+                    enum cg_status status, const char *reason_code,
+                    const char *fmt, ...)
+{
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    f->rule = rule;
+    f->status = status;
+    cg_strlcpy(f->reason_code, reason_code, sizeof(f->reason_code));
+    free(f->reason);
+    f->reason = cg_strdup(buf);
+}
+
+void cg_finding_clear(struct cg_finding *f)
+{
+    free(f->reason);
+    json_decref(f->evidence);
+    memset(f, 0, sizeof(*f));
+    f->previous = CG_STATUS_NONE;
+}
+
+void cg_finding_copy(struct cg_finding *dst, const struct cg_finding *src)
+{
+    *dst = *src;
+    dst->reason = src->reason ? cg_strdup(src->reason) : NULL;
+    dst->evidence = src->evidence ? json_deep_copy(src->evidence) : NULL;
+}
+
+static json_t *refs_json(const struct cg_rule_info *ri)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < ri->nrefs; i++) {
+        const struct cg_rule_ref *r = &ri->refs[i];
+        json_t *o = json_object();
+        json_object_set_new(o, "source", json_string(r->source));
+        if (r->version)
+            json_object_set_new(o, "version", json_string(r->version));
+        json_object_set_new(o, "control", json_string(r->control));
+        json_array_append_new(a, o);
+    }
+    return a;
+}
+
+char *cg_finding_compact(const struct cg_finding *f)
+{
+    const struct cg_rule_info *ri = cg_rule_info(f->rule);
+    char when[40];
+    cg_time_iso(f->time_ms, when, sizeof(when));
+    json_t *o = json_object();
+    json_object_set_new(o, "schema", json_string(CG_FINDING_SCHEMA));
+    json_object_set_new(o, "rule", json_string(ri ? ri->id : "unknown"));
+    json_object_set_new(o, "status", json_string(cg_status_name(f->status)));
+    json_object_set_new(o, "reason_code", json_string(f->reason_code));
+    json_object_set_new(o, "reason", json_string(f->reason ? f->reason : ""));
+    json_object_set_new(o, "subscription_id", json_string(f->subscription_id));
+    json_object_set_new(o, "tenant_id", json_string(f->tenant_id));
+    json_object_set_new(o, "api_version", json_string(f->api_version));
+    json_object_set_new(o, "evidence",
+                        f->evidence ? json_incref(f->evidence) : json_object());
+    json_object_set_new(o, "references", ri ? refs_json(ri) : json_array());
+    json_object_set_new(o, "time", json_string(when));
+    json_object_set_new(o, "time_ms", json_integer(f->time_ms));
+    if (f->previous != CG_STATUS_NONE)
+        json_object_set_new(o, "previous_status",
+                            json_string(cg_status_name(f->previous)));
+    if (f->job_id[0])
+        json_object_set_new(o, "job_id", json_string(f->job_id));
+    char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    return s;
+}
+
+void cg_finding_uid(enum cg_rule rule, const char *subscription_id,
+                    char out[37])
+{
+    const struct cg_rule_info *ri = cg_rule_info(rule);
+    char name[128];
+    size_t n = (size_t)snprintf(name, sizeof(name),
+                                "contactguard:%s:", ri ? ri->id : "unknown");
+    for (const char *p = subscription_id; *p && n + 1 < sizeof(name); p++)
+        name[n++] = (char)tolower((unsigned char)*p);
+    name[n] = '\0';
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    EVP_Digest(name, n, md, &mdlen, EVP_sha1(), NULL);
+    md[6] = (unsigned char)((md[6] & 0x0f) | 0x50); /* version 5 */
+    md[8] = (unsigned char)((md[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            out[o++] = '-';
+        out[o++] = hex[md[i] >> 4];
+        out[o++] = hex[md[i] & 15];
+    }
+    out[o] = '\0';
+}
+
+/* OCSF compliance.status_id: 1 Pass, 3 Fail, 0 Unknown, 99 Other. */
+static int ocsf_compliance_status(enum cg_status s)
+{
+    switch (s) {
+    case CG_STATUS_PASS:
+        return 1;
+    case CG_STATUS_FAIL:
+        return 3;
+    case CG_STATUS_ERROR:
+        return 0;
+    default:
+        return 99;
+    }
+}
+
+static const char *const severity_names[] = {
+    "Unknown", "Informational", "Low", "Medium", "High", "Critical", "Fatal"
+};
+
+char *cg_finding_ocsf(const struct cg_finding *f)
+{
+    const struct cg_rule_info *ri = cg_rule_info(f->rule);
+    int sev = f->status == CG_STATUS_FAIL    ? ri->fail_severity_id
+              : f->status == CG_STATUS_ERROR ? 2
+                                             : 1;
+    /* Finding status: a PASS resolves, FAIL and ERROR are new. */
+    int fstatus = f->status == CG_STATUS_PASS      ? 4
+                  : f->status == CG_STATUS_SKIPPED ? 99
+                                                   : 1;
+    const char *fstatus_name = fstatus == 4   ? "Resolved"
+                               : fstatus == 1 ? "New"
+                                              : "Other";
+    char uid[37];
+    cg_finding_uid(f->rule, f->subscription_id, uid);
+
+    json_t *o = json_object();
+    json_object_set_new(o, "activity_id", json_integer(1));
+    json_object_set_new(o, "activity_name", json_string("Create"));
+    json_object_set_new(o, "category_uid", json_integer(2));
+    json_object_set_new(o, "category_name", json_string("Findings"));
+    json_object_set_new(o, "class_uid", json_integer(2003));
+    json_object_set_new(o, "class_name", json_string("Compliance Finding"));
+    json_object_set_new(o, "type_uid", json_integer(200301));
+    json_object_set_new(o, "type_name",
+                        json_string("Compliance Finding: Create"));
+    json_object_set_new(o, "severity_id", json_integer(sev));
+    json_object_set_new(o, "severity", json_string(severity_names[sev]));
+    json_object_set_new(o, "status_id", json_integer(fstatus));
+    json_object_set_new(o, "status", json_string(fstatus_name));
+    json_object_set_new(o, "time", json_integer(f->time_ms));
+    json_object_set_new(o, "message", json_string(f->reason ? f->reason : ""));
+
+    json_t *product = json_object();
+    json_object_set_new(product, "name", json_string("contactguard"));
+    json_object_set_new(product, "vendor_name", json_string("contactguard"));
+    json_object_set_new(product, "version", json_string(CG_VERSION));
+    json_t *meta = json_object();
+    json_object_set_new(meta, "product", product);
+    json_object_set_new(meta, "version", json_string(CG_OCSF_VERSION));
+    json_object_set_new(meta, "uid", json_string(uid));
+    json_object_set_new(o, "metadata", meta);
+
+    json_t *fi = json_object();
+    json_object_set_new(fi, "uid", json_string(uid));
+    json_object_set_new(fi, "title", json_string(ri->title));
+    json_object_set_new(fi, "desc", json_string(ri->desc));
+    json_t *types = json_array();
+    json_array_append_new(types, json_string("Defender for Cloud security "
+                                             "contact"));
+    json_object_set_new(fi, "types", types);
+    json_object_set_new(o, "finding_info", fi);
+
+    json_t *comp = json_object();
+    json_t *standards = json_array();
+    json_t *reqs = json_array();
+    for (size_t i = 0; i < ri->nrefs; i++) {
+        const struct cg_rule_ref *r = &ri->refs[i];
+        char *std = r->version ? cg_asprintf("%s %s", r->source, r->version)
+                               : cg_strdup(r->source);
+        bool dup = false;
+        size_t j;
+        json_t *e;
+        json_array_foreach(standards, j, e)
+        {
+            if (strcmp(json_string_value(e), std) == 0)
+                dup = true;
+        }
+        if (!dup)
+            json_array_append_new(standards, json_string(std));
+        char *req = cg_asprintf("%s %s", std, r->control);
+        json_array_append_new(reqs, json_string(req));
+        free(req);
+        free(std);
+    }
+    json_object_set_new(comp, "standards", standards);
+    json_object_set_new(comp, "requirements", reqs);
+    json_object_set_new(comp, "control", json_string(ri->id));
+    json_object_set_new(comp, "status_id",
+                        json_integer(ocsf_compliance_status(f->status)));
+    json_object_set_new(comp, "status", json_string(cg_status_name(f->status)));
+    json_object_set_new(comp, "status_code", json_string(f->reason_code));
+    json_object_set_new(comp, "status_detail",
+                        json_string(f->reason ? f->reason : ""));
+    json_object_set_new(o, "compliance", comp);
+
+    json_t *account = json_object();
+    json_object_set_new(account, "uid", json_string(f->subscription_id));
+    json_object_set_new(account, "type_id", json_integer(13));
+    json_object_set_new(account, "type", json_string("Azure Subscription"));
+    json_t *cloud = json_object();
+    json_object_set_new(cloud, "provider", json_string("Azure"));
+    json_object_set_new(cloud, "account", account);
+    if (f->tenant_id[0]) {
+        json_t *org = json_object();
+        json_object_set_new(org, "uid", json_string(f->tenant_id));
+        json_object_set_new(cloud, "org", org);
+    }
+    json_object_set_new(o, "cloud", cloud);
+
+    json_t *res = json_object();
+    char *rid = cg_asprintf("/subscriptions/%s/providers/Microsoft.Security/"
+                            "securityContacts",
+                            f->subscription_id);
+    json_object_set_new(res, "uid", json_string(rid));
+    free(rid);
+    json_object_set_new(res, "type",
+                        json_string("Microsoft.Security/securityContacts"));
+    json_object_set_new(res, "data",
+                        f->evidence ? json_incref(f->evidence) : json_object());
+    json_t *resources = json_array();
+    json_array_append_new(resources, res);
+    json_object_set_new(o, "resources", resources);
+
+    json_t *rem = json_object();
+    json_object_set_new(rem, "desc", json_string(ri->remediation));
+    json_t *rrefs = json_array();
+    json_array_append_new(
+        rrefs, json_string("https://learn.microsoft.com/azure/"
+                           "defender-for-cloud/configure-email-notifications"));
+    json_object_set_new(rem, "references", rrefs);
+    json_object_set_new(o, "remediation", rem);
+
+    json_t *um = json_object();
+    json_object_set_new(um, "schema", json_string(CG_FINDING_SCHEMA));
+    json_object_set_new(um, "rule", json_string(ri->id));
+    json_object_set_new(um, "reason_code", json_string(f->reason_code));
+    json_object_set_new(um, "api_version", json_string(f->api_version));
+    json_object_set_new(um, "references", refs_json(ri));
+    if (f->previous != CG_STATUS_NONE)
+        json_object_set_new(um, "previous_status",
+                            json_string(cg_status_name(f->previous)));
+    if (f->job_id[0])
+        json_object_set_new(um, "job_id", json_string(f->job_id));
+    json_object_set_new(o, "unmapped", um);
+
+    char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    return s;
+}
+
+int cg_finding_parse(const char *s, size_t len, struct cg_finding *out,
+                     char *errbuf, size_t errsz)
+{
+    char jerr[160];
+    json_t *o = cg_json_parse(s, len, jerr, sizeof(jerr));
+    if (!o)
+        return cg_err_set(errbuf, errsz, CG_EPARSE, "finding is not JSON: %s",
+                          jerr);
+    int rc = 0;
+    const char *schema = cg_json_str(o, "schema");
+    enum cg_rule rule = cg_rule_parse(cg_json_str(o, "rule"));
+    enum cg_status status = cg_status_parse(cg_json_str(o, "status"));
+    if (!schema || strcmp(schema, CG_FINDING_SCHEMA) != 0 ||
+        rule == CG_RULE_COUNT || status == CG_STATUS_NONE) {
+        rc = cg_err_set(errbuf, errsz, CG_EPARSE,
+                        "not a %s line (schema, rule or status missing)",
+                        CG_FINDING_SCHEMA);
+        goto out;
+    }
+    struct cg_finding f;
+    memset(&f, 0, sizeof(f));
+    f.rule = rule;
+    f.status = status;
+    const char *v;
+    if ((v = cg_json_str(o, "reason_code")))
+        cg_strlcpy(f.reason_code, v, sizeof(f.reason_code));
+    f.reason = cg_strdup((v = cg_json_str(o, "reason")) ? v : "");
+    if ((v = cg_json_str(o, "subscription_id")))
+        cg_strlcpy(f.subscription_id, v, sizeof(f.subscription_id));
+    if ((v = cg_json_str(o, "tenant_id")))
+        cg_strlcpy(f.tenant_id, v, sizeof(f.tenant_id));
+    if ((v = cg_json_str(o, "api_version")))
+        cg_strlcpy(f.api_version, v, sizeof(f.api_version));
+    if ((v = cg_json_str(o, "job_id")))
+        cg_strlcpy(f.job_id, v, sizeof(f.job_id));
+    long long ms = 0;
+    cg_json_int(o, "time_ms", &ms);
+    f.time_ms = ms;
+    f.previous = cg_status_parse(cg_json_str(o, "previous_status"));
+    json_t *ev = cg_json_member(o, "evidence");
+    f.evidence = ev ? json_incref(ev) : NULL;
+    *out = f;
+out:
+    json_decref(o);
+    return rc;
+}

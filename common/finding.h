@@ -1,0 +1,104 @@
+/*
+ * finding — the results wire format, defined once.
+ *
+ * A finding is one rule's verdict on one subscription. The evaluate stage
+ * fills the verdict part (rule, status, reason code, reason, evidence); the
+ * worker adds identity and time; the publish stage serialises it as either
+ *   - compact: one JSON line, schema "contactguard.finding/1", or
+ *   - OCSF 1.1 Compliance Finding (class_uid 2003), what SIEM pipelines
+ *     ingest.
+ * The rule catalogue (ids, titles, references to CIS, Conformity, Lacework
+ * and Azure Policy) lives here because both formats carry it.
+ */
+#ifndef CG_FINDING_H
+#define CG_FINDING_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#define CG_FINDING_SCHEMA "contactguard.finding/1"
+#define CG_OCSF_VERSION   "1.1.0"
+
+enum cg_rule {
+    CG_RULE_OWNER_ALERTS,
+    CG_RULE_ADDITIONAL_EMAILS,
+    CG_RULE_ALERT_SEVERITY,
+    CG_RULE_ATTACK_PATHS,
+    CG_RULE_COUNT,
+};
+
+enum cg_status {
+    CG_STATUS_PASS,
+    CG_STATUS_FAIL,
+    CG_STATUS_ERROR,   /* could not evaluate */
+    CG_STATUS_SKIPPED, /* subscription cannot be audited */
+    CG_STATUS_NONE,    /* "no previous status" */
+};
+
+/* A control a rule maps to, for SIEM mapping. */
+struct cg_rule_ref {
+    const char *source;  /* "CIS Microsoft Azure Foundations Benchmark" */
+    const char *version; /* "2.0.0", or NULL */
+    const char *control; /* "2.1.18", "SecurityCenter-019", policy id */
+};
+
+struct cg_rule_info {
+    const char *id;    /* "owner-alerts" */
+    const char *title; /* one line */
+    const char *desc;
+    const char *remediation;
+    int fail_severity_id; /* OCSF severity_id of a FAIL */
+    const struct cg_rule_ref *refs;
+    size_t nrefs;
+};
+
+const struct cg_rule_info *cg_rule_info(enum cg_rule rule);
+/* CG_RULE_COUNT when id is not a rule. */
+enum cg_rule cg_rule_parse(const char *id);
+
+const char *cg_status_name(enum cg_status s); /* "PASS" ... "NONE" */
+/* CG_STATUS_NONE for anything else. */
+enum cg_status cg_status_parse(const char *s);
+
+struct cg_finding {
+    enum cg_rule rule;
+    enum cg_status status;
+    char reason_code[48]; /* stable, upper case: "OWNER_ROLE_MISSING" */
+    char *reason;         /* one sentence */
+    json_t *evidence;     /* owned; what the rule read */
+    char subscription_id[40];
+    char tenant_id[40];
+    char api_version[24];
+    char job_id[64];
+    long long time_ms;       /* evaluation time, ms since the epoch */
+    enum cg_status previous; /* from the cache; CG_STATUS_NONE if unknown */
+};
+
+/* Sets the verdict; reason is formatted and copied. */
+void cg_finding_set(struct cg_finding *f, enum cg_rule rule,
+                    enum cg_status status, const char *reason_code,
+                    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* Frees what the finding owns and zeroes it (previous = NONE). */
+void cg_finding_clear(struct cg_finding *f);
+
+/* Deep copy. */
+void cg_finding_copy(struct cg_finding *dst, const struct cg_finding *src);
+
+/* Compact JSON line (no newline); heap string. */
+char *cg_finding_compact(const struct cg_finding *f);
+
+/* OCSF Compliance Finding JSON (no newline); heap string. */
+char *cg_finding_ocsf(const struct cg_finding *f);
+
+/* Reads a compact line back (the cache and the report keep findings in
+ * this form). CG_EPARSE with errbuf on a malformed line. */
+int cg_finding_parse(const char *s, size_t len, struct cg_finding *out,
+                     char *errbuf, size_t errsz);
+
+/* Deterministic finding uid from rule and subscription (a UUIDv5-shaped
+ * string, 37 bytes with the NUL). */
+void cg_finding_uid(enum cg_rule rule, const char *subscription_id,
+                    char out[37]);
+
+#endif

@@ -1,0 +1,399 @@
+/*
+ * The worker end to end, every part real on loopback: the devbroker (Kafka
+ * wire protocol), a redis-server, the fake Azure over HTTPS, and one or two
+ * contactguard-worker processes. One scenario per run (argv[1]):
+ *
+ *   e2e       N subscriptions in, exactly one finding per (subscription,
+ *             rule) out with the fake's ground truth, the cache matching,
+ *             no secret in any log line, a clean SIGTERM
+ *   kill      a worker SIGKILLed mid-run and restarted loses nothing
+ *   two       two workers share the load and survive one leaving
+ *   throttle  a 429 storm: zero requests before their Retry-After
+ *   tokens    tokens expiring every 2 s mid-run
+ *   redis     Redis stopped and restarted mid-run
+ *   broker    the Kafka broker taken down and brought back mid-run
+ *   poison    undecodable jobs land in the dead-letter topic; every good
+ *             job completes
+ */
+#include "../check.h"
+#include "cache.h"
+#include "conf.h"
+#include "finding.h"
+#include "harness.h"
+#include "stack.h"
+#include "job.h"
+#include "json.h"
+#include "mem.h"
+
+#include <curl/curl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define WAIT_MS 120000
+
+static struct cg_stack *stack_up(struct cg_stack *s, int tenants, int subs,
+                                 const char *const *fake_args, int partitions)
+{
+    char err[512];
+    struct cg_stack_opts o = { tenants, subs, partitions, fake_args, false };
+    int rc = cg_stack_start(s, &o, err, sizeof(err));
+    CHECK(rc == 0, "stack: %s", err);
+    return rc == 0 ? s : NULL;
+}
+
+static struct cg_harness_proc *
+worker_start(struct cg_stack *s, const char *name, const char *const *extra)
+{
+    char err[512];
+    struct cg_harness_proc *p =
+        cg_stack_worker(s, name, extra, err, sizeof(err));
+    CHECK(p != NULL, "%s: %s", name, err);
+    return p;
+}
+
+static void produce_jobs(struct cg_stack *s, size_t poison)
+{
+    char err[512];
+    int rc = cg_stack_produce_jobs(s, poison, err, sizeof(err));
+    CHECK(rc == 0, "produce jobs: %s", err);
+}
+
+/* Reads the results topic until at least `want` findings are there. */
+static int read_findings(struct cg_stack *s, size_t want, int timeout_ms,
+                         struct cg_harness_msgs *out)
+{
+    char err[512];
+    memset(out, 0, sizeof(*out));
+    int rc = cg_harness_kafka_consume(cg_harness_devbroker_bootstrap(s->kafka),
+                                      "contactguard.results", want, timeout_ms,
+                                      out, err, sizeof(err));
+    return rc;
+}
+
+/* Polls until the results topic holds at least want findings. */
+static void wait_findings(struct cg_stack *s, size_t want)
+{
+    struct cg_harness_msgs m;
+    int rc = read_findings(s, want, WAIT_MS, &m);
+    CHECK(rc == 0 && m.n >= want, "waited for %zu findings, have %zu", want,
+          m.n);
+    cg_harness_msgs_free(&m);
+}
+
+/*
+ * Every (subscription, rule) has a finding with the truth's status; with
+ * exact, no (subscription, rule) has two.
+ */
+static void check_findings(struct cg_stack *s, bool exact)
+{
+    size_t want = s->nsubs * CG_RULE_COUNT;
+    struct cg_harness_msgs m;
+    read_findings(s, want, WAIT_MS, &m);
+    unsigned char *seen = cg_calloc(want, 1);
+    size_t wrong = 0, dup = 0, unknown = 0, bad_headers = 0;
+    for (size_t i = 0; i < m.n; i++) {
+        struct cg_finding f;
+        char err[256];
+        if (cg_finding_parse(m.v[i].value, m.v[i].value_len, &f, err,
+                             sizeof(err))) {
+            unknown++;
+            continue;
+        }
+        size_t t = 0;
+        while (t < s->nsubs && strcmp(s->subs[t].sub, f.subscription_id))
+            t++;
+        if (t == s->nsubs) {
+            unknown++;
+        } else {
+            size_t k = t * CG_RULE_COUNT + f.rule;
+            if (seen[k]++)
+                dup++;
+            if (f.status != s->subs[t].want[f.rule]) {
+                if (wrong < 5)
+                    fprintf(stderr, "  %s %s: got %s (%s), truth %s\n",
+                            f.subscription_id, cg_rule_info(f.rule)->id,
+                            cg_status_name(f.status), f.reason_code,
+                            cg_status_name(s->subs[t].want[f.rule]));
+                wrong++;
+            }
+            const char *hr = cg_harness_msg_header(&m.v[i], "rule");
+            const char *hs = cg_harness_msg_header(&m.v[i], "status");
+            if (!hr || strcmp(hr, cg_rule_info(f.rule)->id) || !hs ||
+                strcmp(hs, cg_status_name(f.status)) || !m.v[i].key ||
+                strcmp(m.v[i].key, f.subscription_id))
+                bad_headers++;
+        }
+        cg_finding_clear(&f);
+    }
+    size_t missing = 0;
+    for (size_t k = 0; k < want; k++)
+        missing += seen[k] == 0;
+    CHECK(missing == 0,
+          "%zu of %zu (subscription, rule) pairs have no "
+          "finding",
+          missing, want);
+    CHECK(wrong == 0, "%zu findings disagree with the ground truth", wrong);
+    CHECK(unknown == 0,
+          "%zu findings unreadable or of unknown "
+          "subscriptions",
+          unknown);
+    CHECK(bad_headers == 0, "%zu findings with wrong key or headers",
+          bad_headers);
+    if (exact)
+        CHECK(dup == 0 && m.n == want,
+              "%zu duplicates, %zu findings for %zu "
+              "pairs",
+              dup, m.n, want);
+    free(seen);
+    cg_harness_msgs_free(&m);
+}
+
+/* The cache holds the same statuses as the truth. */
+static void check_cache(struct cg_stack *s)
+{
+    struct cg_conf *conf = cg_conf_new();
+    char err[512], port[32];
+    snprintf(port, sizeof(port), "%d", cg_harness_redis_port(s->redis));
+    cg_conf_set(conf, "redis.port", port, err, sizeof(err));
+    struct cg_cache_reader *r = cg_cache_reader_new(conf, err, sizeof(err));
+    CHECK(r != NULL, "cache reader: %s", err);
+    size_t wrong = 0;
+    for (size_t i = 0; r && i < s->nsubs; i++) {
+        struct cg_cache_sub sub;
+        if (cg_cache_reader_sub(r, s->subs[i].sub, &sub, err, sizeof(err))) {
+            wrong++;
+            continue;
+        }
+        for (int k = 0; k < CG_RULE_COUNT; k++)
+            if (sub.status[k] != s->subs[i].want[k])
+                wrong++;
+    }
+    CHECK(wrong == 0, "%zu cached statuses differ from the truth", wrong);
+    cg_cache_reader_free(r);
+    cg_conf_free(conf);
+}
+
+static void check_no_secrets(struct cg_stack *s, struct cg_harness_proc *p)
+{
+    const char *path = cg_harness_proc_stderr_path(p);
+    FILE *f = fopen(path, "r");
+    CHECK(f != NULL, "no stderr file %s", path);
+    if (!f)
+        return;
+    struct cg_buf b;
+    cg_buf_init(&b, 256 << 20);
+    char chunk[65536];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+        cg_buf_append(&b, chunk, n);
+    fclose(f);
+    size_t leaks = 0;
+    for (size_t i = 0; i < s->nsecrets; i++)
+        if (b.data && strstr(b.data, s->secrets[i]))
+            leaks++;
+    CHECK(s->nsecrets > 0, "no secrets known to look for");
+    CHECK(leaks == 0, "%zu client secrets appear in %s", leaks, path);
+    CHECK(!b.data || !strstr(b.data, "eyJ"), "a JWT appears in %s", path);
+    CHECK(!b.data || !strcasestr(b.data, "Bearer "),
+          "a bearer credential "
+          "appears in %s",
+          path);
+    cg_buf_free(&b);
+}
+
+static int stop_worker(struct cg_harness_proc *p)
+{
+    int st = cg_harness_proc_stop(p, 30000);
+    return st >= 0 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* The worker's /metrics, /livez and /readyz after a run. */
+static void check_metrics(struct cg_harness_proc *w, size_t jobs)
+{
+    const char *addr = cg_stack_worker_metrics(w);
+    CHECK(addr != NULL, "no metrics address");
+    if (!addr)
+        return;
+    char url[160];
+    long st;
+    snprintf(url, sizeof(url), "http://%s/livez", addr);
+    char *body = cg_stack_http_get(url, NULL, &st);
+    CHECK(body && st == 200, "/livez answered %ld", st);
+    free(body);
+    snprintf(url, sizeof(url), "http://%s/readyz", addr);
+    body = cg_stack_http_get(url, NULL, &st);
+    CHECK(body && st == 200, "/readyz answered %ld: %s", st, body ? body : "");
+    free(body);
+    snprintf(url, sizeof(url), "http://%s/metrics", addr);
+    body = cg_stack_http_get(url, NULL, &st);
+    CHECK(body && st == 200, "/metrics answered %ld", st);
+    char want[96];
+    snprintf(want, sizeof(want),
+             "contactguard_jobs_total{outcome=\"published\"} %zu", jobs);
+    CHECK(body && strstr(body, want), "/metrics lacks '%s'", want);
+    CHECK(body && strstr(body, "contactguard_job_duration_seconds_bucket") &&
+              strstr(body, "contactguard_arm_requests_total{class=\"2xx\"}") &&
+              strstr(body, "contactguard_consumer_lag"),
+          "/metrics lacks a family");
+    CHECK(body && !strstr(body, "subscription=") &&
+              !strstr(body, "subscription_id="),
+          "/metrics has per-subscription labels");
+    free(body);
+}
+
+int main(int argc, char **argv)
+{
+    const char *scenario = argc > 1 ? argv[1] : "e2e";
+    struct cg_stack s;
+    struct cg_harness_proc *workers[2] = { NULL, NULL };
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (!strcmp(scenario, "e2e")) {
+        if (stack_up(&s, 4, 25, NULL, 4)) {
+            produce_jobs(&s, 0);
+            workers[0] = worker_start(&s, "worker", NULL);
+            check_findings(&s, true);
+            check_cache(&s);
+            check_metrics(workers[0], s.nsubs);
+            CHECK(stop_worker(workers[0]) == 0, "SIGTERM: exit status");
+            check_no_secrets(&s, workers[0]);
+        }
+    } else if (!strcmp(scenario, "kill")) {
+        if (stack_up(&s, 4, 50,
+                     (const char *const[]){ "--latency-ms", "20", NULL }, 4)) {
+            produce_jobs(&s, 0);
+            workers[0] = worker_start(&s, "worker-a", NULL);
+            wait_findings(&s, s.nsubs); /* about a quarter done */
+            cg_harness_proc_kill(workers[0], SIGKILL);
+            cg_harness_proc_wait(workers[0], 10000, NULL);
+            workers[1] = worker_start(&s, "worker-b", NULL);
+            check_findings(&s, false);
+            CHECK(stop_worker(workers[1]) == 0, "restarted worker exit");
+        }
+    } else if (!strcmp(scenario, "two")) {
+        if (stack_up(&s, 4, 50,
+                     (const char *const[]){ "--latency-ms", "20", NULL }, 6)) {
+            produce_jobs(&s, 0);
+            workers[0] = worker_start(&s, "worker-a", NULL);
+            workers[1] = worker_start(&s, "worker-b", NULL);
+            wait_findings(&s, s.nsubs);
+            /* One leaves cleanly mid-run: its partitions move over. */
+            CHECK(stop_worker(workers[0]) == 0, "leaving worker exit");
+            check_findings(&s, false);
+            CHECK(stop_worker(workers[1]) == 0, "remaining worker exit");
+        }
+    } else if (!strcmp(scenario, "throttle")) {
+        if (stack_up(&s, 2, 30,
+                     (const char *const[]){ "--p429", "0.4", "--retry-after",
+                                            "1", NULL },
+                     4)) {
+            produce_jobs(&s, 0);
+            workers[0] = worker_start(&s, "worker", NULL);
+            check_findings(&s, true);
+            json_t *st = cg_stack_fake_json(&s, "stats");
+            long long early = -1;
+            cg_json_int(st, "early_retries_total", &early);
+            CHECK(early == 0, "%lld requests came before their Retry-After",
+                  early);
+            json_decref(st);
+            CHECK(stop_worker(workers[0]) == 0, "exit status");
+        }
+    } else if (!strcmp(scenario, "tokens")) {
+        if (stack_up(&s, 2, 40,
+                     (const char *const[]){ "--token-lifetime", "2",
+                                            "--latency-ms", "100", NULL },
+                     4)) {
+            produce_jobs(&s, 0);
+            workers[0] =
+                worker_start(&s, "worker",
+                             (const char *const[]){
+                                 "--set", "worker.max_in_flight=2", NULL });
+            check_findings(&s, true);
+            json_t *st = cg_stack_fake_json(&s, "stats");
+            long long issued = 0;
+            cg_json_int(cg_json_member(st, "tokens"), "issued", &issued);
+            /* Two tenants, a run of about 4 s, tokens of 2 s. */
+            CHECK(issued >= 4, "only %lld tokens issued: none expired", issued);
+            json_decref(st);
+            CHECK(stop_worker(workers[0]) == 0, "exit status");
+            check_no_secrets(&s, workers[0]);
+        }
+    } else if (!strcmp(scenario, "redis")) {
+        if (stack_up(&s, 4, 50,
+                     (const char *const[]){ "--latency-ms", "20", NULL }, 4)) {
+            char err[512];
+            produce_jobs(&s, 0);
+            workers[0] = worker_start(&s, "worker", NULL);
+            wait_findings(&s, s.nsubs / 2);
+            CHECK(cg_harness_redis_stop(s.redis, err, sizeof(err)) == 0,
+                  "redis stop: %s", err);
+            wait_findings(&s, s.nsubs * 2); /* progress without Redis */
+            CHECK(cg_harness_redis_restart(s.redis, err, sizeof(err)) == 0,
+                  "redis restart: %s", err);
+            check_findings(&s, true);
+            CHECK(stop_worker(workers[0]) == 0, "exit status");
+        }
+    } else if (!strcmp(scenario, "broker")) {
+        if (stack_up(&s, 4, 50,
+                     (const char *const[]){ "--latency-ms", "20", NULL }, 4)) {
+            char reply[256];
+            produce_jobs(&s, 0);
+            workers[0] = worker_start(&s, "worker", NULL);
+            wait_findings(&s, s.nsubs / 2);
+            CHECK(cg_harness_devbroker_cmd(s.kafka, "down 1", reply,
+                                           sizeof(reply)) == 0,
+                  "down: %s", reply);
+            /* The broker stays down while the fake serves a few more
+             * requests; then it comes back. */
+            json_t *st = cg_stack_fake_json(&s, "stats");
+            json_decref(st);
+            CHECK(cg_harness_devbroker_cmd(s.kafka, "up 1", reply,
+                                           sizeof(reply)) == 0,
+                  "up: %s", reply);
+            check_findings(&s, false);
+            CHECK(stop_worker(workers[0]) == 0, "exit status");
+        }
+    } else if (!strcmp(scenario, "poison")) {
+        if (stack_up(&s, 2, 20, NULL, 4)) {
+            size_t poison = 10;
+            produce_jobs(&s, poison);
+            workers[0] = worker_start(&s, "worker", NULL);
+            check_findings(&s, true);
+            struct cg_harness_msgs dl;
+            char err[512];
+            memset(&dl, 0, sizeof(dl));
+            int rc = cg_harness_kafka_consume(
+                cg_harness_devbroker_bootstrap(s.kafka),
+                "contactguard.jobs.dlq", poison, WAIT_MS, &dl, err,
+                sizeof(err));
+            CHECK(rc == 0 && dl.n == poison, "dead letters: %zu of %zu (%s)",
+                  dl.n, poison, err);
+            size_t with_reason = 0, with_origin = 0;
+            for (size_t i = 0; i < dl.n; i++) {
+                with_reason +=
+                    cg_harness_msg_header(&dl.v[i], "cg-dlq-reason") != NULL;
+                const char *o = cg_harness_msg_header(&dl.v[i], "origin");
+                with_origin += o && !strcmp(o, "test");
+            }
+            CHECK(with_reason == poison && with_origin == poison,
+                  "dead letters keep headers and say why (%zu, %zu)",
+                  with_reason, with_origin);
+            cg_harness_msgs_free(&dl);
+            CHECK(stop_worker(workers[0]) == 0, "exit status");
+        }
+    } else {
+        fprintf(stderr, "unknown scenario %s\n", scenario);
+        return 2;
+    }
+    for (int i = 0; i < 2; i++)
+        cg_harness_proc_free(workers[i]);
+    cg_stack_stop(&s);
+    curl_global_cleanup();
+    return check_done("worker");
+}

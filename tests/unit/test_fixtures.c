@@ -1,0 +1,95 @@
+/*
+ * Every fixture in tests/fixtures/contacts/cases.txt through the parser and
+ * the rules, compared with the verdicts written by hand in that file.
+ */
+#include "../check.h"
+#include "contacts.h"
+#include "evaluate.h"
+#include "mem.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    struct cg_buf b;
+    cg_buf_init(&b, 64 << 20);
+    char chunk[65536];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+        cg_buf_append(&b, chunk, n);
+    fclose(f);
+    *len = b.len;
+    return b.data ? cg_buf_take(&b) : cg_strdup("");
+}
+
+static enum cg_api_version short_version(const char *s)
+{
+    if (!strcmp(s, "2017"))
+        return CG_API_2017;
+    if (!strcmp(s, "2020"))
+        return CG_API_2020;
+    if (!strcmp(s, "2023"))
+        return CG_API_2023;
+    return CG_API_UNKNOWN;
+}
+
+int main(int argc, char **argv)
+{
+    const char *dir = argc > 1 ? argv[1] : "tests/fixtures/contacts";
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/cases.txt", dir);
+    FILE *cases = fopen(path, "r");
+    CHECK(cases != NULL, "cannot open %s", path);
+    if (!cases)
+        return check_done("fixtures");
+
+    char line[2048];
+    int lineno = 0, rows = 0;
+    struct cg_rules_conf rc;
+    cg_rules_conf_default(&rc);
+    while (fgets(line, sizeof(line), cases)) {
+        lineno++;
+        char file[256], ver[16], want[CG_RULE_COUNT][64];
+        if (line[0] == '#' || line[0] == '\n')
+            continue;
+        if (sscanf(line, "%255s %15s %63s %63s %63s %63s", file, ver, want[0],
+                   want[1], want[2], want[3]) != 6) {
+            CHECK(0, "cases.txt:%d: malformed row", lineno);
+            continue;
+        }
+        rows++;
+        snprintf(path, sizeof(path), "%s/%s", dir, file);
+        size_t len = 0;
+        char *body = slurp(path, &len);
+        CHECK(body != NULL, "cases.txt:%d: cannot read %s", lineno, file);
+        if (!body)
+            continue;
+        struct cg_contacts ct;
+        struct cg_finding out[CG_RULE_COUNT];
+        memset(out, 0, sizeof(out));
+        cg_contacts_init(&ct);
+        cg_evaluate_body(body, len, short_version(ver), &rc, &ct, out);
+        for (int r = 0; r < CG_RULE_COUNT; r++) {
+            char got[96];
+            snprintf(got, sizeof(got), "%s:%s", cg_status_name(out[r].status),
+                     out[r].reason_code);
+            CHECK(strcmp(got, want[r]) == 0,
+                  "cases.txt:%d %s (%s) %s: want %s, got %s (%s)", lineno, file,
+                  ver, cg_rule_info((enum cg_rule)r)->id, want[r], got,
+                  out[r].reason);
+            CHECK(out[r].evidence != NULL && out[r].reason && out[r].reason[0],
+                  "cases.txt:%d %s: %s has no reason or evidence", lineno, file,
+                  cg_rule_info((enum cg_rule)r)->id);
+            cg_finding_clear(&out[r]);
+        }
+        cg_contacts_free(&ct);
+        free(body);
+    }
+    fclose(cases);
+    CHECK(rows >= 40, "only %d fixture rows", rows);
+    return check_done("fixtures");
+}

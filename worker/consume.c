@@ -1,0 +1,325 @@
+#include "consume.h"
+
+#include "conf.h"
+#include "err.h"
+#include "kafka.h"
+#include "log.h"
+#include "loop.h"
+#include "mem.h"
+#include "offsets.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CONSUME_BATCH 512 /* messages taken per loop turn at most */
+
+struct cg_consume {
+    struct cg_loop *loop;
+    rd_kafka_t *rk;
+    rd_kafka_queue_t *queue;
+    char topic[256];
+    struct cg_offsets *offsets;
+    cg_consume_fn fn;
+    void *arg;
+    size_t high, low; /* backpressure marks */
+    bool paused, stopped, joined;
+    int pipe[2];
+    struct cg_loop_io io;
+    struct cg_loop_timer tick;
+    struct cg_consume_stats stats;
+};
+
+static void store_offset(struct cg_consume *c, int32_t partition,
+                         int64_t offset)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, c->topic, partition)->offset = offset;
+    rd_kafka_resp_err_t err = rd_kafka_offsets_store(c->rk, l);
+    if (err)
+        cg_debug("consume.store", "partition=%d offset=%lld error=%s",
+                 (int)partition, (long long)offset, rd_kafka_err2name(err));
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+static void set_paused(struct cg_consume *c, bool paused)
+{
+    rd_kafka_topic_partition_list_t *a = NULL;
+    if (rd_kafka_assignment(c->rk, &a) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return;
+    if (a->cnt > 0) {
+        if (paused)
+            rd_kafka_pause_partitions(c->rk, a);
+        else
+            rd_kafka_resume_partitions(c->rk, a);
+    }
+    rd_kafka_topic_partition_list_destroy(a);
+    if (paused && !c->paused)
+        c->stats.pauses++;
+    c->paused = paused;
+}
+
+static void backpressure(struct cg_consume *c)
+{
+    size_t open = cg_offsets_open(c->offsets);
+    if (!c->paused && (c->stopped || open >= c->high)) {
+        set_paused(c, true);
+        cg_debug("consume.paused", "open=%zu", open);
+    } else if (c->paused && !c->stopped && open <= c->low) {
+        set_paused(c, false);
+        cg_debug("consume.resumed", "open=%zu", open);
+    }
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    struct cg_consume *c = opaque;
+    bool cooperative =
+        strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    c->stats.rebalances++;
+    c->joined = true;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        cg_info("consume.assigned", "partitions=%d protocol=%s", parts->cnt,
+                cooperative ? "cooperative" : "eager");
+        rd_kafka_error_t *e = NULL;
+        if (cooperative)
+            e = rd_kafka_incremental_assign(rk, parts);
+        else
+            rd_kafka_assign(rk, parts);
+        if (e) {
+            cg_error("consume.assign_failed", "error=\"%s\"",
+                     rd_kafka_error_string(e));
+            rd_kafka_error_destroy(e);
+        }
+        /* New partitions follow the current backpressure state. */
+        if (c->paused && parts->cnt > 0)
+            rd_kafka_pause_partitions(rk, parts);
+        return;
+    }
+    /* Revoked (or lost): store and commit what is finished, forget the
+     * rest; jobs still in flight for these partitions will be redelivered
+     * to the new owner, which recognises completed ones in the cache. */
+    bool lost = rd_kafka_assignment_lost(rk);
+    rd_kafka_topic_partition_list_t *commit =
+        rd_kafka_topic_partition_list_new(parts->cnt);
+    for (int i = 0; i < parts->cnt; i++) {
+        int32_t p = parts->elems[i].partition;
+        int64_t w = cg_offsets_watermark(c->offsets, p);
+        if (w >= 0 && !lost)
+            rd_kafka_topic_partition_list_add(commit, c->topic, p)->offset = w;
+        cg_offsets_forget(c->offsets, p);
+    }
+    if (commit->cnt > 0) {
+        rd_kafka_offsets_store(rk, commit);
+        rd_kafka_resp_err_t cerr = rd_kafka_commit(rk, commit, 0);
+        if (cerr && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
+            cg_warn("consume.commit_failed", "error=%s",
+                    rd_kafka_err2name(cerr));
+    }
+    rd_kafka_topic_partition_list_destroy(commit);
+    cg_info("consume.revoked", "partitions=%d lost=%s", parts->cnt,
+            lost ? "true" : "false");
+    if (cooperative) {
+        rd_kafka_error_t *e = rd_kafka_incremental_unassign(rk, parts);
+        if (e)
+            rd_kafka_error_destroy(e);
+    } else {
+        rd_kafka_assign(rk, NULL);
+    }
+}
+
+static void on_tick(struct cg_loop *loop, void *arg);
+
+static void consume_serve(struct cg_consume *c)
+{
+    for (int n = 0; n < CONSUME_BATCH; n++) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 0);
+        if (!m)
+            return;
+        if (m->err) {
+            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+                c->stats.errors++;
+                cg_warn("consume.error", "error=%s reason=\"%s\"",
+                        rd_kafka_err2name(m->err), rd_kafka_message_errstr(m));
+            }
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        if (c->stopped) {
+            /* Fetched before the pause took effect: not ours to start;
+             * it stays uncommitted and will be consumed again. */
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        c->stats.messages++;
+        cg_offsets_begin(c->offsets, m->partition, m->offset);
+        c->fn(m, c->arg);
+        backpressure(c);
+    }
+    /* More may be waiting: the event fd fires only on empty->non-empty. */
+    cg_loop_timer_add(c->loop, &c->tick, 0, on_tick, c);
+}
+
+static void on_readable(struct cg_loop *loop, int fd, unsigned events,
+                        void *arg)
+{
+    char buf[64];
+    (void)loop;
+    (void)events;
+    while (read(fd, buf, sizeof(buf)) > 0)
+        ;
+    consume_serve(arg);
+}
+
+static void on_tick(struct cg_loop *loop, void *arg)
+{
+    struct cg_consume *c = arg;
+    consume_serve(c);
+    if (!cg_loop_timer_active(&c->tick))
+        cg_loop_timer_add(loop, &c->tick, 100, on_tick, c);
+}
+
+struct cg_consume *cg_consume_new(struct cg_loop *loop,
+                                  const struct cg_conf *conf, cg_consume_fn fn,
+                                  void *arg, char *errbuf, size_t errsz)
+{
+    static const char *const defaults[] = {
+        "group.id",
+        "contactguard-workers",
+        "partition.assignment.strategy",
+        "cooperative-sticky",
+        "enable.auto.offset.store",
+        "false",
+        "enable.auto.commit",
+        "true",
+        "auto.commit.interval.ms",
+        "1000",
+        "auto.offset.reset",
+        "earliest",
+        "client.id",
+        "contactguard-worker",
+        NULL,
+    };
+    struct cg_consume *c = cg_calloc(1, sizeof(*c));
+    c->loop = loop;
+    c->pipe[0] = c->pipe[1] = -1;
+    c->fn = fn;
+    c->arg = arg;
+    c->offsets = cg_offsets_new();
+    c->high = (size_t)cg_conf_int(conf, "worker.max_jobs");
+    c->low = c->high * 3 / 4;
+    cg_strlcpy(c->topic, cg_conf_str(conf, "topics.jobs"), sizeof(c->topic));
+    char kerr[512];
+    rd_kafka_conf_t *kc = cg_kafka_conf(conf, defaults, errbuf, errsz);
+    if (!kc)
+        goto fail;
+    rd_kafka_conf_set_rebalance_cb(kc, rebalance_cb);
+    rd_kafka_conf_set_opaque(kc, c);
+    c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, kerr, sizeof(kerr));
+    if (!c->rk) {
+        rd_kafka_conf_destroy(kc);
+        cg_err_set(errbuf, errsz, CG_EKAFKA, "consumer: %s", kerr);
+        goto fail;
+    }
+    rd_kafka_poll_set_consumer(c->rk);
+    rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(sub, c->topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t err = rd_kafka_subscribe(c->rk, sub);
+    rd_kafka_topic_partition_list_destroy(sub);
+    if (err) {
+        cg_err_set(errbuf, errsz, CG_EKAFKA, "subscribe %s: %s", c->topic,
+                   rd_kafka_err2str(err));
+        goto fail;
+    }
+    if (pipe2(c->pipe, O_NONBLOCK | O_CLOEXEC) != 0) {
+        cg_err_set(errbuf, errsz, CG_EIO, "pipe: %m");
+        goto fail;
+    }
+    c->queue = rd_kafka_queue_get_consumer(c->rk);
+    rd_kafka_queue_io_event_enable(c->queue, c->pipe[1], "1", 1);
+    if (cg_loop_io_add(loop, &c->io, c->pipe[0], CG_LOOP_READ, on_readable, c,
+                       errbuf, errsz))
+        goto fail;
+    cg_loop_timer_add(loop, &c->tick, 0, on_tick, c);
+    return c;
+fail:
+    cg_consume_free(c);
+    return NULL;
+}
+
+void cg_consume_finished(struct cg_consume *c, int32_t partition,
+                         int64_t offset)
+{
+    int64_t w = cg_offsets_finish(c->offsets, partition, offset);
+    if (w >= 0)
+        store_offset(c, partition, w);
+    backpressure(c);
+}
+
+void cg_consume_stop(struct cg_consume *c)
+{
+    c->stopped = true;
+    backpressure(c);
+}
+
+size_t cg_consume_open(const struct cg_consume *c)
+{
+    return cg_offsets_open(c->offsets);
+}
+
+void cg_consume_stats(struct cg_consume *c, struct cg_consume_stats *out)
+{
+    *out = c->stats;
+    out->paused = c->paused;
+    out->in_group = c->joined;
+    out->partitions = 0;
+    out->lag = -1;
+    rd_kafka_topic_partition_list_t *a = NULL;
+    if (!c->rk || rd_kafka_assignment(c->rk, &a) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return;
+    out->partitions = (size_t)a->cnt;
+    if (a->cnt > 0 && rd_kafka_position(c->rk, a) == 0) {
+        int64_t lag = 0;
+        for (int i = 0; i < a->cnt; i++) {
+            int64_t lo, hi;
+            if (rd_kafka_get_watermark_offsets(
+                    c->rk, c->topic, a->elems[i].partition, &lo, &hi) != 0 ||
+                hi < 0)
+                continue;
+            int64_t pos = a->elems[i].offset >= 0 ? a->elems[i].offset : lo;
+            if (hi > pos)
+                lag += hi - pos;
+        }
+        out->lag = lag;
+    }
+    rd_kafka_topic_partition_list_destroy(a);
+}
+
+void cg_consume_free(struct cg_consume *c)
+{
+    if (!c)
+        return;
+    cg_loop_timer_cancel(c->loop, &c->tick);
+    if (c->io.active)
+        cg_loop_io_del(c->loop, &c->io);
+    if (c->queue) {
+        rd_kafka_queue_io_event_enable(c->queue, -1, NULL, 0);
+        rd_kafka_queue_destroy(c->queue);
+    }
+    if (c->rk) {
+        /* Leaving the group revokes every partition through rebalance_cb,
+         * which stores and commits the watermarks. */
+        rd_kafka_resp_err_t err = rd_kafka_consumer_close(c->rk);
+        if (err)
+            cg_warn("consume.close", "error=%s", rd_kafka_err2name(err));
+        rd_kafka_destroy(c->rk);
+    }
+    if (c->pipe[0] >= 0)
+        close(c->pipe[0]);
+    if (c->pipe[1] >= 0)
+        close(c->pipe[1]);
+    cg_offsets_free(c->offsets);
+    free(c);
+}

@@ -1,0 +1,64 @@
+/*
+ * consume — stage 1 of the pipeline: scan jobs from the jobs topic.
+ *
+ * A librdkafka consumer in the workers' group, served from the loop (the
+ * consumer queue's event fd wakes it). The discipline that makes the fleet
+ * at-least-once without losing a job:
+ *   - the cooperative-sticky assignor, so a rebalance moves only the
+ *     partitions that must move;
+ *   - automatic offset *store* off: an offset is stored only when every job
+ *     below it is finished (offsets.h), and the stored offsets are committed
+ *     by librdkafka's auto-commit;
+ *   - a revoked partition stores and commits its watermark before it goes;
+ *   - backpressure pauses every assigned partition at a high-water mark of
+ *     jobs in flight and resumes below the low-water mark, while polling
+ *     (and so rebalancing) goes on.
+ */
+#ifndef CG_CONSUME_H
+#define CG_CONSUME_H
+
+#include <librdkafka/rdkafka.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct cg_loop;
+struct cg_conf;
+struct cg_consume;
+
+/* A message for the pipeline; ownership passes to the callee, which must
+ * eventually call cg_consume_finished(partition, offset) and
+ * rd_kafka_message_destroy(m). */
+typedef void (*cg_consume_fn)(rd_kafka_message_t *m, void *arg);
+
+/* loop and conf are borrowed. Reads topics.jobs, worker.max_jobs and
+ * kafka.* (group.id defaults to contactguard-workers). */
+struct cg_consume *cg_consume_new(struct cg_loop *loop,
+                                  const struct cg_conf *conf, cg_consume_fn fn,
+                                  void *arg, char *errbuf, size_t errsz);
+
+/* The job at (partition, offset) is finished: its offset may be stored
+ * once every job below it is finished too. */
+void cg_consume_finished(struct cg_consume *c, int32_t partition,
+                         int64_t offset);
+
+/* Stops taking new messages (shutdown); polling goes on. */
+void cg_consume_stop(struct cg_consume *c);
+
+/* Jobs taken and not finished. */
+size_t cg_consume_open(const struct cg_consume *c);
+
+/* Stores the watermarks, commits them synchronously and closes the
+ * consumer (leaves the group), then frees. NULL-ok. */
+void cg_consume_free(struct cg_consume *c);
+
+struct cg_consume_stats {
+    uint64_t messages, errors, rebalances, pauses;
+    size_t partitions; /* assigned now */
+    bool paused;
+    bool in_group; /* has an assignment or joined the group */
+    int64_t lag;   /* high watermark - position, summed; -1 unknown */
+};
+void cg_consume_stats(struct cg_consume *c, struct cg_consume_stats *out);
+
+#endif

@@ -1,0 +1,556 @@
+#include "evaluate.h"
+
+#include "conf.h"
+#include "err.h"
+#include "mem.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+void cg_rules_conf_default(struct cg_rules_conf *rc)
+{
+    rc->alert_level = CG_LEVEL_HIGH;
+    rc->alert_exact = false;
+    rc->attack_level = CG_LEVEL_HIGH;
+    rc->require_configured = false;
+    rc->configured_emails = NULL;
+}
+
+void cg_rules_conf_from(struct cg_rules_conf *rc, const struct cg_conf *conf,
+                        const struct cg_tenant *t)
+{
+    cg_rules_conf_default(rc);
+    rc->alert_level =
+        cg_level_parse(cg_conf_str(conf, "rules.alert_severity.level"));
+    rc->alert_exact = cg_conf_bool(conf, "rules.alert_severity.exact");
+    rc->attack_level =
+        cg_level_parse(cg_conf_str(conf, "rules.attack_paths.level"));
+    rc->require_configured =
+        cg_conf_bool(conf, "rules.additional_emails.require_configured");
+    const char *emails = cg_conf_str(conf, "remediation.emails");
+    rc->configured_emails = *emails ? emails : NULL;
+    if (!t)
+        return;
+    if (t->alert_severity_level)
+        rc->alert_level = cg_level_parse(t->alert_severity_level);
+    if (t->alert_severity_exact >= 0)
+        rc->alert_exact = t->alert_severity_exact;
+    if (t->attack_paths_level)
+        rc->attack_level = cg_level_parse(t->attack_paths_level);
+    if (t->require_configured >= 0)
+        rc->require_configured = t->require_configured;
+    if (t->remediation_emails)
+        rc->configured_emails = t->remediation_emails;
+}
+
+/* ---- addresses ---------------------------------------------------------- */
+
+static bool label_ok(const char *s, size_t n)
+{
+    if (n == 0 || s[0] == '-' || s[n - 1] == '-')
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && s[i] != '-')
+            return false;
+    return true;
+}
+
+bool cg_email_valid(const char *s, size_t n)
+{
+    const char *at = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '@') {
+            if (at)
+                return false;
+            at = &s[i];
+        }
+    }
+    if (!at || at == s)
+        return false;
+    for (const char *p = s; p < at; p++)
+        if (isspace((unsigned char)*p) || (unsigned char)*p < 0x20)
+            return false;
+    const char *d = at + 1, *end = s + n;
+    size_t labels = 0;
+    const char *last = NULL;
+    size_t lastlen = 0;
+    while (d <= end) {
+        const char *dot = memchr(d, '.', (size_t)(end - d));
+        const char *le = dot ? dot : end;
+        if (!label_ok(d, (size_t)(le - d)))
+            return false;
+        labels++;
+        last = d;
+        lastlen = (size_t)(le - d);
+        if (!dot)
+            break;
+        d = dot + 1;
+    }
+    if (labels < 2 || lastlen < 2)
+        return false;
+    for (size_t i = 0; i < lastlen; i++)
+        if (!isalpha((unsigned char)last[i]))
+            return false;
+    return true;
+}
+
+void cg_emails_foreach(const char *list,
+                       void (*fn)(const char *part, size_t n, void *arg),
+                       void *arg)
+{
+    const char *p = list;
+    while (p && *p) {
+        size_t n = strcspn(p, ";,");
+        const char *b = p, *e = p + n;
+        while (b < e && isspace((unsigned char)*b))
+            b++;
+        while (e > b && isspace((unsigned char)e[-1]))
+            e--;
+        if (e > b)
+            fn(b, (size_t)(e - b), arg);
+        p += n;
+        if (*p)
+            p++;
+    }
+}
+
+/* ---- evidence ----------------------------------------------------------- */
+
+static json_t *evidence_base(const struct cg_contacts *ct)
+{
+    json_t *ev = json_object();
+    json_object_set_new(ev, "api_version",
+                        json_string(cg_api_version_name(ct->version)));
+    json_object_set_new(ev, "api_version_detected",
+                        json_boolean(ct->version_detected));
+    json_object_set_new(ev, "contact_count", json_integer((json_int_t)ct->n));
+    if (ct->nnotes) {
+        json_t *notes = json_array();
+        for (size_t i = 0; i < ct->nnotes; i++)
+            json_array_append_new(notes, json_string(ct->notes[i]));
+        if (ct->notes_dropped)
+            json_array_append_new(
+                notes, json_sprintf("%zu more notes", ct->notes_dropped));
+        json_object_set_new(ev, "notes", notes);
+    }
+    return ev;
+}
+
+static json_t *str_or_null(const char *s)
+{
+    return s ? json_string(s) : json_null();
+}
+
+static json_t *contact_ev(const struct cg_contact *c)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "name", str_or_null(c->name));
+    json_object_set_new(o, "enabled", json_boolean(c->enabled));
+    if (c->is_enabled)
+        json_object_set_new(o, "isEnabled", json_string(c->is_enabled));
+    return o;
+}
+
+/* ---- the four rules, one contact at a time ------------------------------ */
+
+/* What one contact says about one rule. */
+struct verdict {
+    bool pass;
+    const char *code;
+    char reason[256];
+};
+
+static void verdict(struct verdict *v, bool pass, const char *code,
+                    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static void verdict(struct verdict *v, bool pass, const char *code,
+                    const char *fmt, ...)
+{
+    va_list ap;
+    v->pass = pass;
+    v->code = code;
+    va_start(ap, fmt);
+    vsnprintf(v->reason, sizeof(v->reason), fmt, ap);
+    va_end(ap);
+}
+
+static const char *raw(const char *s)
+{
+    return s ? s : "absent";
+}
+
+static void rule_owner(const struct cg_contacts *ct, const struct cg_contact *c,
+                       struct verdict *v, json_t *cev)
+{
+    json_object_set_new(
+        cev, ct->version == CG_API_2017 ? "alertsToAdmins" : "roleState",
+        str_or_null(c->role_state_raw));
+    if (ct->version == CG_API_2017) {
+        if (c->role_state == CG_ONOFF_ON)
+            verdict(v, true, "OWNER_ALERTS_ON",
+                    "Alert emails go to subscription admins and owners "
+                    "(alertsToAdmins is On).");
+        else
+            verdict(v, false, "ALERTS_TO_ADMINS_OFF",
+                    "Alert emails do not go to subscription owners "
+                    "(alertsToAdmins is %s).",
+                    raw(c->role_state_raw));
+        return;
+    }
+    json_t *roles = json_array();
+    bool owner = false;
+    for (size_t i = 0; i < c->nroles; i++) {
+        json_array_append_new(roles, json_string(c->roles[i]));
+        owner = owner || strcasecmp(c->roles[i], "Owner") == 0;
+    }
+    json_object_set_new(cev, "roles", roles);
+    if (c->role_state != CG_ONOFF_ON)
+        verdict(v, false, "ROLE_NOTIFICATIONS_OFF",
+                "Notifications by role are not on "
+                "(notificationsByRole.state is %s).",
+                raw(c->role_state_raw));
+    else if (!owner)
+        verdict(v, false, "OWNER_ROLE_MISSING",
+                "Notifications by role are on but the roles do not include "
+                "Owner.");
+    else
+        verdict(v, true, "OWNER_ALERTS_ON",
+                "Alert emails go to subscription owners "
+                "(notificationsByRole is On with role Owner).");
+}
+
+struct email_scan {
+    json_t *valid, *invalid;
+    const char *want; /* a configured address being looked for */
+    bool found;
+};
+
+static void email_part(const char *p, size_t n, void *arg)
+{
+    struct email_scan *es = arg;
+    char *s = cg_strndup(p, n);
+    json_array_append_new(cg_email_valid(p, n) ? es->valid : es->invalid,
+                          json_string(s));
+    free(s);
+}
+
+static void email_find(const char *p, size_t n, void *arg)
+{
+    struct email_scan *es = arg;
+    if (strlen(es->want) == n && strncasecmp(es->want, p, n) == 0)
+        es->found = true;
+}
+
+struct required_scan {
+    const char *have;
+    json_t *missing;
+};
+
+static void required_part(const char *p, size_t n, void *arg)
+{
+    struct required_scan *rs = arg;
+    struct email_scan es = { 0 };
+    es.want = cg_strndup(p, n);
+    cg_emails_foreach(rs->have, email_find, &es);
+    if (!es.found)
+        json_array_append_new(rs->missing, json_string(es.want));
+    free((char *)es.want);
+}
+
+static void rule_emails(const struct cg_contacts *ct,
+                        const struct cg_rules_conf *rc,
+                        const struct cg_contact *c, struct verdict *v,
+                        json_t *cev)
+{
+    struct email_scan es = { json_array(), json_array(), NULL, false };
+    json_object_set_new(cev, ct->version == CG_API_2017 ? "email" : "emails",
+                        str_or_null(c->emails));
+    cg_emails_foreach(c->emails, email_part, &es);
+    size_t nvalid = json_array_size(es.valid);
+    size_t ninvalid = json_array_size(es.invalid);
+    json_object_set_new(cev, "valid", es.valid);
+    json_object_set_new(cev, "invalid", es.invalid);
+    if (c->emails) {
+        /* Azure rejects commas and spaces on write; say so on read. */
+        json_t *seps = json_array();
+        if (strchr(c->emails, ','))
+            json_array_append_new(seps, json_string("comma"));
+        if (strpbrk(c->emails, " \t"))
+            json_array_append_new(seps, json_string("space"));
+        if (json_array_size(seps))
+            json_object_set_new(cev, "separator_issues", seps);
+        else
+            json_decref(seps);
+    }
+
+    if (nvalid == 0) {
+        if (ninvalid == 0)
+            verdict(v, false, "EMAILS_MISSING",
+                    "No additional email address is configured.");
+        else
+            verdict(v, false, "EMAILS_INVALID",
+                    "None of the %zu configured addresses is valid.", ninvalid);
+        return;
+    }
+    if (rc->require_configured && rc->configured_emails) {
+        struct required_scan rs = { c->emails, json_array() };
+        cg_emails_foreach(rc->configured_emails, required_part, &rs);
+        size_t nmissing = json_array_size(rs.missing);
+        json_object_set_new(cev, "configured_missing", rs.missing);
+        if (nmissing) {
+            verdict(v, false, "CONFIGURED_EMAIL_MISSING",
+                    "%zu of the tenant's configured security addresses %s "
+                    "missing.",
+                    nmissing, nmissing == 1 ? "is" : "are");
+            return;
+        }
+    }
+    verdict(v, true, "EMAIL_VALID",
+            "%zu valid additional email address%s configured.", nvalid,
+            nvalid == 1 ? " is" : "es are");
+}
+
+/* Decides a minimal level against the configured one. */
+static bool level_passes(enum cg_level have, enum cg_level want, bool exact)
+{
+    if (have < CG_LEVEL_LOW || have > CG_LEVEL_CRITICAL)
+        return false;
+    return exact ? have == want : have <= want;
+}
+
+/* The most inclusive valid level among the sources of one type (NONE if
+ * there is no such source, UNKNOWN if none has a valid level). */
+static enum cg_level source_level(const struct cg_contact *c, const char *type,
+                                  bool *present, enum cg_level want, bool exact,
+                                  json_t *levels)
+{
+    enum cg_level best = CG_LEVEL_NONE;
+    *present = false;
+    for (size_t i = 0; i < c->nsources; i++) {
+        const struct cg_source *s = &c->sources[i];
+        if (strcasecmp(s->type, type) != 0)
+            continue;
+        *present = true;
+        json_array_append_new(levels, str_or_null(s->level));
+        enum cg_level r = s->rank;
+        if (r == CG_LEVEL_NONE || r == CG_LEVEL_UNKNOWN) {
+            if (best == CG_LEVEL_NONE)
+                best = CG_LEVEL_UNKNOWN;
+            continue;
+        }
+        /* In exact mode a source equal to the level beats a lower one. */
+        if (best == CG_LEVEL_NONE || best == CG_LEVEL_UNKNOWN ||
+            (exact ? (r == want || (best != want && r < best)) : r < best))
+            best = r;
+    }
+    return best;
+}
+
+static void level_verdict(struct verdict *v, enum cg_level have,
+                          enum cg_level want, bool exact, const char *what,
+                          const char *raw_level, const char *ok_code,
+                          const char *missing_code, const char *high_code)
+{
+    if (have == CG_LEVEL_NONE || have == CG_LEVEL_UNKNOWN)
+        verdict(v, false, missing_code, "The %s is %s, not a known level.",
+                what, raw(raw_level));
+    else if (level_passes(have, want, exact))
+        verdict(v, true, ok_code, "The %s is %s, which includes %s.", what,
+                cg_level_name(have), cg_level_name(want));
+    else if (exact)
+        verdict(v, false, "ALERT_SEVERITY_NOT_EXACT",
+                "The %s is %s; exactly %s is required.", what,
+                cg_level_name(have), cg_level_name(want));
+    else
+        verdict(v, false, high_code, "The %s is %s, which leaves out %s.", what,
+                cg_level_name(have), cg_level_name(want));
+}
+
+static void rule_severity(const struct cg_contacts *ct,
+                          const struct cg_rules_conf *rc,
+                          const struct cg_contact *c, struct verdict *v,
+                          json_t *cev)
+{
+    if (ct->version == CG_API_2023) {
+        bool present;
+        json_t *levels = json_array();
+        enum cg_level l = source_level(c, "Alert", &present, rc->alert_level,
+                                       rc->alert_exact, levels);
+        json_object_set_new(cev, "alertMinimalSeverity", levels);
+        if (!present) {
+            verdict(v, false, "ALERT_SOURCE_MISSING",
+                    "No Alert entry in notificationsSources: alert emails "
+                    "are off.");
+            return;
+        }
+        level_verdict(v, l, rc->alert_level, rc->alert_exact,
+                      "alert minimal severity", "absent or unknown",
+                      "ALERT_SEVERITY_OK", "ALERT_SEVERITY_MISSING",
+                      "ALERT_SEVERITY_TOO_HIGH");
+        return;
+    }
+    json_object_set_new(cev, "alertNotifications",
+                        str_or_null(c->alert_state_raw));
+    if (ct->version == CG_API_2020)
+        json_object_set_new(cev, "minimalSeverity",
+                            str_or_null(c->alert_severity_raw));
+    if (c->alert_state != CG_ONOFF_ON) {
+        verdict(v, false, "ALERT_NOTIFICATIONS_OFF",
+                "Alert email notifications are not on "
+                "(alertNotifications%s is %s).",
+                ct->version == CG_API_2020 ? ".state" : "",
+                raw(c->alert_state_raw));
+        return;
+    }
+    level_verdict(v, c->alert_severity, rc->alert_level, rc->alert_exact,
+                  "alert minimal severity", c->alert_severity_raw,
+                  "ALERT_SEVERITY_OK", "ALERT_SEVERITY_MISSING",
+                  "ALERT_SEVERITY_TOO_HIGH");
+}
+
+static void rule_attack(const struct cg_rules_conf *rc,
+                        const struct cg_contact *c, struct verdict *v,
+                        json_t *cev)
+{
+    bool present;
+    json_t *levels = json_array();
+    enum cg_level l = source_level(c, "AttackPath", &present, rc->attack_level,
+                                   false, levels);
+    json_object_set_new(cev, "attackPathMinimalRiskLevel", levels);
+    if (!present) {
+        verdict(v, false, "ATTACK_PATH_SOURCE_MISSING",
+                "No AttackPath entry in notificationsSources: attack path "
+                "emails are off.");
+        return;
+    }
+    level_verdict(v, l, rc->attack_level, false,
+                  "attack path minimal risk level", "absent or unknown",
+                  "ATTACK_PATHS_OK", "RISK_LEVEL_MISSING",
+                  "RISK_LEVEL_TOO_HIGH");
+}
+
+/* ---- driver -------------------------------------------------------------- */
+
+static void finding_reset(struct cg_finding *f)
+{
+    cg_finding_clear(f);
+}
+
+void cg_evaluate_all(struct cg_finding out[CG_RULE_COUNT],
+                     enum cg_status status, const char *reason_code,
+                     const char *reason)
+{
+    for (int r = 0; r < CG_RULE_COUNT; r++) {
+        finding_reset(&out[r]);
+        cg_finding_set(&out[r], (enum cg_rule)r, status, reason_code, "%s",
+                       reason);
+        json_t *ev = json_object();
+        json_object_set_new(ev, "reason", json_string(reason));
+        out[r].evidence = ev;
+    }
+}
+
+void cg_evaluate(const struct cg_contacts *ct, const struct cg_rules_conf *rc,
+                 struct cg_finding out[CG_RULE_COUNT])
+{
+    size_t enabled = 0;
+    for (size_t i = 0; i < ct->n; i++)
+        enabled += ct->v[i].enabled;
+
+    for (int r = 0; r < CG_RULE_COUNT; r++) {
+        struct cg_finding *f = &out[r];
+        finding_reset(f);
+        f->rule = (enum cg_rule)r;
+        json_t *ev = evidence_base(ct);
+        json_t *cevs = json_array();
+        struct verdict first = { 0 }, best = { 0 };
+        bool have_first = false, passed = false;
+
+        for (size_t i = 0; i < ct->n; i++) {
+            const struct cg_contact *c = &ct->v[i];
+            json_t *cev = contact_ev(c);
+            struct verdict v = { 0 };
+            switch (r) {
+            case CG_RULE_OWNER_ALERTS:
+                rule_owner(ct, c, &v, cev);
+                break;
+            case CG_RULE_ADDITIONAL_EMAILS:
+                rule_emails(ct, rc, c, &v, cev);
+                break;
+            case CG_RULE_ALERT_SEVERITY:
+                rule_severity(ct, rc, c, &v, cev);
+                break;
+            default:
+                if (ct->version == CG_API_2023)
+                    rule_attack(rc, c, &v, cev);
+                break;
+            }
+            if (v.code)
+                json_object_set_new(cev, "verdict", json_string(v.code));
+            json_array_append_new(cevs, cev);
+            if (!c->enabled)
+                continue;
+            if (v.pass && !passed) {
+                best = v;
+                passed = true;
+            }
+            if (!have_first) {
+                first = v;
+                have_first = true;
+            }
+        }
+        json_object_set_new(ev, "contacts", cevs);
+        if (r == CG_RULE_ALERT_SEVERITY) {
+            json_object_set_new(ev, "level",
+                                json_string(cg_level_name(rc->alert_level)));
+            json_object_set_new(ev, "exact", json_boolean(rc->alert_exact));
+        } else if (r == CG_RULE_ATTACK_PATHS) {
+            json_object_set_new(ev, "level",
+                                json_string(cg_level_name(rc->attack_level)));
+        }
+        f->evidence = ev;
+
+        if (ct->n == 0) {
+            cg_finding_set(f, f->rule, CG_STATUS_FAIL, "NO_CONTACT",
+                           "No security contact is configured for the "
+                           "subscription, so Defender for Cloud's defaults "
+                           "are not guaranteed to reach anyone.");
+        } else if (enabled == 0) {
+            cg_finding_set(f, f->rule, CG_STATUS_FAIL, "CONTACT_DISABLED",
+                           "The security contact is disabled (isEnabled is "
+                           "not true), so it sends no notifications.");
+        } else if (r == CG_RULE_ATTACK_PATHS && ct->version != CG_API_2023) {
+            cg_finding_set(f, f->rule, CG_STATUS_ERROR,
+                           "API_VERSION_UNSUPPORTED",
+                           "Attack path notifications cannot be expressed "
+                           "in %s; read the contact with "
+                           "2023-12-01-preview.",
+                           cg_api_version_name(ct->version));
+        } else if (passed) {
+            cg_finding_set(f, f->rule, CG_STATUS_PASS, best.code, "%s",
+                           best.reason);
+        } else {
+            cg_finding_set(f, f->rule, CG_STATUS_FAIL, first.code, "%s",
+                           first.reason);
+        }
+    }
+}
+
+int cg_evaluate_body(const char *body, size_t len, enum cg_api_version v,
+                     const struct cg_rules_conf *rc, struct cg_contacts *ct,
+                     struct cg_finding out[CG_RULE_COUNT])
+{
+    char err[256];
+    int prc = cg_contacts_parse(ct, body, len, v, err, sizeof(err));
+    if (prc)
+        cg_evaluate_all(out, CG_STATUS_ERROR,
+                        prc == CG_ETOOBIG ? "BODY_TOO_LARGE" : "BODY_MALFORMED",
+                        err);
+    else
+        cg_evaluate(ct, rc, out);
+    return prc;
+}

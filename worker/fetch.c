@@ -1,0 +1,249 @@
+#include "fetch.h"
+
+#include "arm.h"
+#include "conf.h"
+#include "err.h"
+#include "log.h"
+#include "mem.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+struct cg_fetch {
+    struct cg_arm *arm;
+    enum cg_api_version version;
+    size_t in_flight;
+};
+
+struct cg_fetch_call {
+    struct cg_fetch *f;
+    struct cg_arm_call *arm_call;
+    char tenant[40];
+    char subscription[40];
+    int64_t deadline_ms;
+    enum cg_api_version version;
+    bool fell_back;
+    int attempts;
+    cg_fetch_fn fn;
+    void *arg;
+};
+
+struct cg_fetch *cg_fetch_new(struct cg_arm *arm, const struct cg_conf *conf,
+                              char *errbuf, size_t errsz)
+{
+    enum cg_api_version v =
+        cg_api_version_parse(cg_conf_str(conf, "azure.api_version"));
+    if (v == CG_API_UNKNOWN) {
+        cg_err_set(errbuf, errsz, CG_ECONF, "azure.api_version '%s' unknown",
+                   cg_conf_str(conf, "azure.api_version"));
+        return NULL;
+    }
+    struct cg_fetch *f = cg_calloc(1, sizeof(*f));
+    f->arm = arm;
+    f->version = v;
+    return f;
+}
+
+void cg_fetch_free(struct cg_fetch *f)
+{
+    free(f);
+}
+
+size_t cg_fetch_in_flight(const struct cg_fetch *f)
+{
+    return f->in_flight;
+}
+
+static void fetch_issue(struct cg_fetch_call *c);
+
+/* Sets an all-rules verdict on res. */
+static void verdict(struct cg_fetch_result *res, enum cg_status st,
+                    const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void verdict(struct cg_fetch_result *res, enum cg_status st,
+                    const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    res->status = st;
+    res->reason_code = code;
+    va_start(ap, fmt);
+    vsnprintf(res->reason, sizeof(res->reason), fmt, ap);
+    va_end(ap);
+}
+
+/* ARM's answer to an api-version the endpoint does not serve. */
+static bool version_rejected(const struct cg_arm_result *r)
+{
+    return r->err == CG_EBADREQ &&
+           (strcasecmp(r->code, "InvalidApiVersionParameter") == 0 ||
+            strcasecmp(r->code, "NoRegisteredProviderFound") == 0 ||
+            strcasecmp(r->code, "InvalidResourceType") == 0);
+}
+
+static void classify(const struct cg_arm_result *r, struct cg_fetch_result *res)
+{
+    const char *why = r->why && *r->why ? r->why : cg_err_desc(r->err);
+    switch (r->err) {
+    case CG_ENOTFOUND:
+        if (strcasecmp(r->code, "SubscriptionNotFound") == 0)
+            verdict(res, CG_STATUS_SKIPPED, "SUBSCRIPTION_NOT_FOUND",
+                    "The subscription no longer exists: %s", why);
+        else
+            verdict(res, CG_STATUS_ERROR, "AZURE_NOT_FOUND",
+                    "Azure answered 404: %s", why);
+        break;
+    case CG_EFORBIDDEN:
+        verdict(res, CG_STATUS_ERROR, "AUTHORIZATION_FAILED",
+                "The principal may not read security contacts (it needs "
+                "Security Reader or Reader on the subscription): %s",
+                why);
+        break;
+    case CG_ECONFLICT:
+        if (strcasecmp(r->code, "MissingSubscriptionRegistration") == 0)
+            verdict(res, CG_STATUS_ERROR, "PROVIDER_NOT_REGISTERED",
+                    "The subscription is not registered with "
+                    "Microsoft.Security: %s",
+                    why);
+        else if (strcasestr(r->code, "Disabled"))
+            verdict(res, CG_STATUS_SKIPPED, "SUBSCRIPTION_DISABLED",
+                    "The subscription is disabled: %s", why);
+        else
+            verdict(res, CG_STATUS_ERROR, "AZURE_CONFLICT",
+                    "Azure answered 409: %s", why);
+        break;
+    case CG_EBADREQ:
+        if (strcasecmp(r->code, "MissingSubscriptionRegistration") == 0)
+            verdict(res, CG_STATUS_ERROR, "PROVIDER_NOT_REGISTERED",
+                    "The subscription is not registered with "
+                    "Microsoft.Security: %s",
+                    why);
+        else
+            verdict(res, CG_STATUS_ERROR, "AZURE_REJECTED",
+                    "Azure rejected the request: %s", why);
+        break;
+    case CG_ENOCRED:
+        verdict(res, CG_STATUS_ERROR, "NO_CREDENTIALS",
+                "No credentials are configured for the tenant: %s", why);
+        break;
+    case CG_EAUTH:
+        verdict(res, CG_STATUS_ERROR, "AUTHENTICATION_FAILED",
+                "The tenant's credentials were refused: %s", why);
+        break;
+    case CG_ECONF:
+        verdict(res, CG_STATUS_ERROR, "CREDENTIALS_UNREADABLE",
+                "The tenant's credentials could not be used: %s", why);
+        break;
+    case CG_ETOOBIG:
+        verdict(res, CG_STATUS_ERROR, "BODY_TOO_LARGE",
+                "Azure's answer was too large: %s", why);
+        break;
+    case CG_EPARSE:
+        verdict(res, CG_STATUS_ERROR, "BODY_MALFORMED",
+                "Azure's answer could not be read: %s", why);
+        break;
+    case CG_EINVAL:
+        verdict(res, CG_STATUS_ERROR, "INVALID_REQUEST", "%s", why);
+        break;
+    default:
+        verdict(res, CG_STATUS_ERROR, "AZURE_UNAVAILABLE",
+                "Azure did not answer in time (%d attempts): %s", r->attempts,
+                why);
+        break;
+    }
+}
+
+static void fetch_done(const struct cg_arm_result *r, void *arg)
+{
+    struct cg_fetch_call *c = arg;
+    c->arm_call = NULL;
+    c->attempts += r->attempts;
+    if (version_rejected(r) && !c->fell_back && c->version != CG_API_2020) {
+        cg_info("fetch.fallback", "subscription=%s from=%s to=%s code=%s",
+                c->subscription, cg_api_version_name(c->version),
+                cg_api_version_name(CG_API_2020), r->code);
+        c->fell_back = true;
+        c->version = CG_API_2020;
+        fetch_issue(c);
+        return;
+    }
+    struct cg_fetch_result res;
+    memset(&res, 0, sizeof(res));
+    cg_contacts_init(&res.ct);
+    res.version = c->version;
+    res.http_status = r->status;
+    res.attempts = c->attempts;
+    res.pages = r->pages;
+    res.elapsed_ms = r->elapsed_ms;
+    if (r->err == 0) {
+        char err[256];
+        json_t *items = r->items ? r->items : json_array();
+        int prc = cg_contacts_parse_json(&res.ct, items, c->version, err,
+                                         sizeof(err));
+        if (!r->items)
+            json_decref(items);
+        if (prc) {
+            res.err = prc;
+            verdict(&res, CG_STATUS_ERROR, "BODY_MALFORMED",
+                    "Azure's answer could not be read: %s", err);
+        }
+    } else {
+        res.err = r->err;
+        classify(r, &res);
+    }
+    struct cg_fetch *f = c->f;
+    cg_fetch_fn fn = c->fn;
+    void *fnarg = c->arg;
+    f->in_flight--;
+    free(c);
+    fn(&res, fnarg);
+    cg_contacts_free(&res.ct);
+}
+
+static void fetch_issue(struct cg_fetch_call *c)
+{
+    char path[256];
+    snprintf(path, sizeof(path),
+             "/subscriptions/%s/providers/Microsoft.Security/"
+             "securityContacts?api-version=%s",
+             c->subscription, cg_api_version_name(c->version));
+    struct cg_arm_request req = {
+        .method = CG_HTTP_GET,
+        .tenant = c->tenant,
+        .subscription = c->subscription,
+        .path = path,
+        .deadline_ms = c->deadline_ms,
+    };
+    c->arm_call = cg_arm_list(c->f->arm, &req, fetch_done, c);
+}
+
+struct cg_fetch_call *cg_fetch_start(struct cg_fetch *f,
+                                     const char *auth_tenant,
+                                     const char *subscription,
+                                     int64_t deadline_ms, cg_fetch_fn fn,
+                                     void *arg)
+{
+    struct cg_fetch_call *c = cg_calloc(1, sizeof(*c));
+    c->f = f;
+    cg_strlcpy(c->tenant, auth_tenant, sizeof(c->tenant));
+    cg_strlcpy(c->subscription, subscription, sizeof(c->subscription));
+    c->deadline_ms = deadline_ms;
+    c->version = f->version;
+    c->fn = fn;
+    c->arg = arg;
+    f->in_flight++;
+    fetch_issue(c);
+    return c;
+}
+
+void cg_fetch_cancel(struct cg_fetch *f, struct cg_fetch_call *c)
+{
+    if (!c)
+        return;
+    cg_arm_cancel(f->arm, c->arm_call);
+    f->in_flight--;
+    free(c);
+}

@@ -1,0 +1,62 @@
+/*
+ * fetch — stage 2 of the pipeline: read a subscription's security contacts.
+ *
+ * LISTs Microsoft.Security/securityContacts with azure.api_version (default
+ * 2023-12-01-preview) through the ARM client, which owns tokens, paging,
+ * throttling and retries within the job's deadline. When the endpoint
+ * rejects the version it falls back once to 2020-01-01-preview. The result
+ * is either the normalised contacts, or a verdict for every rule that says
+ * why they could not be read: SKIPPED for a subscription that no longer
+ * exists or is disabled, ERROR for everything else (no credentials, access
+ * denied, provider not registered, Azure unavailable past the deadline),
+ * each with a stable reason code.
+ */
+#ifndef CG_FETCH_H
+#define CG_FETCH_H
+
+#include "contacts.h"
+#include "finding.h"
+
+#include <stdint.h>
+
+struct cg_arm;
+struct cg_conf;
+struct cg_fetch;
+struct cg_fetch_call;
+
+struct cg_fetch_result {
+    int err; /* 0: ct holds the contacts; else status/reason_code/reason */
+    struct cg_contacts ct; /* owned by the result; move it to keep it */
+    enum cg_status status; /* ERROR or SKIPPED when err != 0 */
+    const char *reason_code;
+    char reason[512];
+    enum cg_api_version version; /* the version that answered */
+    long http_status;
+    int attempts;
+    size_t pages;
+    int64_t elapsed_ms;
+};
+
+/* Called once from the loop unless the call is cancelled. res is valid for
+ * the call; the callee may move res->ct out (then cg_contacts_init it). */
+typedef void (*cg_fetch_fn)(struct cg_fetch_result *res, void *arg);
+
+/* arm and conf are borrowed. */
+struct cg_fetch *cg_fetch_new(struct cg_arm *arm, const struct cg_conf *conf,
+                              char *errbuf, size_t errsz);
+void cg_fetch_free(struct cg_fetch *f);
+
+/* Reads subscription with the credentials of auth_tenant. deadline_ms is on
+ * the loop's clock. */
+struct cg_fetch_call *cg_fetch_start(struct cg_fetch *f,
+                                     const char *auth_tenant,
+                                     const char *subscription,
+                                     int64_t deadline_ms, cg_fetch_fn fn,
+                                     void *arg);
+/* No callback after this. NULL-ok. */
+void cg_fetch_cancel(struct cg_fetch *f, struct cg_fetch_call *call);
+
+/* Calls in flight. */
+size_t cg_fetch_in_flight(const struct cg_fetch *f);
+
+#endif

@@ -1,0 +1,316 @@
+#include "publish.h"
+
+#include "conf.h"
+#include "err.h"
+#include "kafka.h"
+#include "log.h"
+#include "loop.h"
+#include "mem.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+struct cg_publish {
+    struct cg_loop *loop;
+    rd_kafka_t *rk;
+    rd_kafka_queue_t *queue;
+    rd_kafka_topic_t *results;
+    rd_kafka_topic_t *dlq;
+    bool ocsf;
+    int pipe[2];
+    struct cg_loop_io io;
+    struct cg_loop_timer tick;
+    struct cg_publish_stats stats;
+};
+
+static void publish_batch_settle(struct cg_publish_batch *b)
+{
+    if (--b->pending > 0)
+        return;
+    b->err = 0;
+    for (size_t i = 0; i < b->n; i++)
+        if (!b->delivered[i])
+            b->err = CG_EKAFKA;
+    b->fn(b, b->arg);
+}
+
+static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    struct cg_publish *p = opaque;
+    struct cg_publish_slot *ref = m->_private;
+    (void)rk;
+    if (!ref)
+        return;
+    struct cg_publish_batch *b = ref->b;
+    if (m->err) {
+        p->stats.failed++;
+        snprintf(b->why, sizeof(b->why), "%s", rd_kafka_err2str(m->err));
+        cg_warn("publish.failed", "key=%s error=%s", b->key,
+                rd_kafka_err2name(m->err));
+    } else {
+        p->stats.delivered++;
+        b->delivered[ref->i] = true;
+    }
+    p->stats.outstanding--;
+    publish_batch_settle(b);
+}
+
+static void publish_serve(struct cg_publish *p)
+{
+    rd_kafka_poll(p->rk, 0);
+}
+
+static void on_readable(struct cg_loop *loop, int fd, unsigned events,
+                        void *arg)
+{
+    char buf[64];
+    (void)loop;
+    (void)events;
+    while (read(fd, buf, sizeof(buf)) > 0)
+        ;
+    publish_serve(arg);
+}
+
+/* librdkafka's event fd only fires on an empty-to-non-empty transition;
+ * a slow tick catches anything that slipped between. */
+static void on_tick(struct cg_loop *loop, void *arg)
+{
+    struct cg_publish *p = arg;
+    publish_serve(p);
+    cg_loop_timer_add(loop, &p->tick, 100, on_tick, p);
+}
+
+struct cg_publish *cg_publish_new(struct cg_loop *loop,
+                                  const struct cg_conf *conf, char *errbuf,
+                                  size_t errsz)
+{
+    static const char *const defaults[] = {
+        "enable.idempotence",
+        "true",
+        "linger.ms",
+        "5",
+        "compression.type",
+        "lz4",
+        "message.timeout.ms",
+        "60000",
+        "client.id",
+        "contactguard-worker",
+        NULL,
+    };
+    struct cg_publish *p = cg_calloc(1, sizeof(*p));
+    p->loop = loop;
+    p->pipe[0] = p->pipe[1] = -1;
+    p->ocsf = strcasecmp(cg_conf_str(conf, "output.format"), "ocsf") == 0;
+    char kerr[512];
+    rd_kafka_conf_t *kc = cg_kafka_conf(conf, defaults, errbuf, errsz);
+    if (!kc)
+        goto fail;
+    rd_kafka_conf_set_dr_msg_cb(kc, dr_msg_cb);
+    rd_kafka_conf_set_opaque(kc, p);
+    p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, kerr, sizeof(kerr));
+    if (!p->rk) {
+        rd_kafka_conf_destroy(kc);
+        cg_err_set(errbuf, errsz, CG_EKAFKA, "producer: %s", kerr);
+        goto fail;
+    }
+    p->results =
+        rd_kafka_topic_new(p->rk, cg_conf_str(conf, "topics.results"), NULL);
+    p->dlq = rd_kafka_topic_new(p->rk, cg_conf_str(conf, "topics.dead_letter"),
+                                NULL);
+    if (pipe2(p->pipe, O_NONBLOCK | O_CLOEXEC) != 0) {
+        cg_err_set(errbuf, errsz, CG_EIO, "pipe: %m");
+        goto fail;
+    }
+    p->queue = rd_kafka_queue_get_main(p->rk);
+    rd_kafka_queue_io_event_enable(p->queue, p->pipe[1], "1", 1);
+    if (cg_loop_io_add(loop, &p->io, p->pipe[0], CG_LOOP_READ, on_readable, p,
+                       errbuf, errsz))
+        goto fail;
+    cg_loop_timer_add(loop, &p->tick, 100, on_tick, p);
+    return p;
+fail:
+    cg_publish_free(p, 0);
+    return NULL;
+}
+
+int cg_publish_flush(struct cg_publish *p, int timeout_ms)
+{
+    rd_kafka_flush(p->rk, timeout_ms);
+    return rd_kafka_outq_len(p->rk);
+}
+
+void cg_publish_free(struct cg_publish *p, int timeout_ms)
+{
+    if (!p)
+        return;
+    cg_loop_timer_cancel(p->loop, &p->tick);
+    if (p->io.active)
+        cg_loop_io_del(p->loop, &p->io);
+    if (p->rk) {
+        if (timeout_ms > 0)
+            rd_kafka_flush(p->rk, timeout_ms);
+        /* What is still queued fails now, so every batch gets its
+         * callback before its owner is freed. */
+        rd_kafka_purge(p->rk,
+                       RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        rd_kafka_poll(p->rk, 0);
+    }
+    if (p->queue) {
+        rd_kafka_queue_io_event_enable(p->queue, -1, NULL, 0);
+        rd_kafka_queue_destroy(p->queue);
+    }
+    if (p->results)
+        rd_kafka_topic_destroy(p->results);
+    if (p->dlq)
+        rd_kafka_topic_destroy(p->dlq);
+    if (p->rk)
+        rd_kafka_destroy(p->rk);
+    if (p->pipe[0] >= 0)
+        close(p->pipe[0]);
+    if (p->pipe[1] >= 0)
+        close(p->pipe[1]);
+    free(p);
+}
+
+void cg_publish_batch_clear(struct cg_publish_batch *b)
+{
+    for (size_t i = 0; i < b->n; i++)
+        free(b->payload[i]);
+    memset(b, 0, sizeof(*b));
+}
+
+void cg_publish_batch_fill(struct cg_publish *p, struct cg_publish_batch *b,
+                           const struct cg_finding *f, size_t n)
+{
+    cg_publish_batch_clear(b);
+    if (n > CG_PUBLISH_BATCH_MAX)
+        n = CG_PUBLISH_BATCH_MAX;
+    b->n = n;
+    for (size_t i = 0; i < n; i++) {
+        b->payload[i] =
+            p->ocsf ? cg_finding_ocsf(&f[i]) : cg_finding_compact(&f[i]);
+        b->rule[i] = f[i].rule;
+        b->status[i] = f[i].status;
+    }
+    if (n) {
+        cg_strlcpy(b->key, f[0].subscription_id, sizeof(b->key));
+        cg_strlcpy(b->tenant, f[0].tenant_id, sizeof(b->tenant));
+    }
+}
+
+static rd_kafka_headers_t *finding_headers(struct cg_publish *p,
+                                           const struct cg_publish_batch *b,
+                                           size_t i)
+{
+    rd_kafka_headers_t *h = rd_kafka_headers_new(4);
+    const struct cg_rule_info *ri = cg_rule_info(b->rule[i]);
+    rd_kafka_header_add(h, "rule", -1, ri ? ri->id : "", -1);
+    rd_kafka_header_add(h, "status", -1, cg_status_name(b->status[i]), -1);
+    rd_kafka_header_add(h, "tenant", -1, b->tenant, -1);
+    rd_kafka_header_add(h, "format", -1,
+                        p->ocsf ? "ocsf-2003" : CG_FINDING_SCHEMA, -1);
+    return h;
+}
+
+static int produce_one(struct cg_publish *p, rd_kafka_topic_t *topic,
+                       struct cg_publish_batch *b, size_t i,
+                       rd_kafka_headers_t *hdrs)
+{
+    struct cg_publish_slot *ref = &b->slot[i];
+    ref->b = b;
+    ref->i = i;
+    rd_kafka_resp_err_t err = rd_kafka_producev(
+        p->rk, RD_KAFKA_V_RKT(topic),
+        RD_KAFKA_V_VALUE(b->payload[i], strlen(b->payload[i])),
+        RD_KAFKA_V_KEY(b->key, strlen(b->key)),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs),
+        RD_KAFKA_V_OPAQUE(ref), RD_KAFKA_V_END);
+    if (err) {
+        rd_kafka_headers_destroy(hdrs);
+        p->stats.enqueue_failed++;
+        snprintf(b->why, sizeof(b->why), "%s", rd_kafka_err2str(err));
+        return CG_EKAFKA;
+    }
+    p->stats.produced++;
+    p->stats.outstanding++;
+    b->pending++;
+    return 0;
+}
+
+int cg_publish_send(struct cg_publish *p, struct cg_publish_batch *b,
+                    cg_publish_fn fn, void *arg)
+{
+    b->fn = fn;
+    b->arg = arg;
+    b->err = 0;
+    b->pending = 0;
+    /* Delivery reports are only served from the loop (rd_kafka_poll), so
+     * none can settle the batch while it is being enqueued. */
+    for (size_t i = 0; i < b->n; i++) {
+        if (b->delivered[i])
+            continue;
+        if (produce_one(p, p->results, b, i, finding_headers(p, b, i)))
+            break;
+    }
+    return b->pending ? 0 : CG_EKAFKA;
+}
+
+int cg_publish_dead_letter(struct cg_publish *p, const rd_kafka_message_t *m,
+                           const char *reason, struct cg_publish_batch *b,
+                           cg_publish_fn fn, void *arg)
+{
+    cg_publish_batch_clear(b);
+    b->n = 1;
+    b->payload[0] = cg_strndup(m->payload ? m->payload : "", m->len);
+    size_t kl =
+        m->key_len < sizeof(b->key) - 1 ? m->key_len : sizeof(b->key) - 1;
+    if (m->key)
+        memcpy(b->key, m->key, kl);
+    b->key[kl] = '\0';
+    b->fn = fn;
+    b->arg = arg;
+    rd_kafka_headers_t *orig = NULL, *h;
+    if (rd_kafka_message_headers(m, &orig) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        orig)
+        h = rd_kafka_headers_copy(orig);
+    else
+        h = rd_kafka_headers_new(4);
+    char num[32];
+    rd_kafka_header_add(h, "cg-dlq-reason", -1, reason, -1);
+    rd_kafka_header_add(h, "cg-dlq-topic", -1, rd_kafka_topic_name(m->rkt), -1);
+    snprintf(num, sizeof(num), "%d", (int)m->partition);
+    rd_kafka_header_add(h, "cg-dlq-partition", -1, num, -1);
+    snprintf(num, sizeof(num), "%lld", (long long)m->offset);
+    rd_kafka_header_add(h, "cg-dlq-offset", -1, num, -1);
+    /* The payload may contain NULs: produce its exact length. */
+    struct cg_publish_slot *ref = &b->slot[0];
+    ref->b = b;
+    ref->i = 0;
+    rd_kafka_resp_err_t err = rd_kafka_producev(
+        p->rk, RD_KAFKA_V_RKT(p->dlq), RD_KAFKA_V_VALUE(m->payload, m->len),
+        RD_KAFKA_V_KEY(m->key, m->key_len),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h),
+        RD_KAFKA_V_OPAQUE(ref), RD_KAFKA_V_END);
+    if (err) {
+        rd_kafka_headers_destroy(h);
+        p->stats.enqueue_failed++;
+        snprintf(b->why, sizeof(b->why), "%s", rd_kafka_err2str(err));
+        return CG_EKAFKA;
+    }
+    p->stats.produced++;
+    p->stats.outstanding++;
+    b->pending = 1;
+    return 0;
+}
+
+void cg_publish_stats(const struct cg_publish *p, struct cg_publish_stats *out)
+{
+    *out = p->stats;
+    char reason[128];
+    out->fatal = rd_kafka_fatal_error(p->rk, reason, sizeof(reason)) !=
+                 RD_KAFKA_RESP_ERR_NO_ERROR;
+}

@@ -1,0 +1,101 @@
+/*
+ * publish — stage 6 of the pipeline: findings to the results topic.
+ *
+ * One idempotent librdkafka producer per worker, served from the loop (its
+ * queue's event fd wakes the loop for delivery reports). A batch is a job's
+ * findings: key = subscription id, headers for rule, status, tenant and
+ * format, the serialised finding as value (OCSF by default,
+ * `output.format=compact` for the compact line). The batch's callback runs
+ * once every message has a delivery report; a message that failed keeps its
+ * `delivered` flag false so the pipeline can send just that one again — a
+ * job is finished only when all of its findings are delivered.
+ * The same producer writes the dead-letter topic.
+ */
+#ifndef CG_PUBLISH_H
+#define CG_PUBLISH_H
+
+#include "finding.h"
+
+#include <librdkafka/rdkafka.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct cg_loop;
+struct cg_conf;
+struct cg_publish;
+
+#define CG_PUBLISH_BATCH_MAX 8
+
+struct cg_publish_batch;
+typedef void (*cg_publish_fn)(struct cg_publish_batch *b, void *arg);
+
+/* A message's opaque: which slot of which batch (private). */
+struct cg_publish_slot {
+    struct cg_publish_batch *b;
+    size_t i;
+};
+
+/* Owned by the caller (usually embedded in its job) until the callback. */
+struct cg_publish_batch {
+    size_t n;
+    char *payload[CG_PUBLISH_BATCH_MAX]; /* owned by the batch */
+    enum cg_rule rule[CG_PUBLISH_BATCH_MAX];
+    enum cg_status status[CG_PUBLISH_BATCH_MAX];
+    bool delivered[CG_PUBLISH_BATCH_MAX];
+    char key[40];
+    char tenant[40];
+    int err;       /* after the callback: 0 when all delivered */
+    char why[256]; /* the last delivery error */
+    /* private */
+    struct cg_publish_slot slot[CG_PUBLISH_BATCH_MAX];
+    size_t pending;
+    cg_publish_fn fn;
+    void *arg;
+};
+
+/* loop and conf are borrowed. Reads topics.results, topics.dead_letter,
+ * output.format and kafka.*. */
+struct cg_publish *cg_publish_new(struct cg_loop *loop,
+                                  const struct cg_conf *conf, char *errbuf,
+                                  size_t errsz);
+
+/* Flushes for at most timeout_ms, then destroys the producer. NULL-ok. */
+void cg_publish_free(struct cg_publish *p, int timeout_ms);
+
+/* Serialises findings into b (in the configured format) and resets its
+ * delivery state. */
+void cg_publish_batch_fill(struct cg_publish *p, struct cg_publish_batch *b,
+                           const struct cg_finding *f, size_t n);
+void cg_publish_batch_clear(struct cg_publish_batch *b);
+
+/*
+ * Produces every message of b not yet delivered. fn runs once from the loop
+ * after the last delivery report (b->err says how it went; a message that
+ * could not even be enqueued counts as undelivered). Returns 0, or
+ * CG_EKAFKA when nothing could be enqueued (the local queue is full or the
+ * producer is fenced) — then fn is not called. b must stay put (not move
+ * or be freed) until fn has run.
+ */
+int cg_publish_send(struct cg_publish *p, struct cg_publish_batch *b,
+                    cg_publish_fn fn, void *arg);
+
+/* Sends a message that could not be decoded to the dead-letter topic with
+ * its key, value and headers, plus cg-dlq-reason, -topic, -partition and
+ * -offset headers. fn as above (with a one-message batch b). */
+int cg_publish_dead_letter(struct cg_publish *p, const rd_kafka_message_t *m,
+                           const char *reason, struct cg_publish_batch *b,
+                           cg_publish_fn fn, void *arg);
+
+/* Waits for outstanding deliveries for at most timeout_ms. Returns the
+ * number still outstanding. */
+int cg_publish_flush(struct cg_publish *p, int timeout_ms);
+
+struct cg_publish_stats {
+    uint64_t produced, delivered, failed, enqueue_failed;
+    size_t outstanding;
+    bool fatal; /* the idempotent producer hit a fatal error */
+};
+void cg_publish_stats(const struct cg_publish *p, struct cg_publish_stats *out);
+
+#endif
