@@ -162,7 +162,7 @@ struct cg_arm_call {
     enum call_state state;
     bool list, has_slot, starting, probing;
     bool tenant_level; /* no subscription: ARM's tenant bucket */
-    int reauths; /* 401s answered with a new token in this call or page */
+    int reauths;       /* 401s answered with a new token in this call or page */
     enum cg_http_method method;
     char *tenant;
     char *limits_key;       /* NULL: no principal (the call will fail anyway) */
