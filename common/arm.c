@@ -161,6 +161,7 @@ struct cg_arm_call {
     struct cg_arm_call *qprev, *qnext; /* tenant slot queue */
     enum call_state state;
     bool list, has_slot, starting, probing;
+    bool held;         /* on_wire kept the request from the wire */
     bool tenant_level; /* no subscription: ARM's tenant bucket */
     int reauths;       /* 401s answered with a new token in this call or page */
     enum cg_http_method method;
@@ -561,6 +562,15 @@ static void on_http(const struct cg_http_response *res, void *arg)
     struct cg_arm *arm = c->arm;
     c->req = NULL;
     slot_release(c);
+    if (c->held) {
+        /* Never sent: a Retry-After began or the token aged out while it
+         * waited for a transfer slot. Start the attempt over. */
+        c->held = false;
+        if (c->probing)
+            probe_done(c, true);
+        attempt_begin(c);
+        return;
+    }
     int64_t now = cg_loop_now_ms();
     struct arm_limits *l = call_limits(c);
     c->status = res->status;
@@ -682,34 +692,57 @@ static void on_http(const struct cg_http_response *res, void *arg)
     call_finish(c, err, res->body, res->body_len);
 }
 
-static void call_send(struct cg_arm_call *c, const char *token)
+/*
+ * Runs when the request leaves http's queue for the wire: only now is the
+ * bearer token added, and only now is the bucket's block checked again,
+ * so that neither a token that aged nor a 429 that arrived while the
+ * request waited for a transfer slot reaches ARM. A refusal sends the
+ * call back to attempt_begin (see on_http).
+ */
+static int on_wire(void *arg, char *line, size_t linesz)
 {
+    struct cg_arm_call *c = arg;
     struct cg_arm *arm = c->arm;
-    if (!call_gate(c))
-        return;
-    size_t tlen = strlen(token);
-    if (tlen > ARM_TOKEN_MAX) {
-        cg_err_set(c->why, sizeof(c->why), CG_EAUTH,
-                   "the token for tenant %s is longer than %d bytes", c->tenant,
-                   ARM_TOKEN_MAX);
-        call_finish(c, CG_EAUTH, NULL, 0);
-        return;
+    struct arm_limits *l = c->probing ? c->lim : call_limits(c);
+    int64_t now = cg_loop_now_ms();
+    if (l && (l->blocked_until_ms > now ||
+              (l->probe_needed && !c->probing && l->probe_inflight))) {
+        c->held = true;
+        return CG_ETHROTTLED;
     }
+    const char *token = cg_auth_peek(arm->auth, c->tenant);
+    if (!token) {
+        c->held = true;
+        return CG_EAUTH;
+    }
+    if (strlen(token) > ARM_TOKEN_MAX)
+        return CG_ETOOBIG;
     if (c->token) {
         OPENSSL_cleanse(c->token, strlen(c->token));
         free(c->token);
     }
     c->token = cg_strdup(token);
-    char *authz = cg_asprintf("Authorization: Bearer %s", token);
-    const char *headers[4] = { authz, "Accept: application/json", NULL, NULL };
+    snprintf(line, linesz, "Authorization: Bearer %s", token);
+    c->attempts++;
+    arm->stats.requests++;
+    return 0;
+}
+
+static void call_send(struct cg_arm_call *c)
+{
+    struct cg_arm *arm = c->arm;
+    if (!call_gate(c))
+        return;
+    const char *headers[3] = { "Accept: application/json", NULL, NULL };
     if (c->body)
-        headers[2] = "Content-Type: application/json";
+        headers[1] = "Content-Type: application/json";
     struct cg_http_request req = {
         .method = c->method,
         .url = c->url,
         .headers = headers,
         .body = c->body,
         .body_len = c->body_len,
+        .on_start = on_wire,
     };
     /* A request must not outlive the call's deadline. */
     int64_t left = c->deadline_ms - cg_loop_now_ms();
@@ -718,11 +751,7 @@ static void call_send(struct cg_arm_call *c, const char *token)
     req.timeout_ms = (long)(left < arm->timeout_ms ? left : arm->timeout_ms);
     char why[CG_ARM_WHY_MAX];
     c->state = CALL_HTTP;
-    c->attempts++;
-    arm->stats.requests++;
     c->req = cg_http_submit(arm->http, &req, on_http, c, why, sizeof(why));
-    OPENSSL_cleanse(authz, strlen(authz));
-    free(authz);
     if (!c->req) {
         cg_strlcpy(c->why, why, sizeof(c->why));
         call_finish(c, CG_EINVAL, NULL, 0);
@@ -742,14 +771,14 @@ static void on_token(const struct cg_auth_result *res, void *arg)
             call_finish(c, res->err, NULL, 0);
         return;
     }
-    call_send(c, res->token);
+    call_send(c);
 }
 
 static void call_token(struct cg_arm_call *c)
 {
     const char *token = cg_auth_cached(c->arm->auth, c->tenant);
     if (token) {
-        call_send(c, token);
+        call_send(c);
         return;
     }
     c->state = CALL_WAIT_TOKEN;

@@ -742,6 +742,19 @@ const char *cg_auth_cached(struct cg_auth *auth, const char *tenant)
     return t->token;
 }
 
+const char *cg_auth_peek(const struct cg_auth *auth, const char *tenant)
+{
+    char key[CG_AUTH_TENANT_MAX + 1];
+    size_t n = strlen(tenant);
+    if (n > CG_AUTH_TENANT_MAX)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        key[i] = (char)tolower((unsigned char)tenant[i]);
+    key[n] = '\0';
+    const struct auth_tenant *t = cg_map_get(auth->tenants, key);
+    return t && token_usable(t, cg_loop_now_ms()) ? t->token : NULL;
+}
+
 struct cg_auth_wait *cg_auth_get(struct cg_auth *auth, const char *tenant,
                                  cg_auth_fn fn, void *arg)
 {

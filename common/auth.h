@@ -63,6 +63,13 @@ const char *cg_auth_principal(struct cg_auth *auth, const char *tenant);
  */
 const char *cg_auth_cached(struct cg_auth *auth, const char *tenant);
 
+/*
+ * Like cg_auth_cached but without side effects (no refresh is started, no
+ * tenant entry created): for the moment a request goes on the wire, which
+ * may be inside http. NULL when no usable token is cached.
+ */
+const char *cg_auth_peek(const struct cg_auth *auth, const char *tenant);
+
 struct cg_auth_result {
     int err;             /* 0 or CG_E*; cg_err_retryable() says what next */
     const char *token;   /* when err == 0; borrowed for the callback */

@@ -172,8 +172,12 @@ struct fake {
     int tokens_issued;
     struct seen seen[MAX_SEEN];
     int nseen;
-    int hits[32]; /* per scenario counter */
+    int hits[32];     /* per scenario counter */
+    int token_life_s; /* 0: 3599 */
+    int64_t issued_ms[64];
+    int expired_seen;
     int64_t last_429_ms;
+    int last_429_idx; /* its index in seen[] */
 };
 
 static int scenario_hit(struct fake *f, int k)
@@ -203,8 +207,11 @@ static void handler(const struct cg_testsrv_request *req,
     const char *p = req->path;
     if (strstr(p, "/oauth2/v2.0/token")) {
         f->tokens_issued++;
+        if (f->tokens_issued < 64)
+            f->issued_ms[f->tokens_issued] = req->at_ms;
         res->body = cg_asprintf("{\"token_type\":\"Bearer\",\"expires_in\":"
-                                "3599,\"access_token\":\"tok-%d\"}",
+                                "%d,\"access_token\":\"tok-%d\"}",
+                                f->token_life_s ? f->token_life_s : 3599,
                                 f->tokens_issued);
         return;
     }
@@ -217,7 +224,19 @@ static void handler(const struct cg_testsrv_request *req,
     }
     char authz[128] = "";
     cg_testsrv_header(req->headers, "Authorization", authz, sizeof(authz));
-    if (strstr(p, "/ok?")) {
+    if (strstr(p, "/fresh?")) {
+        /* ARM's view of token lifetime: 401 for one past its life. */
+        int n = 0;
+        sscanf(authz, "Bearer tok-%d", &n);
+        if (n <= 0 || n >= 64 ||
+            req->at_ms - f->issued_ms[n] >= f->token_life_s * 1000) {
+            f->expired_seen++;
+            arm_error_body(res, 401, "ExpiredAuthenticationToken",
+                           "The access token expiry has passed.");
+        } else {
+            set_body(res, 200, "{}");
+        }
+    } else if (strstr(p, "/ok?")) {
         set_body(res, 200, "{\"id\":\"x\"}");
     } else if (strstr(p, "/notfound")) {
         arm_error_body(res, 404, "SubscriptionNotFound",
@@ -248,6 +267,7 @@ static void handler(const struct cg_testsrv_request *req,
             arm_error_body(res, 429, "TooManyRequests", "Slow down.");
             snprintf(res->headers, sizeof(res->headers), "Retry-After: 1\r\n");
             f->last_429_ms = req->at_ms;
+            f->last_429_idx = f->nseen - 1;
         } else {
             set_body(res, 200, "{}");
         }
@@ -256,6 +276,7 @@ static void handler(const struct cg_testsrv_request *req,
             arm_error_body(res, 429, "TooManyRequests", "Slow down.");
             snprintf(res->headers, sizeof(res->headers), "Retry-After: 1\r\n");
             f->last_429_ms = req->at_ms;
+            f->last_429_idx = f->nseen - 1;
         } else {
             set_body(res, 200, "{}");
         }
@@ -313,6 +334,16 @@ static void handler(const struct cg_testsrv_request *req,
     } else {
         arm_error_body(res, 404, "NotFound", "No such path.");
     }
+}
+
+/* Requests that arrived after the last 429 but before its Retry-After
+ * (1 s) had passed; arrival order, not the clock, says "after". */
+static int count_early(const struct fake *f)
+{
+    int early = 0;
+    for (int i = f->last_429_idx + 1; i < f->nseen; i++)
+        early += f->seen[i].at_ms - f->last_429_ms < 1000;
+    return early;
 }
 
 struct outcome {
@@ -622,11 +653,7 @@ static void test_retry_after_holds_bucket(void)
         cg_arm_call(e.arm, &req, on_done, &o[i]);
     for (int i = 0; i < 6; i++)
         run_until(&e, &o[i].calls, 1);
-    int early = 0;
-    for (int i = 0; i < e.fake->nseen; i++)
-        if (e.fake->seen[i].at_ms > e.fake->last_429_ms &&
-            e.fake->seen[i].at_ms - e.fake->last_429_ms < 1000)
-            early++;
+    int early = count_early(e.fake);
     CHECK(early == 0, "retry-after hold: %d requests before Retry-After",
           early);
     for (int i = 0; i < 6; i++)
@@ -656,11 +683,7 @@ static void test_retry_after_holds_waiting(void)
         cg_arm_call(e.arm, &req, on_done, &o[i]);
     for (int i = 0; i < N; i++)
         run_until(&e, &o[i].calls, 1);
-    int early = 0;
-    for (int i = 0; i < e.fake->nseen; i++)
-        if (e.fake->seen[i].at_ms > e.fake->last_429_ms &&
-            e.fake->seen[i].at_ms - e.fake->last_429_ms < 1000)
-            early++;
+    int early = count_early(e.fake);
     CHECK(e.fake->last_429_ms > 0 && early == 0,
           "waiting calls: %d requests before Retry-After", early);
     for (int i = 0; i < N; i++)
@@ -708,6 +731,73 @@ static void test_remaining_headers(void)
               (unsigned long long)rows[i].self_throttled);
         env_close(&e);
     }
+}
+
+/* Requests already handed to http, waiting there for a transfer slot,
+ * when a 429 arrives for their bucket do not go before its Retry-After. */
+static void test_retry_after_holds_queued(void)
+{
+    static const char *const sets[] = { "worker.max_in_flight=1", NULL };
+    struct env e;
+    if (env_open(&e, sets) != 0)
+        return;
+    /* A token first, so that all three calls reach http at once. */
+    struct outcome warm = { 0 };
+    struct cg_arm_request req = { .method = CG_HTTP_GET,
+                                  .tenant = "t1",
+                                  .subscription = SUB,
+                                  .path = "/subscriptions/" SUB "/ok?v=7" };
+    cg_arm_call(e.arm, &req, on_done, &warm);
+    run_until(&e, &warm.calls, 1);
+    enum { N = 3 };
+    struct outcome o[N];
+    memset(o, 0, sizeof(o));
+    req.path = "/subscriptions/" SUB "/throttle1?v=7";
+    for (int i = 0; i < N; i++)
+        cg_arm_call(e.arm, &req, on_done, &o[i]);
+    for (int i = 0; i < N; i++)
+        run_until(&e, &o[i].calls, 1);
+    int early = count_early(e.fake);
+    CHECK(e.fake->last_429_ms > 0 && early == 0,
+          "queued in http: %d requests before Retry-After", early);
+    for (int i = 0; i < N; i++)
+        CHECK(o[i].err == 0, "queued in http: call %d err %s (%s)", i,
+              cg_err_name(o[i].err), o[i].why);
+    env_close(&e);
+}
+
+/* A request that waits for a transfer slot longer than its token lives
+ * gets a new token when it goes on the wire, not a 401. */
+static void test_token_ages_in_queue(void)
+{
+    static const char *const sets[] = { "worker.max_in_flight=1", NULL };
+    struct env e;
+    if (env_open(&e, sets) != 0)
+        return;
+    e.fake->token_life_s = 1;
+    struct outcome hold = { 0 }, o = { 0 };
+    struct cg_arm_request slow = { .method = CG_HTTP_GET,
+                                   .tenant = "t1",
+                                   .subscription = SUB,
+                                   .path = "/subscriptions/" SUB "/hang?v=6",
+                                   .deadline_ms = cg_loop_now_ms() + 1400 };
+    cg_arm_call(e.arm, &slow, on_done, &hold);
+    /* Let the slow call take the only transfer slot with a fresh token. */
+    for (int i = 0; i < 200 && e.fake->nseen == 0; i++)
+        cg_loop_run_once(e.loop, 10);
+    struct cg_arm_request req = { .method = CG_HTTP_GET,
+                                  .tenant = "t1",
+                                  .subscription = SUB,
+                                  .path = "/subscriptions/" SUB "/fresh?v=1" };
+    cg_arm_call(e.arm, &req, on_done, &o);
+    run_until(&e, &o.calls, 1);
+    run_until(&e, &hold.calls, 1);
+    CHECK(o.err == 0 && o.attempts == 1 && e.fake->expired_seen == 0,
+          "aged token: err %s, %d attempts, %d expired tokens sent (%s)",
+          cg_err_name(o.err), o.attempts, e.fake->expired_seen, o.why);
+    CHECK(hold.err == CG_EDEADLINE, "aged token: the slow call ended %s",
+          cg_err_name(hold.err));
+    env_close(&e);
 }
 
 /* The client-side read bucket paces requests before ARM would. */
@@ -822,6 +912,8 @@ int main(void)
     test_retry_after_holds_bucket();
     test_retry_after_holds_waiting();
     test_remaining_headers();
+    test_token_ages_in_queue();
+    test_retry_after_holds_queued();
     test_client_bucket();
     test_tenant_cap();
     test_cancel();
