@@ -120,7 +120,8 @@ int cg_arm_status_err(long status);
 struct cg_arm *cg_arm_new(struct cg_loop *loop, struct cg_http *http,
                           struct cg_auth *auth, const struct cg_conf *conf,
                           char *errbuf, size_t errsz);
-/* Unfinished calls are dropped without their callbacks. NULL-ok. */
+/* Unfinished calls are dropped without their callbacks. NULL-ok; not from
+ * inside one of this object's callbacks. Free arm before auth and http. */
 void cg_arm_free(struct cg_arm *arm);
 
 struct cg_arm_request {

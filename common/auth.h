@@ -46,7 +46,8 @@ struct cg_auth_wait;
 struct cg_auth *cg_auth_new(struct cg_loop *loop, struct cg_http *http,
                             const struct cg_conf *conf, char *errbuf,
                             size_t errsz);
-/* Pending waits are dropped without their callbacks. NULL-ok. */
+/* Pending waits are dropped without their callbacks. NULL-ok; not from
+ * inside one of this object's callbacks. Free auth before http. */
 void cg_auth_free(struct cg_auth *auth);
 
 /*

@@ -111,7 +111,8 @@ typedef void (*cg_http_done_fn)(const struct cg_http_response *res, void *arg);
 struct cg_http *cg_http_new(struct cg_loop *loop,
                             const struct cg_http_opts *opts, char *errbuf,
                             size_t errsz);
-/* Unfinished requests are dropped without their callbacks. NULL-ok. */
+/* Unfinished requests are dropped without their callbacks. NULL-ok; not
+ * from inside one of this object's callbacks. */
 void cg_http_free(struct cg_http *http);
 
 /*
