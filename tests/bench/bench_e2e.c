@@ -134,7 +134,9 @@ int main(int argc, char **argv)
     for (int i = 0; i < nworkers; i++) {
         char name[32];
         snprintf(name, sizeof(name), "worker-%d", i);
-        const char *extra[] = { "--set", "log.level=warn", NULL };
+        const char *env_extra = getenv("BENCH_WORKER_SET");
+        const char *extra[] = { "--set", "log.level=warn",
+                                env_extra ? "--set" : NULL, env_extra, NULL };
         if (!(w[i] = cg_stack_worker(&s, name, extra, err, sizeof(err)))) {
             fprintf(stderr, "bench_e2e: %s: %s\n", name, err);
             goto out;
