@@ -158,9 +158,10 @@ while :; do
     fi
     sleep 0.2
 done
-elapsed=$(echo "$(date +%s.%N) - $started" | bc)
+finished=$(date +%s.%N)
 printf '\n' >&2
-say "All $jobs jobs finished in ${elapsed%.*}.${elapsed#*.} s ($(echo "$jobs / $elapsed" | bc) subscriptions/s)"
+say "$(awk -v a="$started" -v b="$finished" -v n="$jobs" \
+    'BEGIN { s = b - a; printf "All %d jobs finished in %.1f s (%.0f subscriptions/s)", n, s, n / s }')"
 
 # ---- report and ground truth -----------------------------------------------------
 say "Report (contactguard-report)"
