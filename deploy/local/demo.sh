@@ -132,8 +132,8 @@ if ! "$bin/producer/contactguard-producer" sweep "${common[@]}" --json \
     cat "$tmp/sweep.json" >&2
     exit 1
 fi
-jobs=$(jq -r '.jobs_delivered // .jobs_sent // .jobs' "$tmp/sweep.json")
-skipped=$(jq -r '.skipped_state // .not_auditable // 0' "$tmp/sweep.json")
+jobs=$(jq -r '.jobs.delivered' "$tmp/sweep.json")
+skipped=$(jq -r '.subscriptions.disabled + .subscriptions.deleted' "$tmp/sweep.json")
 say "Sweep: $jobs jobs sent, $skipped subscriptions not auditable (Disabled/Deleted)"
 
 # ---- wait for every job ------------------------------------------------------
