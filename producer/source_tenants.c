@@ -171,6 +171,11 @@ static void tenant_failed(struct sweep *sw, const struct cg_tenant *t,
     cg_strlcpy(f->name, name, sizeof(f->name));
     cg_strlcpy(f->error, cg_err_name(res->err), sizeof(f->error));
     f->status = res->status;
+    /* A refused token never reached ARM: the status is Entra's, which
+     * auth quotes as "(HTTP NNN, ...". */
+    const char *h = strstr(res->why, "(HTTP ");
+    if (!f->status && h)
+        f->status = strtol(h + 6, NULL, 10);
     cg_strlcpy(f->why, res->why, sizeof(f->why));
     /* Azure's text travels on to stdout: nothing secret may ride along. */
     cg_log_scrub(f->why);
