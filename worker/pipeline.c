@@ -43,8 +43,9 @@ struct job_ctx {
     int64_t offset;
     rd_kafka_message_t *msg; /* kept only for a dead-letter send */
     struct cg_job job;
-    const struct cg_tenant *tenant; /* NULL: not configured */
-    int64_t started_ms;             /* loop clock */
+    const struct cg_tenant *tenant;            /* NULL: not configured */
+    int64_t started_ms;                        /* loop clock */
+    int64_t looked_up_ms, fetched_ms, sent_ms; /* stage ends, for the log */
     struct cg_fetch_call *fetch;
     enum cg_status previous[CG_RULE_COUNT];
     struct cg_finding findings[CG_RULE_COUNT];
@@ -128,9 +129,17 @@ static void job_finish(struct job_ctx *j, enum outcome o)
     double secs = (double)(cg_loop_now_ms() - j->started_ms) / 1000.0;
     cg_histogram_observe(&pl->job_latency, secs);
     cg_consume_finished(pl->consume, j->partition, j->offset);
-    cg_debug("job.finished", "job=%s subscription=%s outcome=%s ms=%.0f",
-             j->job.job_id, j->job.subscription_id, outcome_names[o],
-             secs * 1000);
+    int64_t now = cg_loop_now_ms();
+    cg_debug(
+        "job.finished",
+        "job=%s subscription=%s outcome=%s ms=%.0f lookup_ms=%lld "
+        "fetch_ms=%lld verdict_ms=%lld publish_ms=%lld",
+        j->job.job_id, j->job.subscription_id, outcome_names[o], secs * 1000,
+        (long long)(j->looked_up_ms ? j->looked_up_ms - j->started_ms : 0),
+        (long long)(j->fetched_ms ? j->fetched_ms - j->looked_up_ms : 0),
+        (long long)(j->sent_ms && j->fetched_ms ? j->sent_ms - j->fetched_ms
+                                                : 0),
+        (long long)(j->sent_ms ? now - j->sent_ms : 0));
     job_free(j);
 }
 
@@ -200,6 +209,8 @@ static void stage_publish(struct job_ctx *j)
         return;
     }
     j->sending = true;
+    if (!j->sent_ms)
+        j->sent_ms = cg_loop_now_ms();
 }
 
 /* ---- stage 5: cache ---------------------------------------------------- */
@@ -262,6 +273,7 @@ static void on_fetched(struct cg_fetch_result *res, void *arg)
     struct job_ctx *j = arg;
     struct cg_pipeline *pl = j->pl;
     j->fetch = NULL;
+    j->fetched_ms = cg_loop_now_ms();
     cg_histogram_observe(&pl->fetch_latency, (double)res->elapsed_ms / 1000);
     const char *version = cg_api_version_name(res->version);
     if (res->err) {
@@ -297,6 +309,7 @@ static void stage_fetch(struct job_ctx *j)
 static void on_lookup(const struct cg_cache_prev *res, void *arg)
 {
     struct job_ctx *j = arg;
+    j->looked_up_ms = cg_loop_now_ms();
     if (res->err == 0 && res->job_done) {
         cg_info("job.duplicate", "job=%s subscription=%s", j->job.job_id,
                 j->job.subscription_id);
