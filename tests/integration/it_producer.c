@@ -955,16 +955,59 @@ static void test_dry_run(void)
     }
 }
 
+/* Kafka unreachable: every job is accounted for as failed, exit 3. */
+static void test_undelivered(void)
+{
+    if (start_stack(2, 5, NULL))
+        return;
+    char reply[256];
+    int rc =
+        cg_harness_devbroker_cmd(stack.kafka, "down all", reply, sizeof(reply));
+    CHECK(rc == 0, "brokers down: %s", reply);
+    static const char *const args[] = {
+        "sweep", "--force", "--json", "--set", "kafka.message.timeout.ms=2000",
+        NULL
+    };
+    struct run r;
+    run_producer(args, NULL, &r);
+    long long want = (long long)count_auditable();
+    CHECK(r.exit_status == 3, "exit status %d, want 3", r.exit_status);
+    CHECK(jint(r.summary, "jobs", "sent") == want &&
+              jint(r.summary, "jobs", "failed") == want &&
+              jint(r.summary, "jobs", "delivered") == 0,
+          "sent %lld failed %lld delivered %lld, want %lld failed",
+          jint(r.summary, "jobs", "sent"), jint(r.summary, "jobs", "failed"),
+          jint(r.summary, "jobs", "delivered"), want);
+    CHECK(strstr(r.err, "producer.job_failed") != NULL,
+          "each failed job is logged");
+    run_free(&r);
+    cg_harness_devbroker_cmd(stack.kafka, "up all", reply, sizeof(reply));
+    /* Nothing failed joined the known sets. */
+    redisContext *c = redis();
+    if (c) {
+        redisReply *x = redisCommand(c, "KEYS cg:tenant:*:known");
+        CHECK(x && x->type == REDIS_REPLY_ARRAY && x->elements == 0,
+              "no known set written for undelivered jobs");
+        freeReplyObject(x);
+        redisFree(c);
+    }
+}
+
 int main(int argc, char **argv)
 {
     static const struct {
         const char *name;
         void (*fn)(void);
     } scenarios[] = {
-        { "sweep", test_sweep },     { "failing", test_failing },
-        { "file", test_file },       { "listen", test_listen },
-        { "webhook", test_webhook }, { "watch", test_watch },
-        { "fresh", test_fresh },     { "dryrun", test_dry_run },
+        { "sweep", test_sweep },
+        { "failing", test_failing },
+        { "file", test_file },
+        { "listen", test_listen },
+        { "webhook", test_webhook },
+        { "watch", test_watch },
+        { "fresh", test_fresh },
+        { "dryrun", test_dry_run },
+        { "undelivered", test_undelivered },
     };
     curl_global_init(CURL_GLOBAL_DEFAULT);
     const char *which = argc > 1 ? argv[1] : "";
