@@ -468,8 +468,12 @@ static void on_conn(struct cg_loop *loop, int fd, unsigned events, void *arg)
         return;
     }
     if (cg_buf_append(&c->in, buf, (size_t)n)) {
-        /* Past head + the largest body: the announced length lied. */
-        conn_error(c, 413, "{\"error\":\"body too large\"}");
+        /* Past head + the largest body: a head that never ends, or a body
+         * longer than it said. */
+        if (c->head_len)
+            conn_error(c, 413, "{\"error\":\"body too large\"}");
+        else
+            conn_error(c, 431, "{\"error\":\"head too large\"}");
         return;
     }
     if (!c->head_len) {
@@ -480,6 +484,10 @@ static void on_conn(struct cg_loop *loop, int fd, unsigned events, void *arg)
         if (!end) {
             if (c->in.len > WEBHOOK_HEAD_MAX)
                 conn_error(c, 431, "{\"error\":\"head too large\"}");
+            return;
+        }
+        if (hl > WEBHOOK_HEAD_MAX) {
+            conn_error(c, 431, "{\"error\":\"head too large\"}");
             return;
         }
         c->head_len = hl;

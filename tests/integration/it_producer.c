@@ -18,6 +18,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -664,6 +668,37 @@ static void http_free(struct http_res *r)
     cg_buf_free(&r->headers);
 }
 
+/* Sends raw bytes and returns the status of the answer (0: none). */
+static int raw_request(int port, const char *data, size_t len)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int status = 0;
+    struct timeval tv = { .tv_sec = 30 };
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+        size_t off = 0;
+        while (off < len) {
+            ssize_t n = send(fd, data + off, len - off, MSG_NOSIGNAL);
+            if (n <= 0)
+                break;
+            off += (size_t)n;
+        }
+        char buf[256];
+        ssize_t n = recv(fd, buf, sizeof(buf) - 1, 0);
+        if (n > 12) {
+            buf[n] = '\0';
+            sscanf(buf, "HTTP/1.1 %d", &status);
+        }
+    }
+    close(fd);
+    return status;
+}
+
 static json_t *fake_call(const char *base, const char *method, const char *path,
                          const char *body)
 {
@@ -739,6 +774,26 @@ static void test_webhook(void)
     http_do("POST", url, ok_h, "[{\"id\":", 7, &r);
     CHECK(r.status == 400, "malformed body: %ld", r.status);
     http_free(&r);
+    /* Hostile bytes straight on the socket. */
+    static const char junk[] = "\x01\x02 garbage\r\n\r\n";
+    CHECK(raw_request(port, junk, sizeof(junk) - 1) == 400,
+          "garbage request line: 400");
+    static const char nolen[] =
+        "POST /events?code=" WEBHOOK_SECRET " HTTP/1.1\r\nHost: x\r\n\r\n";
+    CHECK(raw_request(port, nolen, sizeof(nolen) - 1) == 411,
+          "POST without Content-Length: 411");
+    static const char lie[] =
+        "POST /events HTTP/1.1\r\nContent-Length: "
+        "18446744073709551615\r\nX-Webhook-Secret: " WEBHOOK_SECRET "\r\n\r\n";
+    CHECK(raw_request(port, lie, sizeof(lie) - 1) == 413,
+          "huge Content-Length: 413 before any body");
+    char *head = cg_malloc(40000);
+    int hl = snprintf(head, 40000, "POST /events HTTP/1.1\r\nX-Pad: ");
+    memset(head + hl, 'a', 30000);
+    memcpy(head + hl + 30000, "\r\n\r\n", 4);
+    int hs = raw_request(port, head, (size_t)hl + 30004);
+    CHECK(hs == 431, "a 30 KB head: 431, got %d", hs);
+    free(head);
     /* Event Grid's own sender: a second fake posts to us, handshake first.
      * It shares the stack's population (same seed). */
     char hook[256];
@@ -795,8 +850,8 @@ static void test_webhook(void)
     struct run rr;
     stop_long(p, &rr);
     CHECK(jint(rr.summary, "webhook", "unauthorized") == 2 &&
-              jint(rr.summary, "webhook", "too_big") == 1 &&
-              jint(rr.summary, "webhook", "bad") == 1,
+              jint(rr.summary, "webhook", "bad") == 4 &&
+              jint(rr.summary, "webhook", "too_big") == 2,
           "webhook counters: %s", rr.out);
     CHECK(!strstr(rr.err, WEBHOOK_SECRET) && !strstr(rr.out, WEBHOOK_SECRET),
           "the webhook secret never printed");
