@@ -20,6 +20,7 @@
 #include "event.h"
 #include "job.h"
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -120,9 +121,8 @@ int cg_source_watch(struct cg_source *src);
  * auth_tenant_id = the lister, whose credentials then read it.
  */
 int cg_source_listed_job(const struct cg_conf *conf, const char *lister,
-                         const void *item /* json_t */,
-                         enum cg_job_reason reason, struct cg_job *job,
-                         enum cg_sub_state *state);
+                         const json_t *item, enum cg_job_reason reason,
+                         struct cg_job *job, enum cg_sub_state *state);
 
 /* ---- file: source_file.c ---- */
 
