@@ -477,9 +477,10 @@ static void on_conn(struct cg_loop *loop, int fd, unsigned events, void *arg)
         return;
     }
     if (!c->head_len) {
-        char *end = strstr(c->in.data, "\r\n\r\n");
+        /* memmem: a NUL byte in a hostile head must not hide its end. */
+        char *end = memmem(c->in.data, c->in.len, "\r\n\r\n", 4);
         size_t hl = end ? (size_t)(end - c->in.data) + 4 : 0;
-        if (!end && (end = strstr(c->in.data, "\n\n")))
+        if (!end && (end = memmem(c->in.data, c->in.len, "\n\n", 2)))
             hl = (size_t)(end - c->in.data) + 2;
         if (!end) {
             if (c->in.len > WEBHOOK_HEAD_MAX)
@@ -491,18 +492,10 @@ static void on_conn(struct cg_loop *loop, int fd, unsigned events, void *arg)
             return;
         }
         c->head_len = hl;
-        char *body_copy = NULL;
-        size_t have = c->in.len - hl;
-        /* The head is parsed in place; keep what arrived of the body. */
-        if (have)
-            body_copy = cg_strndup(c->in.data + hl, have);
-        if (!parse_head(c)) {
-            free(body_copy);
+        /* Parsed in place: it writes NULs inside the head only, so what
+         * arrived of the body stays where it is. */
+        if (!parse_head(c))
             return;
-        }
-        if (have)
-            memcpy(c->in.data + hl, body_copy, have);
-        free(body_copy);
         if (c->chunked) {
             conn_error(c, 411,
                        "{\"error\":\"chunked bodies are not "
