@@ -715,10 +715,13 @@ static void on_message(void *mp, void *arg)
  * Offsets are stored (and auto-committed) only at a point where every
  * consumed event has become a delivered job or was dropped: nothing held
  * in a debounce window, nothing awaiting a delivery report. A crash
- * before that replays events; it never loses one.
+ * before that replays events; it never loses one. A dry run stores none.
  */
 static void store_safe(struct listener *l, bool sync_commit)
 {
+    /* A dry run leaves the group's position where it was. */
+    if (l->src->dry_run)
+        return;
     if (cg_debounce_pending(l->st->deb) > 0 ||
         cg_emit_outstanding(l->src->emit) > 0)
         return;

@@ -478,7 +478,8 @@ int cg_source_watch(struct cg_source *src)
             interval);
     fflush(src->out);
     while (!*src->stop) {
-        if (!src->cache && !src->dry_run) {
+        /* Read even in a dry run: it writes nothing, but it diffs. */
+        if (!src->cache) {
             char err[256];
             src->cache = cg_cache_reader_new(src->conf, err, sizeof(err));
             if (!src->cache)
