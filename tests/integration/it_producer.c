@@ -482,6 +482,36 @@ static void test_file(void)
           "one job for each good line");
     jobs_free(&j);
     run_free(&r);
+
+    /* The same source on stdin ("-"). */
+    const char *argv[64];
+    static const char *const sargs[] = { "file", "-", NULL };
+    producer_argv(argv, 64, sargs);
+    struct cg_harness_proc_opts po = { .name = "producer-stdin",
+                                       .line_timeout_ms = -1,
+                                       .stdin_pipe = true };
+    struct cg_harness_proc *p =
+        cg_harness_proc_start(argv, &po, errbuf, sizeof(errbuf));
+    CHECK(p != NULL, "producer on stdin started: %s", errbuf);
+    if (!p)
+        return;
+    char in[256];
+    int n = snprintf(in, sizeof(in), "%s,%s\nnonsense\n", a->tenant, a->sub);
+    int fd = cg_harness_proc_stdin(p);
+    CHECK(write(fd, in, (size_t)n) == n, "stdin written");
+    close(fd);
+    int st = 0;
+    CHECK(cg_harness_proc_wait(p, RUN_MS, &st) == 0 && WIFEXITED(st) &&
+              WEXITSTATUS(st) == 1,
+          "stdin run: exit status 1 for one bad line (%d)", st);
+    run_collect(p, &r);
+    CHECK(strstr(r.out, "bad line 2:") != NULL, "stdin bad line 2 named: %s",
+          r.out);
+    cg_harness_proc_free(p);
+    run_free(&r);
+    read_jobs(5, &j);
+    CHECK(j.n == 5 && jobs_for(&j, a->sub) == 2, "one more job from stdin");
+    jobs_free(&j);
 }
 
 static struct cg_harness_proc *start_long(const char *const *extra,
