@@ -22,6 +22,8 @@
 #define ARM_TOKEN_MAX            16384 /* bearer tokens are ~2 KiB */
 #define ARM_REAUTHS_EXPIRED      4 /* 401 ExpiredAuthenticationToken retries */
 #define ARM_RETRY_AFTER_SLACK_MS 20
+#define ARM_BUCKET_SLACK_MS      25
+#define ARM_PARSE_RETRIES        2 /* unparseable LIST pages asked again */
 
 /* ---- token buckets ---- */
 
@@ -130,6 +132,12 @@ int cg_arm_status_err(long status)
 struct arm_limits {
     struct cg_arm_bucket read, write;
     int64_t blocked_until_ms; /* a 429's Retry-After applies to all */
+    /* After a 429 our mirror of ARM's bucket is known to be wrong: one
+     * request (the probe) goes first when the block ends, and the others
+     * wait for its answer and the remaining count it carries, rather than
+     * all arriving at once and earning a new wait. */
+    bool probe_needed, probe_inflight;
+    struct cg_arm_call *whead, *wtail; /* waiting for the probe */
 };
 
 struct arm_tenant {
@@ -143,6 +151,7 @@ enum call_state {
     CALL_WAIT_TOKEN,
     CALL_HTTP,
     CALL_WAIT_RETRY,
+    CALL_WAIT_PROBE,
     CALL_DONE,
 };
 
@@ -151,17 +160,20 @@ struct cg_arm_call {
     struct cg_arm_call *prev, *next;   /* all calls */
     struct cg_arm_call *qprev, *qnext; /* tenant slot queue */
     enum call_state state;
-    bool list, has_slot, starting;
-    int reauths; /* 401s answered with a new token in this call or page */
+    bool list, has_slot, starting, probing;
+    bool held;         /* on_wire kept the request from the wire */
+    bool tenant_level; /* no subscription: ARM's tenant bucket */
+    int reauths;       /* 401s answered with a new token in this call or page */
     enum cg_http_method method;
     char *tenant;
-    char *limits_key; /* NULL: no principal (the call will fail anyway) */
+    char *limits_key;       /* NULL: no principal (the call will fail anyway) */
+    struct arm_limits *lim; /* while waiting on it or probing it */
     struct arm_tenant *tn;
     char *url;
     char *body;
     size_t body_len;
     int64_t start_ms, deadline_ms;
-    int attempts, failures;
+    int attempts, failures, parse_failures;
     char *token; /* the one sent, to invalidate it on a 401 */
     struct cg_loop_timer timer;
     struct cg_http_req *req;
@@ -172,6 +184,7 @@ struct cg_arm_call {
     int err, cause;
     long status;
     char code[64];
+    char request_id[CG_HTTP_REQID_MAX];
     char why[CG_ARM_WHY_MAX];
     cg_arm_fn fn;
     void *arg;
@@ -185,6 +198,7 @@ struct cg_arm {
     CURLU *origin; /* its parsed form, to vet nextLinks */
     long read_bucket, read_refill, write_bucket, write_refill;
     size_t tenant_cap;
+    int64_t timeout_ms;     /* one attempt, at most */
     struct cg_map *limits;  /* "principal/subscription" -> arm_limits */
     struct cg_map *tenants; /* lower-case id -> arm_tenant */
     struct cg_arm_call *calls;
@@ -196,6 +210,9 @@ struct cg_arm {
 
 static void attempt_begin(struct cg_arm_call *c);
 static void call_token(struct cg_arm_call *c);
+static bool call_gate(struct cg_arm_call *c);
+static void call_wait_probe(struct cg_arm_call *c, struct arm_limits *l);
+static void on_retry_timer(struct cg_loop *loop, void *arg);
 
 /* ---- calls: bookkeeping ---- */
 
@@ -217,6 +234,14 @@ static struct arm_limits *call_limits(struct cg_arm_call *c)
     return l;
 }
 
+static void on_slot_timer(struct cg_loop *loop, void *arg)
+{
+    call_token(arg);
+}
+
+/* Hands free slots to queued calls. They continue from the loop: a call
+ * releasing its slot must never run another call's callback under its
+ * own feet. */
 static void slot_wake(struct cg_arm *arm, struct arm_tenant *tn)
 {
     while (!arm->freeing && tn->qhead && tn->in_flight < arm->tenant_cap) {
@@ -228,10 +253,10 @@ static void slot_wake(struct cg_arm *arm, struct arm_tenant *tn)
             tn->qtail = NULL;
         c->qnext = c->qprev = NULL;
         arm->stats.tenant_queued--;
-        cg_loop_timer_cancel(arm->loop, &c->timer);
         tn->in_flight++;
         c->has_slot = true;
-        call_token(c);
+        c->state = CALL_WAIT_TOKEN;
+        cg_loop_timer_add(arm->loop, &c->timer, 0, on_slot_timer, c);
     }
 }
 
@@ -259,6 +284,39 @@ static void queue_remove(struct cg_arm_call *c)
     c->arm->stats.tenant_queued--;
 }
 
+static void probe_unwait(struct cg_arm_call *c)
+{
+    struct arm_limits *l = c->lim;
+    if (c->qprev)
+        c->qprev->qnext = c->qnext;
+    else
+        l->whead = c->qnext;
+    if (c->qnext)
+        c->qnext->qprev = c->qprev;
+    else
+        l->wtail = c->qprev;
+    c->qnext = c->qprev = NULL;
+    c->lim = NULL;
+}
+
+/* The probe has its answer (or is gone): let the others try again, each
+ * from the loop, so that no callback runs under our feet. */
+static void probe_done(struct cg_arm_call *c, bool throttled)
+{
+    struct arm_limits *l = c->lim;
+    c->probing = false;
+    c->lim = NULL;
+    l->probe_inflight = false;
+    if (!throttled)
+        l->probe_needed = false;
+    while (l->whead) {
+        struct cg_arm_call *w = l->whead;
+        probe_unwait(w);
+        w->state = CALL_WAIT_RETRY;
+        cg_loop_timer_add(c->arm->loop, &w->timer, 0, on_retry_timer, w);
+    }
+}
+
 /* Stops whatever the call is waiting for. */
 static void call_stop(struct cg_arm_call *c)
 {
@@ -266,6 +324,10 @@ static void call_stop(struct cg_arm_call *c)
     cg_loop_timer_cancel(arm->loop, &c->timer);
     if (c->state == CALL_WAIT_SLOT)
         queue_remove(c);
+    if (c->state == CALL_WAIT_PROBE)
+        probe_unwait(c);
+    if (c->probing)
+        probe_done(c, true);
     cg_auth_cancel(arm->auth, c->aw);
     c->aw = NULL;
     cg_http_cancel(arm->http, c->req);
@@ -304,7 +366,8 @@ static void call_deliver(struct cg_arm_call *c, const char *body,
         .cause = c->cause,
         .why = c->err ? c->why : "",
         .status = c->status,
-        .code = c->code,
+        .code = c->err ? c->code : "",
+        .request_id = c->request_id,
         .body = body ? body : "",
         .body_len = body ? body_len : 0,
         .items = c->err ? NULL : c->items,
@@ -440,7 +503,7 @@ static bool same_origin(const struct cg_arm *arm, const char *url)
 
 /* Merges one LIST page; sets *next to its nextLink (heap) or NULL. */
 static int list_page(struct cg_arm_call *c, const char *body, size_t len,
-                     char **next)
+                     char **next, bool *not_json)
 {
     char perr[200];
     *next = NULL;
@@ -449,6 +512,7 @@ static int list_page(struct cg_arm_call *c, const char *body, size_t len,
     int rc = 0;
     int plen = (int)strcspn(c->url, "?");
     if (!j) {
+        *not_json = true;
         rc = cg_err_set(c->why, sizeof(c->why), CG_EPARSE,
                         "ARM GET %.*s: page %zu is not JSON: %s", plen, c->url,
                         c->pages + 1, perr);
@@ -498,9 +562,21 @@ static void on_http(const struct cg_http_response *res, void *arg)
     struct cg_arm *arm = c->arm;
     c->req = NULL;
     slot_release(c);
+    if (c->held) {
+        /* Never sent: a Retry-After began or the token aged out while it
+         * waited for a transfer slot. Start the attempt over. */
+        c->held = false;
+        if (c->probing)
+            probe_done(c, true);
+        attempt_begin(c);
+        return;
+    }
     int64_t now = cg_loop_now_ms();
     struct arm_limits *l = call_limits(c);
     c->status = res->status;
+    cg_strlcpy(c->request_id, res->request_id, sizeof(c->request_id));
+    if (c->probing)
+        probe_done(c, res->err == 0 && res->status == 429);
     int plen = (int)strcspn(c->url, "?");
     const char *m = cg_http_method_name(c->method);
 
@@ -523,12 +599,16 @@ static void on_http(const struct cg_http_response *res, void *arg)
     else
         arm->stats.status_5xx++;
     if (l) {
+        /* ARM names the bucket a request drew from: per subscription, or
+         * per tenant for calls above subscription scope. */
+        static const char *const hdr[2][2] = {
+            { "subscription-writes", "subscription-reads" },
+            { "tenant-writes", "tenant-reads" }
+        };
         bool read = c->method == CG_HTTP_GET;
         cg_arm_bucket_observe(
             read ? &l->read : &l->write,
-            cg_http_response_ratelimit(res, read ? "subscription-reads"
-                                                 : "subscription-writes"),
-            now);
+            cg_http_response_ratelimit(res, hdr[c->tenant_level][read]), now);
     }
 
     if (st >= 200 && st < 300) {
@@ -537,8 +617,13 @@ static void on_http(const struct cg_http_response *res, void *arg)
             return;
         }
         char *next = NULL;
-        int rc = list_page(c, res->body, res->body_len, &next);
-        if (rc) {
+        bool not_json = false;
+        int rc = list_page(c, res->body, res->body_len, &next, &not_json);
+        if (not_json && c->parse_failures++ < ARM_PARSE_RETRIES) {
+            /* A 200 that is not JSON is most often a body cut short on
+             * the way; ask again, but not for ever. */
+            call_retry(c, CG_EPARSE, 0, true, res->body, res->body_len);
+        } else if (rc) {
             call_finish(c, rc, res->body, res->body_len);
         } else if (!next) {
             call_finish(c, 0, res->body, res->body_len);
@@ -581,6 +666,7 @@ static void on_http(const struct cg_http_response *res, void *arg)
         if (l) {
             if (now + wait > l->blocked_until_ms)
                 l->blocked_until_ms = now + wait;
+            l->probe_needed = true;
             cg_arm_bucket_observe(
                 c->method == CG_HTTP_GET ? &l->read : &l->write, 0, now);
         }
@@ -606,45 +692,66 @@ static void on_http(const struct cg_http_response *res, void *arg)
     call_finish(c, err, res->body, res->body_len);
 }
 
-static void call_send(struct cg_arm_call *c, const char *token)
+/*
+ * Runs when the request leaves http's queue for the wire: only now is the
+ * bearer token added, and only now is the bucket's block checked again,
+ * so that neither a token that aged nor a 429 that arrived while the
+ * request waited for a transfer slot reaches ARM. A refusal sends the
+ * call back to attempt_begin (see on_http).
+ */
+static int on_wire(void *arg, char *line, size_t linesz)
 {
+    struct cg_arm_call *c = arg;
     struct cg_arm *arm = c->arm;
-    size_t tlen = strlen(token);
-    if (tlen > ARM_TOKEN_MAX) {
-        cg_err_set(c->why, sizeof(c->why), CG_EAUTH,
-                   "the token for tenant %s is longer than %d bytes", c->tenant,
-                   ARM_TOKEN_MAX);
-        call_finish(c, CG_EAUTH, NULL, 0);
-        return;
+    struct arm_limits *l = c->probing ? c->lim : call_limits(c);
+    int64_t now = cg_loop_now_ms();
+    if (l && (l->blocked_until_ms > now ||
+              (l->probe_needed && !c->probing && l->probe_inflight))) {
+        c->held = true;
+        return CG_ETHROTTLED;
     }
+    const char *token = cg_auth_peek(arm->auth, c->tenant);
+    if (!token) {
+        c->held = true;
+        return CG_EAUTH;
+    }
+    if (strlen(token) > ARM_TOKEN_MAX)
+        return CG_ETOOBIG;
     if (c->token) {
         OPENSSL_cleanse(c->token, strlen(c->token));
         free(c->token);
     }
     c->token = cg_strdup(token);
-    char *authz = cg_asprintf("Authorization: Bearer %s", token);
-    const char *headers[4] = { authz, "Accept: application/json", NULL, NULL };
+    snprintf(line, linesz, "Authorization: Bearer %s", token);
+    c->attempts++;
+    arm->stats.requests++;
+    return 0;
+}
+
+static void call_send(struct cg_arm_call *c)
+{
+    struct cg_arm *arm = c->arm;
+    if (!call_gate(c))
+        return;
+    const char *headers[3] = { "Accept: application/json", NULL, NULL };
     if (c->body)
-        headers[2] = "Content-Type: application/json";
+        headers[1] = "Content-Type: application/json";
     struct cg_http_request req = {
         .method = c->method,
         .url = c->url,
         .headers = headers,
         .body = c->body,
         .body_len = c->body_len,
+        .on_start = on_wire,
     };
     /* A request must not outlive the call's deadline. */
     int64_t left = c->deadline_ms - cg_loop_now_ms();
     if (left < 1)
         left = 1;
-    req.timeout_ms = (long)left;
+    req.timeout_ms = (long)(left < arm->timeout_ms ? left : arm->timeout_ms);
     char why[CG_ARM_WHY_MAX];
     c->state = CALL_HTTP;
-    c->attempts++;
-    arm->stats.requests++;
     c->req = cg_http_submit(arm->http, &req, on_http, c, why, sizeof(why));
-    OPENSSL_cleanse(authz, strlen(authz));
-    free(authz);
     if (!c->req) {
         cg_strlcpy(c->why, why, sizeof(c->why));
         call_finish(c, CG_EINVAL, NULL, 0);
@@ -664,14 +771,14 @@ static void on_token(const struct cg_auth_result *res, void *arg)
             call_finish(c, res->err, NULL, 0);
         return;
     }
-    call_send(c, res->token);
+    call_send(c);
 }
 
 static void call_token(struct cg_arm_call *c)
 {
     const char *token = cg_auth_cached(c->arm->auth, c->tenant);
     if (token) {
-        call_send(c, token);
+        call_send(c);
         return;
     }
     c->state = CALL_WAIT_TOKEN;
@@ -716,6 +823,72 @@ static void on_bucket_timer(struct cg_loop *loop, void *arg)
     call_slot(arg);
 }
 
+/*
+ * The last check before a request leaves. A call may have taken its
+ * bucket token, slot and bearer token before a 429 arrived for its bucket
+ * (its reservation was made earlier): sending it now would earn a new
+ * wait. Returns true when it may go; otherwise arranges the wait, giving
+ * up the tenant slot, and returns false.
+ */
+static bool call_gate(struct cg_arm_call *c)
+{
+    struct arm_limits *l = c->probing ? c->lim : call_limits(c);
+    if (!l)
+        return true;
+    int64_t now = cg_loop_now_ms();
+    if (l->blocked_until_ms > now) {
+        slot_release(c);
+        if (c->probing)
+            probe_done(c, true);
+        if (l->blocked_until_ms >= c->deadline_ms) {
+            call_give_up(c, CG_ETHROTTLED, c->why[0] ? c->why : "429", NULL, 0);
+            return false;
+        }
+        c->state = CALL_WAIT_BUCKET;
+        cg_loop_timer_add(c->arm->loop, &c->timer, l->blocked_until_ms - now,
+                          on_bucket_timer, c);
+        return false;
+    }
+    if (l->probe_needed && !c->probing) {
+        if (l->probe_inflight) {
+            slot_release(c);
+            call_wait_probe(c, l);
+            return false;
+        }
+        l->probe_inflight = true;
+        c->probing = true;
+        c->lim = l;
+    }
+    return true;
+}
+
+static void on_probe_deadline(struct cg_loop *loop, void *arg)
+{
+    struct cg_arm_call *c = arg;
+    probe_unwait(c);
+    c->state = CALL_WAIT_RETRY;
+    call_give_up(c, CG_ETHROTTLED,
+                 c->why[0] ? c->why
+                           : "waited for ARM's throttling to end on this "
+                             "subscription",
+                 NULL, 0);
+}
+
+static void call_wait_probe(struct cg_arm_call *c, struct arm_limits *l)
+{
+    c->state = CALL_WAIT_PROBE;
+    c->lim = l;
+    c->qprev = l->wtail;
+    c->qnext = NULL;
+    if (l->wtail)
+        l->wtail->qnext = c;
+    else
+        l->whead = c;
+    l->wtail = c;
+    cg_loop_timer_add(c->arm->loop, &c->timer,
+                      c->deadline_ms - cg_loop_now_ms(), on_probe_deadline, c);
+}
+
 /* One attempt: the client-side bucket first, so that a request waiting
  * for a token holds no tenant slot. */
 static void attempt_begin(struct cg_arm_call *c)
@@ -733,6 +906,15 @@ static void attempt_begin(struct cg_arm_call *c)
         return;
     }
     int64_t blocked = l->blocked_until_ms > now ? l->blocked_until_ms - now : 0;
+    if (l->probe_needed && !blocked) {
+        if (l->probe_inflight) {
+            call_wait_probe(c, l);
+            return;
+        }
+        l->probe_inflight = true;
+        c->probing = true;
+        c->lim = l;
+    }
     struct cg_arm_bucket *b = c->method == CG_HTTP_GET ? &l->read : &l->write;
     /* A Retry-After from ARM also holds requests that had a bucket token:
      * reserve from the end of the block. */
@@ -758,13 +940,18 @@ static void attempt_begin(struct cg_arm_call *c)
         call_give_up(c, CG_ETHROTTLED, tmp, NULL, 0);
         return;
     }
+    if (wait > 0 && !blocked) {
+        /* ARM starts refilling when a request reaches it, a little after
+         * we counted it: without slack a request paced exactly at the
+         * refill rate can arrive a hair early when latency varies. */
+        wait += ARM_BUCKET_SLACK_MS;
+        arm->stats.self_throttled++;
+    }
     wait += blocked;
     if (wait == 0) {
         call_slot(c);
         return;
     }
-    if (!blocked)
-        arm->stats.self_throttled++;
     c->state = CALL_WAIT_BUCKET;
     cg_loop_timer_add(arm->loop, &c->timer, wait, on_bucket_timer, c);
 }
@@ -776,8 +963,8 @@ static int limits_sweep_cb(const char *key, void *value, void *arg)
     struct arm_limits *l = value;
     int64_t now = *(const int64_t *)arg;
     /* A full bucket with no block is the same as no entry at all. */
-    if (l->blocked_until_ms <= now &&
-        cg_arm_bucket_level(&l->read, now) >= l->read.capacity &&
+    if (l->blocked_until_ms <= now && !l->probe_needed && !l->probe_inflight &&
+        !l->whead && cg_arm_bucket_level(&l->read, now) >= l->read.capacity &&
         cg_arm_bucket_level(&l->write, now) >= l->write.capacity) {
         free(l);
         return 1;
@@ -823,6 +1010,7 @@ struct cg_arm *cg_arm_new(struct cg_loop *loop, struct cg_http *http,
     arm->write_bucket = (long)cg_conf_int(conf, "worker.write_bucket");
     arm->write_refill = (long)cg_conf_int(conf, "worker.write_refill");
     arm->tenant_cap = (size_t)cg_conf_int(conf, "azure.tenant_max_in_flight");
+    arm->timeout_ms = cg_conf_int(conf, "azure.timeout_ms");
     arm->limits = cg_map_new();
     arm->tenants = cg_map_new();
     if (RAND_bytes((unsigned char *)&arm->rng, sizeof(arm->rng)) != 1 ||
@@ -886,6 +1074,7 @@ static struct cg_arm_call *call_new(struct cg_arm *arm,
     c->list = list;
     c->method = list ? CG_HTTP_GET : req->method;
     c->start_ms = cg_loop_now_ms();
+    c->tenant_level = req->subscription == NULL;
     c->deadline_ms = req->deadline_ms > 0
                          ? req->deadline_ms
                          : c->start_ms + CG_ARM_DEADLINE_DEFAULT_MS;

@@ -25,6 +25,27 @@
  * - When the next wait would end after the deadline the call fails with
  *   CG_EDEADLINE (final) and a sentence saying what kept failing; `cause`
  *   holds that underlying error.
+ *
+ * A process wires the layer once and turns the loop (Kafka's and the
+ * metrics listener's fds can be watched by the same loop):
+ *
+ *   struct cg_http_opts ho;
+ *   cg_http_opts_from_conf(conf, &ho);
+ *   loop = cg_loop_new(err, sizeof(err));
+ *   http = cg_http_new(loop, &ho, err, sizeof(err));
+ *   auth = cg_auth_new(loop, http, conf, err, sizeof(err));
+ *   arm = cg_arm_new(loop, http, auth, conf, err, sizeof(err));
+ *
+ *   struct cg_arm_request req = {
+ *       .method = CG_HTTP_GET, .tenant = job->tenant_id,
+ *       .subscription = job->subscription_id, .path = path,
+ *       .deadline_ms = cg_loop_now_ms() + job_deadline_ms };
+ *   cg_arm_list(arm, &req, on_contacts, job);  // on_contacts(res, job)
+ *
+ *   while (!stop)
+ *       cg_loop_run_once(loop, 1000);
+ *   cg_arm_free(arm); cg_auth_free(auth); cg_http_free(http);
+ *   cg_loop_free(loop);
  */
 #ifndef CG_ARM_H
 #define CG_ARM_H
@@ -99,7 +120,8 @@ int cg_arm_status_err(long status);
 struct cg_arm *cg_arm_new(struct cg_loop *loop, struct cg_http *http,
                           struct cg_auth *auth, const struct cg_conf *conf,
                           char *errbuf, size_t errsz);
-/* Unfinished calls are dropped without their callbacks. NULL-ok. */
+/* Unfinished calls are dropped without their callbacks. NULL-ok; not from
+ * inside one of this object's callbacks. Free arm before auth and http. */
 void cg_arm_free(struct cg_arm *arm);
 
 struct cg_arm_request {
@@ -117,12 +139,13 @@ struct cg_arm_request {
 };
 
 struct cg_arm_result {
-    int err;          /* 0 or CG_E*; final unless cg_err_retryable() */
-    int cause;        /* for CG_EDEADLINE: what kept failing */
-    const char *why;  /* one sentence when err != 0, else "" */
-    long status;      /* last HTTP status (0: none) */
-    const char *code; /* ARM error.code, or "" */
-    const char *body; /* last response body (borrowed), or "" */
+    int err;                /* 0 or CG_E*; final unless cg_err_retryable() */
+    int cause;              /* for CG_EDEADLINE: what kept failing */
+    const char *why;        /* one sentence when err != 0, else "" */
+    long status;            /* last HTTP status (0: none) */
+    const char *code;       /* ARM error.code, or "" */
+    const char *request_id; /* x-ms-request-id of the last answer, or "" */
+    const char *body;       /* last response body (borrowed), or "" */
     size_t body_len;
     json_t *items; /* cg_arm_list: merged items (borrowed), else NULL */
     size_t pages;  /* cg_arm_list: pages read */

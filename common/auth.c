@@ -521,19 +521,33 @@ static void entra_error(struct auth_tenant *t,
         err = CG_EUNAVAIL;
     else
         err = CG_EAUTH;
-    int desc_len = desc ? (int)strcspn(desc, "\r\n") : 0;
     char code[32] = "";
     json_t *codes;
     if (cg_json_array(j, "error_codes", &codes) == CG_JSON_OK &&
         json_is_integer(json_array_get(codes, 0)))
         snprintf(code, sizeof(code), ", AADSTS%lld",
                  (long long)json_integer_value(json_array_get(codes, 0)));
-    else if (desc && strncmp(desc, "AADSTS", 6) == 0)
-        snprintf(code, sizeof(code), ", %.*s", (int)strcspn(desc, ": "), desc);
+    /* The description repeats the code ("AADSTS7000215: Invalid client
+     * secret provided.") and ends in trace and correlation ids on lines of
+     * their own: keep the first line's text, the code goes in brackets. */
+    if (desc && strncmp(desc, "AADSTS", 6) == 0) {
+        size_t n = strcspn(desc, ":");
+        if (n < 24 && desc[n] == ':') {
+            if (!code[0])
+                snprintf(code, sizeof(code), ", %.*s", (int)n, desc);
+            desc += n + 1;
+            while (*desc == ' ')
+                desc++;
+        }
+    }
+    int desc_len = desc ? (int)strcspn(desc, "\r\n") : 0;
+    const char *trace = desc ? strstr(desc, " Trace ID:") : NULL;
+    if (trace && trace - desc < desc_len)
+        desc_len = (int)(trace - desc);
     cg_err_set(t->why, sizeof(t->why), err,
                "Entra ID refused a token for tenant %s (HTTP %ld%s%s%s)%s%.*s",
                t->id, res->status, error ? ", " : "", error ? error : "", code,
-               desc ? ": " : "", desc_len, desc ? desc : "");
+               desc_len ? ": " : "", desc_len, desc ? desc : "");
     json_decref(j);
     tenant_fail(t, err, res->retry_after_ms);
 }
@@ -584,7 +598,7 @@ static void token_done(const struct cg_http_response *res, void *arg)
     t->refresh_ms = t->expires_ms - margin;
     t->err = 0;
     t->err_until_ms = 0;
-    cg_info("token_acquired", "tenant=%s expires_in=%lld", t->id, expires_in);
+    cg_debug("token_acquired", "tenant=%s expires_in=%lld", t->id, expires_in);
 out:
     json_decref(j);
     tenant_deliver(t->auth->loop, t);
@@ -726,6 +740,19 @@ const char *cg_auth_cached(struct cg_auth *auth, const char *tenant)
     if (now >= t->refresh_ms)
         tenant_maybe_refresh(t, now);
     return t->token;
+}
+
+const char *cg_auth_peek(const struct cg_auth *auth, const char *tenant)
+{
+    char key[CG_AUTH_TENANT_MAX + 1];
+    size_t n = strlen(tenant);
+    if (n > CG_AUTH_TENANT_MAX)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        key[i] = (char)tolower((unsigned char)tenant[i]);
+    key[n] = '\0';
+    const struct auth_tenant *t = cg_map_get(auth->tenants, key);
+    return t && token_usable(t, cg_loop_now_ms()) ? t->token : NULL;
 }
 
 struct cg_auth_wait *cg_auth_get(struct cg_auth *auth, const char *tenant,

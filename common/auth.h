@@ -46,7 +46,8 @@ struct cg_auth_wait;
 struct cg_auth *cg_auth_new(struct cg_loop *loop, struct cg_http *http,
                             const struct cg_conf *conf, char *errbuf,
                             size_t errsz);
-/* Pending waits are dropped without their callbacks. NULL-ok. */
+/* Pending waits are dropped without their callbacks. NULL-ok; not from
+ * inside one of this object's callbacks. Free auth before http. */
 void cg_auth_free(struct cg_auth *auth);
 
 /*
@@ -62,6 +63,13 @@ const char *cg_auth_principal(struct cg_auth *auth, const char *tenant);
  * a background refresh is started.
  */
 const char *cg_auth_cached(struct cg_auth *auth, const char *tenant);
+
+/*
+ * Like cg_auth_cached but without side effects (no refresh is started, no
+ * tenant entry created): for the moment a request goes on the wire, which
+ * may be inside http. NULL when no usable token is cached.
+ */
+const char *cg_auth_peek(const struct cg_auth *auth, const char *tenant);
 
 struct cg_auth_result {
     int err;             /* 0 or CG_E*; cg_err_retryable() says what next */

@@ -8,6 +8,7 @@
 
 #include <ctype.h>
 #include <curl/curl.h>
+#include <openssl/crypto.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,7 +36,9 @@ struct cg_http_req {
     long timeout_ms;
     size_t max_body;
     cg_http_done_fn fn;
+    cg_http_start_fn on_start;
     void *arg;
+    int start_err; /* on_start refused to start */
     int64_t submit_ms, start_ms;
     struct cg_buf resp;
     size_t header_bytes;
@@ -297,8 +300,31 @@ static void req_free(struct cg_http_req *r)
     free(r);
 }
 
+/* Asks the owner for the header computed at start (on_start). */
+static int req_start_header(struct cg_http_req *r)
+{
+    char *line = cg_malloc(CG_HTTP_START_LINE_MAX);
+    line[0] = '\0';
+    int rc = r->on_start(r->arg, line, CG_HTTP_START_LINE_MAX);
+    if (rc == 0 && line[0]) {
+        struct curl_slist *h = curl_slist_append(r->headers, line);
+        if (!h)
+            abort();
+        r->headers = h;
+    }
+    /* The line usually holds a bearer token. */
+    OPENSSL_cleanse(line, CG_HTTP_START_LINE_MAX);
+    free(line);
+    return rc;
+}
+
 static int req_start(struct cg_http *http, struct cg_http_req *r)
 {
+    if (r->on_start) {
+        r->start_err = req_start_header(r);
+        if (r->start_err)
+            return r->start_err;
+    }
     CURL *e =
         http->npool > 0 ? http->easy_pool[--http->npool] : curl_easy_init();
     if (!e)
@@ -313,6 +339,7 @@ static int req_start(struct cg_http *http, struct cg_http_req *r)
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+    curl_easy_setopt(e, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
     if (http->ca_file)
         curl_easy_setopt(e, CURLOPT_CAINFO, http->ca_file);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, r->timeout_ms);
@@ -378,6 +405,9 @@ static int http_classify(struct cg_http_req *r, char *why, size_t whysz)
     const char *m = cg_http_method_name(r->method);
     const char *detail =
         r->curl_err[0] ? r->curl_err : curl_easy_strerror(r->result);
+    if (r->start_err)
+        return cg_err_set(why, whysz, r->start_err, "%s %.*s: not started: %s",
+                          m, ulen, u, cg_err_desc(r->start_err));
     if (r->body_too_big || r->result == CURLE_FILESIZE_EXCEEDED)
         return cg_err_set(why, whysz, CG_ETOOBIG,
                           "%s %.*s: response body exceeds %zu bytes", m, ulen,
@@ -474,8 +504,11 @@ static void http_check(struct cg_http *http)
         curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&r);
         req_finish(http, r, msg->data.result);
     }
-    http_fill(http);
+    /* Callbacks before refilling: a callback's verdict (a 429 that blocks
+     * a bucket) must be known before the next queued request's on_start
+     * decides whether it may go. */
     http_dispatch(http);
+    http_fill(http);
 }
 
 /* ---- libcurl <-> loop ---- */
@@ -651,6 +684,20 @@ void cg_http_free(struct cg_http *http)
     curl_global_cleanup();
 }
 
+static bool url_is_loopback(const char *url)
+{
+    CURLU *u = curl_url();
+    char *host = NULL;
+    bool ok = false;
+    if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK)
+        ok = strcmp(host, "127.0.0.1") == 0 || strcmp(host, "[::1]") == 0 ||
+             strcasecmp(host, "localhost") == 0;
+    curl_free(host);
+    curl_url_cleanup(u);
+    return ok;
+}
+
 struct cg_http_req *cg_http_submit(struct cg_http *http,
                                    const struct cg_http_request *req,
                                    cg_http_done_fn fn, void *arg, char *errbuf,
@@ -664,6 +711,13 @@ struct cg_http_req *cg_http_submit(struct cg_http *http,
         strncmp(req->url, "http://", 7) != 0) {
         cg_err_set(errbuf, errsz, CG_EINVAL,
                    "http: only http and https URLs are allowed");
+        return NULL;
+    }
+    /* Requests carry bearer tokens and client secrets: in clear text they
+     * may only go to this machine (tests, a local fake). */
+    if (strncmp(req->url, "http://", 7) == 0 && !url_is_loopback(req->url)) {
+        cg_err_set(errbuf, errsz, CG_EINVAL,
+                   "http: plain http is only allowed to loopback; use https");
         return NULL;
     }
     struct cg_http_req *r = cg_calloc(1, sizeof(*r));
@@ -690,6 +744,7 @@ struct cg_http_req *cg_http_submit(struct cg_http *http,
     r->max_body = req->max_body > 0 ? req->max_body : http->opts.max_body;
     cg_buf_init(&r->resp, r->max_body);
     r->fn = fn;
+    r->on_start = req->on_start;
     r->arg = arg;
     r->res.retry_after_ms = -1;
     r->submit_ms = cg_loop_now_ms();

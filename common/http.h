@@ -7,8 +7,9 @@
  * watchers and one timer, and a share handle pools DNS answers, TLS
  * sessions and connections. Requests past the in-flight maximum wait in a
  * FIFO queue. TLS peers are always verified (an optional CA file adds a
- * private CA). Response bodies are bounded: a longer body fails the request
- * with CG_ETOOBIG. Headers and bodies are never logged, so neither an
+ * private CA), TLS 1.2 at least; plain http is refused except to loopback.
+ * Response bodies are bounded: a longer body fails the request with
+ * CG_ETOOBIG. Headers and bodies are never logged, so neither an
  * Authorization header nor a token reply can reach a log line.
  *
  * This layer does not interpret statuses: any complete HTTP exchange is a
@@ -27,9 +28,10 @@ struct cg_http;
 struct cg_http_req;
 
 /* Named limits on what a peer can make us store. */
-#define CG_HTTP_HEADERS_MAX   (64 * 1024) /* all response header bytes */
-#define CG_HTTP_RATELIMIT_MAX 8           /* x-ms-ratelimit-remaining-* kept */
-#define CG_HTTP_REQID_MAX     80
+#define CG_HTTP_HEADERS_MAX    (64 * 1024) /* all response header bytes */
+#define CG_HTTP_RATELIMIT_MAX  8           /* x-ms-ratelimit-remaining-* kept */
+#define CG_HTTP_REQID_MAX      80
+#define CG_HTTP_START_LINE_MAX (32 * 1024) /* the header on_start writes */
 
 struct cg_http_opts {
     long max_in_flight; /* concurrent transfers; more are queued */
@@ -53,6 +55,16 @@ enum cg_http_method {
 
 const char *cg_http_method_name(enum cg_http_method m);
 
+/*
+ * Called with the request's callback arg when the request leaves the queue
+ * for the wire (possibly inside cg_http_submit), to write one more header
+ * line, "Name: value", computed at that moment: arm puts the bearer token
+ * here, so that a token never ages while its request waits for a slot.
+ * Returns 0, or a CG_E* code that fails the request unsent (the callback
+ * gets that err, status 0). Must not call into http.
+ */
+typedef int (*cg_http_start_fn)(void *arg, char *line, size_t linesz);
+
 struct cg_http_request {
     enum cg_http_method method;
     const char *url;
@@ -60,8 +72,9 @@ struct cg_http_request {
     const char *const *headers;
     const char *body; /* copied; may be NULL */
     size_t body_len;
-    long timeout_ms; /* 0: the default */
-    size_t max_body; /* 0: the default */
+    long timeout_ms;           /* 0: the default */
+    size_t max_body;           /* 0: the default */
+    cg_http_start_fn on_start; /* or NULL */
 };
 
 struct cg_http_ratelimit {
@@ -98,7 +111,8 @@ typedef void (*cg_http_done_fn)(const struct cg_http_response *res, void *arg);
 struct cg_http *cg_http_new(struct cg_loop *loop,
                             const struct cg_http_opts *opts, char *errbuf,
                             size_t errsz);
-/* Unfinished requests are dropped without their callbacks. NULL-ok. */
+/* Unfinished requests are dropped without their callbacks. NULL-ok; not
+ * from inside one of this object's callbacks. */
 void cg_http_free(struct cg_http *http);
 
 /*

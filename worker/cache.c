@@ -6,6 +6,7 @@
 #include "log.h"
 #include "loop.h"
 #include "mem.h"
+#include "metrics.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -495,8 +496,14 @@ static void req_finish_locked(struct cg_cache *cache, struct cache_req *req)
     } else if (req->kind == REQ_LOOKUP && req->err) {
         st->lookup_errors++;
     }
-    if (req->kind == REQ_LOOKUP)
+    if (req->kind == REQ_LOOKUP && req->err) {
+        /* Whatever a failed lookup half read, it answers "not done, no
+         * previous": a wrong "done" would drop a job. */
+        memset(&req->prev, 0, sizeof(req->prev));
+        for (int i = 0; i < CG_RULE_COUNT; i++)
+            req->prev.status[i] = CG_STATUS_NONE;
         req->prev.err = req->err;
+    }
     bool was_empty = cache->done.n == 0;
     list_push(&cache->done, req);
     if (was_empty) {
@@ -688,6 +695,26 @@ static void cond_wait_until(struct cg_cache *cache, int64_t due_ms)
 }
 
 /*
+ * Loads both scripts, so that the first batch after a connection does not
+ * meet NOSCRIPT once per store. A refusal (scripting disabled by ACL) is
+ * left to show on the stores themselves; only a broken connection fails.
+ */
+static int scripts_load(redisContext *c, char *errbuf, size_t errsz)
+{
+    static const char *const scripts[] = { store_lua, unlock_lua };
+    for (size_t i = 0; i < 2; i++) {
+        const char *argv[] = { "SCRIPT", "LOAD", scripts[i] };
+        size_t lens[] = { 6, 4, strlen(scripts[i]) };
+        redisReply *reply = redisCommandArgv(c, 3, argv, lens);
+        if (!reply)
+            return cg_err_set(errbuf, errsz, CG_EREDIS, "SCRIPT LOAD: %s",
+                              c->errstr);
+        freeReplyObject(reply);
+    }
+    return 0;
+}
+
+/*
  * Connects for the thread. The socket is published under mu between the
  * dial and the handshake, so that cg_cache_free can cut a handshake stuck
  * on a server that does not answer. Called and returns with mu held.
@@ -708,6 +735,8 @@ static redisContext *thread_connect(struct cg_cache *cache, char *err,
     cache->fd = c->fd;
     pthread_mutex_unlock(&cache->mu);
     int rc = cache_handshake(&cache->cfg, c, err, errsz);
+    if (rc == 0)
+        rc = scripts_load(c, err, errsz);
     pthread_mutex_lock(&cache->mu);
     if (rc) {
         cache->fd = -1;
@@ -867,10 +896,12 @@ static void req_call(struct cache_req *req)
     }
 }
 
-static void cache_drain(struct cg_cache *cache)
+/* Runs the answered requests' callbacks; returns how many ran. */
+static size_t cache_drain(struct cg_cache *cache)
 {
     pthread_mutex_lock(&cache->mu);
     struct cache_req *req = cache->done.head;
+    size_t n = cache->done.n;
     cache->done.head = cache->done.tail = NULL;
     cache->done.n = 0;
     pthread_mutex_unlock(&cache->mu);
@@ -880,6 +911,7 @@ static void cache_drain(struct cg_cache *cache)
         req_free(req);
         req = next;
     }
+    return n;
 }
 
 static void cache_on_event(struct cg_loop *loop, int fd, unsigned events,
@@ -1208,6 +1240,40 @@ void cg_cache_stats(struct cg_cache *cache, struct cg_cache_stats *out)
     pthread_mutex_unlock(&cache->mu);
 }
 
+void cg_cache_metrics(struct cg_cache *cache, struct cg_buf *out)
+{
+    struct cg_cache_stats st;
+    cg_cache_stats(cache, &st);
+    static const char writes_help[] =
+        "Cache writes (stores, done markers, undo bodies) by result";
+    cg_metrics_counter(out, "contactguard_cache_writes_total", writes_help,
+                       "result=\"ok\"", st.writes_ok);
+    cg_metrics_counter(out, "contactguard_cache_writes_total", writes_help,
+                       "result=\"error\"", st.write_errors);
+    cg_metrics_counter(out, "contactguard_cache_writes_total", writes_help,
+                       "result=\"dropped\"", st.dropped);
+    cg_metrics_counter(out, "contactguard_cache_stale_writes_total",
+                       "Stores ignored because a newer scan was cached", "",
+                       st.stale);
+    cg_metrics_counter(out, "contactguard_cache_lookups_total",
+                       "Cache lookups asked", "", st.lookups);
+    cg_metrics_counter(out, "contactguard_cache_lookup_errors_total",
+                       "Cache lookups answered with an error", "",
+                       st.lookup_errors);
+    cg_metrics_counter(out, "contactguard_cache_reconnects_total",
+                       "Redis connections made after the first", "",
+                       st.reconnects);
+    cg_metrics_gauge(out, "contactguard_cache_queue_depth",
+                     "Cache requests waiting for the Redis thread", "",
+                     (double)st.queue_depth);
+    cg_metrics_gauge(out, "contactguard_cache_in_flight",
+                     "Cache requests the Redis thread is sending", "",
+                     (double)st.in_flight);
+    cg_metrics_gauge(out, "contactguard_cache_connected",
+                     "1 when the cache connection is up", "",
+                     st.connected ? 1 : 0);
+}
+
 void cg_cache_free(struct cg_cache *cache)
 {
     if (!cache)
@@ -1228,7 +1294,10 @@ void cg_cache_free(struct cg_cache *cache)
     pthread_mutex_lock(&cache->mu);
     queue_fail_locked(cache, CG_ECANCELLED);
     pthread_mutex_unlock(&cache->mu);
-    cache_drain(cache);
+    /* A callback may queue more (a remediation releasing its lock): those
+     * are answered CG_ECANCELLED and run here too. */
+    while (cache_drain(cache) > 0)
+        ;
     if (cache->efd >= 0)
         close(cache->efd);
     pthread_cond_destroy(&cache->cond);

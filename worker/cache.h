@@ -21,7 +21,9 @@
  * and counted. When Redis is down (a connection failed or broke) requests
  * are answered on the next loop turn with CG_EREDIS without touching the
  * queue, writes are counted as failed, and the thread reconnects with capped
- * exponential backoff. Until the first connection attempt has finished,
+ * exponential backoff. A batch that got no reply at all (a restart behind an
+ * idle connection) is sent once more on a fresh connection before it is
+ * failed. Until the first connection attempt has finished,
  * requests queue, so a worker that starts with Redis gets its first lookups
  * answered.
  *
@@ -72,6 +74,7 @@
 
 struct cg_loop;
 struct cg_conf;
+struct cg_buf;
 
 #define CG_CACHE_QUEUE_MAX      10000        /* default of redis.queue_max */
 #define CG_CACHE_BATCH_MAX      256          /* requests pipelined at once */
@@ -195,10 +198,22 @@ void cg_cache_undo_get(struct cg_cache *cache, const char *subscription_id,
 void cg_cache_stats(struct cg_cache *cache, struct cg_cache_stats *out);
 
 /*
+ * Appends the counters to a /metrics page (Prometheus text, metrics.h):
+ * contactguard_cache_writes_total{result="ok|error|dropped"},
+ * contactguard_cache_stale_writes_total, contactguard_cache_lookups_total,
+ * contactguard_cache_lookup_errors_total, contactguard_cache_reconnects_total,
+ * and the gauges contactguard_cache_queue_depth,
+ * contactguard_cache_in_flight and contactguard_cache_connected.
+ */
+void cg_cache_metrics(struct cg_cache *cache, struct cg_buf *out);
+
+/*
  * Stops the thread (bounded by redis.timeout_ms: a command in flight is cut
  * off), then runs every callback not yet run, on this thread: answers that
  * had arrived with their result, requests still queued with
- * CG_ECANCELLED. Call on the loop thread. NULL is fine.
+ * CG_ECANCELLED. Those callbacks may still call the cache: what they ask
+ * is answered CG_ECANCELLED before free returns. Call on the loop thread,
+ * not from one of the cache's callbacks. NULL is fine.
  */
 void cg_cache_free(struct cg_cache *cache);
 

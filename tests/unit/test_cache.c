@@ -13,6 +13,7 @@
 #include "finding.h"
 #include "log.h"
 #include "loop.h"
+#include "mem.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -114,6 +115,22 @@ static int count(const struct answers *a, int err)
     return n;
 }
 
+/* A callback run by free that asks the cache again (as a remediation
+ * releasing its lock does) is answered too, before free returns. */
+struct again {
+    struct cg_cache *cache;
+    struct answers *a;
+    int asked;
+};
+
+static void on_done_again(int err, void *arg)
+{
+    struct again *g = arg;
+    on_done(err, g->a);
+    if (g->asked++ == 0)
+        cg_cache_unlock(g->cache, S1, "me", on_lock, g->a);
+}
+
 static void test_queue_full(void)
 {
     enum { QMAX = 4 };
@@ -150,6 +167,29 @@ static void test_queue_full(void)
           "dropped writes answered CG_EBUSY: %d", w.called);
     CHECK(l.called == 1 && l.err[0] == CG_EBUSY, "lookup answered CG_EBUSY");
 
+    /* The same counters on a /metrics page. */
+    struct cg_buf page;
+    cg_buf_init(&page, 1 << 16);
+    cg_cache_metrics(cache, &page);
+    static const char *const lines[] = {
+        "contactguard_cache_writes_total{result=\"dropped\"} 3\n",
+        "contactguard_cache_writes_total{result=\"ok\"} 0\n",
+        "contactguard_cache_lookup_errors_total 1\n",
+        "contactguard_cache_queue_depth 4\n",
+        "contactguard_cache_connected 0\n",
+        "# TYPE contactguard_cache_writes_total counter\n",
+    };
+    for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++)
+        CHECK(page.data && strstr(page.data, lines[i]), "metrics lack %s",
+              lines[i]);
+    const char *first = page.data ? strstr(page.data, "# TYPE "
+                                                      "contactguard_cache_"
+                                                      "writes_total")
+                                  : NULL;
+    CHECK(first && !strstr(first + 1, "# TYPE contactguard_cache_writes_total"),
+          "one TYPE line per family");
+    cg_buf_free(&page);
+
     /* Bad input is answered on the next turn, never queued. */
     struct answers bad = { 0 };
     store(cache, "tenant with spaces", 1, &bad);
@@ -164,6 +204,10 @@ static void test_queue_full(void)
           "bad input: %d answers", bad.called);
 
     /* Free cuts the handshake short and cancels what is queued. */
+    struct answers ag = { 0 };
+    struct again g = { cache, &ag, 0 };
+    /* The queue is full: this one is answered CG_EBUSY, by free. */
+    cg_cache_undo_put(cache, S1, "{}", 2, 60, on_done_again, &g);
     int64_t t0 = cg_loop_now_ms();
     cg_cache_free(cache);
     cache = NULL;
@@ -172,6 +216,8 @@ static void test_queue_full(void)
           (long long)took);
     CHECK(w.called == 3 + QMAX && count(&w, CG_ECANCELLED) == QMAX,
           "queued writes cancelled by free: %d", w.called);
+    CHECK(ag.called == 2 && ag.err[0] == CG_EBUSY && ag.err[1] == CG_ECANCELLED,
+          "a call from a callback during free is answered: %d", ag.called);
 out:
     cg_cache_free(cache);
     cg_conf_free(conf);
