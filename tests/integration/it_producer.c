@@ -817,6 +817,12 @@ static void test_webhook(void)
         "18446744073709551615\r\nX-Webhook-Secret: " WEBHOOK_SECRET "\r\n\r\n";
     CHECK(raw_request(port, lie, sizeof(lie) - 1) == 413,
           "huge Content-Length: 413 before any body");
+    /* A NUL byte inside the head must not hide where it ends. */
+    static const char nul[] = "POST /events HTTP/1.1\r\nX-A: \0\r\n"
+                              "Content-Length: 2\r\n\r\n[]";
+    CHECK(raw_request(port, nul, sizeof(nul) - 1) == 411,
+          "a NUL in the head is answered at once (411: nothing after it "
+          "counts)");
     char *head = cg_malloc(40000);
     int hl = snprintf(head, 40000, "POST /events HTTP/1.1\r\nX-Pad: ");
     memset(head + hl, 'a', 30000);
@@ -880,7 +886,7 @@ static void test_webhook(void)
     struct run rr;
     stop_long(p, &rr);
     CHECK(jint(rr.summary, "webhook", "unauthorized") == 2 &&
-              jint(rr.summary, "webhook", "bad") == 4 &&
+              jint(rr.summary, "webhook", "bad") == 5 &&
               jint(rr.summary, "webhook", "too_big") == 2,
           "webhook counters: %s", rr.out);
     CHECK(!strstr(rr.err, WEBHOOK_SECRET) && !strstr(rr.out, WEBHOOK_SECRET),
