@@ -20,6 +20,7 @@
 #include "event.h"
 #include "job.h"
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -107,6 +108,9 @@ int cg_source_sweep(struct cg_source *src);
  * emits a `new-subscription` job for each auditable subscription not in the
  * tenant's known set in Redis, then adds it there once delivered. Prints
  * "watch cycle N ..." on src->out after each cycle. Runs until *stop.
+ * The reader does not reconnect, so after a Redis error watch frees
+ * src->cache and connects afresh next cycle: src->cache may change (or be
+ * NULL) on return; the caller frees whatever is there.
  */
 int cg_source_watch(struct cg_source *src);
 
@@ -120,9 +124,8 @@ int cg_source_watch(struct cg_source *src);
  * auth_tenant_id = the lister, whose credentials then read it.
  */
 int cg_source_listed_job(const struct cg_conf *conf, const char *lister,
-                         const void *item /* json_t */,
-                         enum cg_job_reason reason, struct cg_job *job,
-                         enum cg_sub_state *state);
+                         const json_t *item, enum cg_job_reason reason,
+                         struct cg_job *job, enum cg_sub_state *state);
 
 /* ---- file: source_file.c ---- */
 
@@ -131,7 +134,8 @@ int cg_source_listed_job(const struct cg_conf *conf, const char *lister,
  * a subscription id, "tenant,subscription" or a job JSON line returns 1
  * with *job (reason manual for the first two; a job line is kept as
  * written); a bare subscription id leaves job->tenant_id "". Anything else
- * is CG_EPARSE with the reason in errbuf.
+ * is CG_EPARSE (CG_ETOOBIG for a job line past CG_JOB_MAX_LEN) with the
+ * reason in errbuf.
  */
 int cg_source_parse_line(const char *line, struct cg_job *job, char *errbuf,
                          size_t errsz);

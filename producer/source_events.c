@@ -468,33 +468,34 @@ static void on_conn(struct cg_loop *loop, int fd, unsigned events, void *arg)
         return;
     }
     if (cg_buf_append(&c->in, buf, (size_t)n)) {
-        /* Past head + the largest body: the announced length lied. */
-        conn_error(c, 413, "{\"error\":\"body too large\"}");
+        /* Past head + the largest body: a head that never ends, or a body
+         * longer than it said. */
+        if (c->head_len)
+            conn_error(c, 413, "{\"error\":\"body too large\"}");
+        else
+            conn_error(c, 431, "{\"error\":\"head too large\"}");
         return;
     }
     if (!c->head_len) {
-        char *end = strstr(c->in.data, "\r\n\r\n");
+        /* memmem: a NUL byte in a hostile head must not hide its end. */
+        char *end = memmem(c->in.data, c->in.len, "\r\n\r\n", 4);
         size_t hl = end ? (size_t)(end - c->in.data) + 4 : 0;
-        if (!end && (end = strstr(c->in.data, "\n\n")))
+        if (!end && (end = memmem(c->in.data, c->in.len, "\n\n", 2)))
             hl = (size_t)(end - c->in.data) + 2;
         if (!end) {
             if (c->in.len > WEBHOOK_HEAD_MAX)
                 conn_error(c, 431, "{\"error\":\"head too large\"}");
             return;
         }
-        c->head_len = hl;
-        char *body_copy = NULL;
-        size_t have = c->in.len - hl;
-        /* The head is parsed in place; keep what arrived of the body. */
-        if (have)
-            body_copy = cg_strndup(c->in.data + hl, have);
-        if (!parse_head(c)) {
-            free(body_copy);
+        if (hl > WEBHOOK_HEAD_MAX) {
+            conn_error(c, 431, "{\"error\":\"head too large\"}");
             return;
         }
-        if (have)
-            memcpy(c->in.data + hl, body_copy, have);
-        free(body_copy);
+        c->head_len = hl;
+        /* Parsed in place: it writes NULs inside the head only, so what
+         * arrived of the body stays where it is. */
+        if (!parse_head(c))
+            return;
         if (c->chunked) {
             conn_error(c, 411,
                        "{\"error\":\"chunked bodies are not "
@@ -714,10 +715,13 @@ static void on_message(void *mp, void *arg)
  * Offsets are stored (and auto-committed) only at a point where every
  * consumed event has become a delivered job or was dropped: nothing held
  * in a debounce window, nothing awaiting a delivery report. A crash
- * before that replays events; it never loses one.
+ * before that replays events; it never loses one. A dry run stores none.
  */
 static void store_safe(struct listener *l, bool sync_commit)
 {
+    /* A dry run leaves the group's position where it was. */
+    if (l->src->dry_run)
+        return;
     if (cg_debounce_pending(l->st->deb) > 0 ||
         cg_emit_outstanding(l->src->emit) > 0)
         return;

@@ -41,10 +41,9 @@ static void lower_copy(char *dst, const char *src, size_t dstsz)
 }
 
 int cg_source_listed_job(const struct cg_conf *conf, const char *lister,
-                         const void *item, enum cg_job_reason reason,
+                         const json_t *o, enum cg_job_reason reason,
                          struct cg_job *job, enum cg_sub_state *state)
 {
-    const json_t *o = item;
     const char *sid = cg_json_str(o, "subscriptionId");
     if (!sid || !cg_guid_valid(sid))
         return CG_EPARSE;
@@ -159,8 +158,8 @@ static void tenant_failed(struct sweep *sw, const struct cg_tenant *t,
     sum->tenants_failed++;
     const char *name = t->name ? t->name : t->id;
     cg_error("producer.tenant_failed",
-             "tenant=%s name=%s error=%s status=%ld why=\"%s\"", t->id, name,
-             cg_err_name(res->err), res->status, res->why);
+             "tenant=%s name=\"%s\" error=%s status=%ld why=\"%s\"", t->id,
+             name, cg_err_name(res->err), res->status, res->why);
     if (sum->nfailed >= CG_SOURCE_FAILED_MAX)
         return;
     sum->failed =
@@ -479,7 +478,8 @@ int cg_source_watch(struct cg_source *src)
             interval);
     fflush(src->out);
     while (!*src->stop) {
-        if (!src->cache && !src->dry_run) {
+        /* Read even in a dry run: it writes nothing, but it diffs. */
+        if (!src->cache) {
             char err[256];
             src->cache = cg_cache_reader_new(src->conf, err, sizeof(err));
             if (!src->cache)

@@ -18,6 +18,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -478,6 +482,36 @@ static void test_file(void)
           "one job for each good line");
     jobs_free(&j);
     run_free(&r);
+
+    /* The same source on stdin ("-"). */
+    const char *argv[64];
+    static const char *const sargs[] = { "file", "-", NULL };
+    producer_argv(argv, 64, sargs);
+    struct cg_harness_proc_opts po = { .name = "producer-stdin",
+                                       .line_timeout_ms = -1,
+                                       .stdin_pipe = true };
+    struct cg_harness_proc *p =
+        cg_harness_proc_start(argv, &po, errbuf, sizeof(errbuf));
+    CHECK(p != NULL, "producer on stdin started: %s", errbuf);
+    if (!p)
+        return;
+    char in[256];
+    int n = snprintf(in, sizeof(in), "%s,%s\nnonsense\n", a->tenant, a->sub);
+    int fd = cg_harness_proc_stdin(p);
+    CHECK(write(fd, in, (size_t)n) == n, "stdin written");
+    close(fd);
+    int st = 0;
+    CHECK(cg_harness_proc_wait(p, RUN_MS, &st) == 0 && WIFEXITED(st) &&
+              WEXITSTATUS(st) == 1,
+          "stdin run: exit status 1 for one bad line (%d)", st);
+    run_collect(p, &r);
+    CHECK(strstr(r.out, "bad line 2:") != NULL, "stdin bad line 2 named: %s",
+          r.out);
+    cg_harness_proc_free(p);
+    run_free(&r);
+    read_jobs(5, &j);
+    CHECK(j.n == 5 && jobs_for(&j, a->sub) == 2, "one more job from stdin");
+    jobs_free(&j);
 }
 
 static struct cg_harness_proc *start_long(const char *const *extra,
@@ -664,6 +698,37 @@ static void http_free(struct http_res *r)
     cg_buf_free(&r->headers);
 }
 
+/* Sends raw bytes and returns the status of the answer (0: none). */
+static int raw_request(int port, const char *data, size_t len)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int status = 0;
+    struct timeval tv = { .tv_sec = 30 };
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+        size_t off = 0;
+        while (off < len) {
+            ssize_t n = send(fd, data + off, len - off, MSG_NOSIGNAL);
+            if (n <= 0)
+                break;
+            off += (size_t)n;
+        }
+        char buf[256];
+        ssize_t n = recv(fd, buf, sizeof(buf) - 1, 0);
+        if (n > 12) {
+            buf[n] = '\0';
+            sscanf(buf, "HTTP/1.1 %d", &status);
+        }
+    }
+    close(fd);
+    return status;
+}
+
 static json_t *fake_call(const char *base, const char *method, const char *path,
                          const char *body)
 {
@@ -739,6 +804,32 @@ static void test_webhook(void)
     http_do("POST", url, ok_h, "[{\"id\":", 7, &r);
     CHECK(r.status == 400, "malformed body: %ld", r.status);
     http_free(&r);
+    /* Hostile bytes straight on the socket. */
+    static const char junk[] = "\x01\x02 garbage\r\n\r\n";
+    CHECK(raw_request(port, junk, sizeof(junk) - 1) == 400,
+          "garbage request line: 400");
+    static const char nolen[] =
+        "POST /events?code=" WEBHOOK_SECRET " HTTP/1.1\r\nHost: x\r\n\r\n";
+    CHECK(raw_request(port, nolen, sizeof(nolen) - 1) == 411,
+          "POST without Content-Length: 411");
+    static const char lie[] =
+        "POST /events HTTP/1.1\r\nContent-Length: "
+        "18446744073709551615\r\nX-Webhook-Secret: " WEBHOOK_SECRET "\r\n\r\n";
+    CHECK(raw_request(port, lie, sizeof(lie) - 1) == 413,
+          "huge Content-Length: 413 before any body");
+    /* A NUL byte inside the head must not hide where it ends. */
+    static const char nul[] = "POST /events HTTP/1.1\r\nX-A: \0\r\n"
+                              "Content-Length: 2\r\n\r\n[]";
+    CHECK(raw_request(port, nul, sizeof(nul) - 1) == 411,
+          "a NUL in the head is answered at once (411: nothing after it "
+          "counts)");
+    char *head = cg_malloc(40000);
+    int hl = snprintf(head, 40000, "POST /events HTTP/1.1\r\nX-Pad: ");
+    memset(head + hl, 'a', 30000);
+    memcpy(head + hl + 30000, "\r\n\r\n", 4);
+    int hs = raw_request(port, head, (size_t)hl + 30004);
+    CHECK(hs == 431, "a 30 KB head: 431, got %d", hs);
+    free(head);
     /* Event Grid's own sender: a second fake posts to us, handshake first.
      * It shares the stack's population (same seed). */
     char hook[256];
@@ -795,8 +886,8 @@ static void test_webhook(void)
     struct run rr;
     stop_long(p, &rr);
     CHECK(jint(rr.summary, "webhook", "unauthorized") == 2 &&
-              jint(rr.summary, "webhook", "too_big") == 1 &&
-              jint(rr.summary, "webhook", "bad") == 1,
+              jint(rr.summary, "webhook", "bad") == 5 &&
+              jint(rr.summary, "webhook", "too_big") == 2,
           "webhook counters: %s", rr.out);
     CHECK(!strstr(rr.err, WEBHOOK_SECRET) && !strstr(rr.out, WEBHOOK_SECRET),
           "the webhook secret never printed");
@@ -955,16 +1046,59 @@ static void test_dry_run(void)
     }
 }
 
+/* Kafka unreachable: every job is accounted for as failed, exit 3. */
+static void test_undelivered(void)
+{
+    if (start_stack(2, 5, NULL))
+        return;
+    char reply[256];
+    int rc =
+        cg_harness_devbroker_cmd(stack.kafka, "down all", reply, sizeof(reply));
+    CHECK(rc == 0, "brokers down: %s", reply);
+    static const char *const args[] = {
+        "sweep", "--force", "--json", "--set", "kafka.message.timeout.ms=2000",
+        NULL
+    };
+    struct run r;
+    run_producer(args, NULL, &r);
+    long long want = (long long)count_auditable();
+    CHECK(r.exit_status == 3, "exit status %d, want 3", r.exit_status);
+    CHECK(jint(r.summary, "jobs", "sent") == want &&
+              jint(r.summary, "jobs", "failed") == want &&
+              jint(r.summary, "jobs", "delivered") == 0,
+          "sent %lld failed %lld delivered %lld, want %lld failed",
+          jint(r.summary, "jobs", "sent"), jint(r.summary, "jobs", "failed"),
+          jint(r.summary, "jobs", "delivered"), want);
+    CHECK(strstr(r.err, "producer.job_failed") != NULL,
+          "each failed job is logged");
+    run_free(&r);
+    cg_harness_devbroker_cmd(stack.kafka, "up all", reply, sizeof(reply));
+    /* Nothing failed joined the known sets. */
+    redisContext *c = redis();
+    if (c) {
+        redisReply *x = redisCommand(c, "KEYS cg:tenant:*:known");
+        CHECK(x && x->type == REDIS_REPLY_ARRAY && x->elements == 0,
+              "no known set written for undelivered jobs");
+        freeReplyObject(x);
+        redisFree(c);
+    }
+}
+
 int main(int argc, char **argv)
 {
     static const struct {
         const char *name;
         void (*fn)(void);
     } scenarios[] = {
-        { "sweep", test_sweep },     { "failing", test_failing },
-        { "file", test_file },       { "listen", test_listen },
-        { "webhook", test_webhook }, { "watch", test_watch },
-        { "fresh", test_fresh },     { "dryrun", test_dry_run },
+        { "sweep", test_sweep },
+        { "failing", test_failing },
+        { "file", test_file },
+        { "listen", test_listen },
+        { "webhook", test_webhook },
+        { "watch", test_watch },
+        { "fresh", test_fresh },
+        { "dryrun", test_dry_run },
+        { "undelivered", test_undelivered },
     };
     curl_global_init(CURL_GLOBAL_DEFAULT);
     const char *which = argc > 1 ? argv[1] : "";
