@@ -170,6 +170,47 @@ static void tenants_page(struct cg_fa *fa, const struct cg_fa_token *tok,
     free(domain);
 }
 
+/*
+ * Splits a LIST answer into pages of contacts_page_size, linked by
+ * nextLink. A page that is exactly full still gets a nextLink to an empty
+ * last page, as ARM does now and then. (2020's bare array has no place for
+ * a nextLink.)
+ */
+static void page_contacts(struct cg_fa *fa, const struct cg_fa_req *req,
+                          const char *version, struct cg_fa_resp *resp)
+{
+    char skip[32];
+    size_t off = 0, n = fa->contacts_page_size;
+    if (cg_fa_form_get(req->query, "$skiptoken", skip, sizeof(skip)) > 0)
+        off = (size_t)strtoull(skip, NULL, 10);
+    json_t *all = json_loadb(resp->body.data, resp->body.len, 0, NULL);
+    json_t *value = json_object_get(all, "value");
+    if (!json_is_array(value)) {
+        json_decref(all);
+        return;
+    }
+    size_t total = json_array_size(value);
+    json_t *page = json_array();
+    for (size_t i = off; i < total && i < off + n; i++)
+        json_array_append(page, json_array_get(value, i));
+    json_t *o = json_pack("{s:o}", "value", page);
+    if (off + n <= total) {
+        const char *q = strchr(req->target, '?');
+        size_t plen = q ? (size_t)(q - req->target) : strlen(req->target);
+        char *next =
+            cg_asprintf("%s%.*s?api-version=%s&%%24skiptoken=%zu", fa->base_url,
+                        (int)plen, req->target, version, off + n);
+        json_object_set_new(o, "nextLink", json_string(next));
+        free(next);
+    }
+    char *s = json_dumps(o, JSON_COMPACT);
+    cg_buf_reset(&resp->body);
+    cg_buf_puts(&resp->body, s);
+    free(s);
+    json_decref(o);
+    json_decref(all);
+}
+
 static bool version_in(const char *v, const char *const *list)
 {
     for (int i = 0; list[i]; i++)
@@ -256,10 +297,12 @@ const char *cg_fa_arm_handle(struct cg_fa *fa, const struct cg_fa_req *req,
     bool write = put || del;
     struct cg_fa_throttle th;
     cg_fa_faults_throttle(fa->faults, tok->principal, scope, write, &th);
-    cg_fa_resp_header(resp,
-                      write ? "x-ms-ratelimit-remaining-subscription-writes"
-                            : "x-ms-ratelimit-remaining-subscription-reads",
-                      "%ld", th.remaining);
+    /* Tenant-level reads (subscriptions, tenants) report the tenant's
+     * budget under ARM's tenant header. */
+    const char *hdr = write ? "x-ms-ratelimit-remaining-subscription-writes"
+                      : subid[0] ? "x-ms-ratelimit-remaining-subscription-reads"
+                                 : "x-ms-ratelimit-remaining-tenant-reads";
+    cg_fa_resp_header(resp, hdr, "%ld", th.remaining);
     if (th.limited) {
         cg_fa_arm_error(resp, 429, "TooManyRequests",
                         "The request is being throttled as the limit has "
@@ -373,6 +416,8 @@ const char *cg_fa_arm_handle(struct cg_fa *fa, const struct cg_fa_req *req,
     }
     if (op == OP_LIST) {
         resp->status = cg_fa_store_list(fa->store, sub, ver, &resp->body);
+        if (fa->contacts_page_size && ver != CG_FA_V2020 && !sub->raw[ver])
+            page_contacts(fa, req, version, resp);
     } else if (get) {
         resp->status = cg_fa_store_get(fa->store, sub, ver, name, &resp->body);
     } else if (put) {

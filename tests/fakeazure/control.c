@@ -8,7 +8,8 @@
  *                                             at start
  *   GET    /_fake/faults                      fault parameters
  *   PUT    /_fake/faults                      change some of them (JSON)
- *   PUT    /_fake/config                      {"token_lifetime_s","page_size"}
+ *   PUT    /_fake/config                      {"token_lifetime_s","page_size",
+ *                                             "contacts_page_size"}
  *   GET    /_fake/subscriptions/{id}          stored state of one
  *   PUT    /_fake/subscriptions/{id}/contact  edit as in the portal (2023
  *                                             properties, or null)
@@ -274,11 +275,15 @@ const char *cg_fa_control_handle(struct cg_fa *fa, const struct cg_fa_req *req,
         if (cg_json_int(o, "page_size", &v) == CG_JSON_OK && v > 0 &&
             v <= 100000)
             fa->page_size = (size_t)v;
+        if (cg_json_int(o, "contacts_page_size", &v) == CG_JSON_OK && v >= 0 &&
+            v <= 100000)
+            fa->contacts_page_size = (size_t)v;
         json_decref(o);
         reply_json(resp, 200,
-                   json_pack("{s:i,s:i}", "token_lifetime_s",
+                   json_pack("{s:i,s:i,s:i}", "token_lifetime_s",
                              (int)fa->token_lifetime, "page_size",
-                             (int)fa->page_size));
+                             (int)fa->page_size, "contacts_page_size",
+                             (int)fa->contacts_page_size));
         return "control";
     }
     if (!strcmp(p, "/events") && get) {

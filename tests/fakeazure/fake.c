@@ -19,7 +19,7 @@ void cg_fa_init(struct cg_fa *fa, struct cg_fa_store *store,
     fa->entra = entra;
     fa->faults = faults;
     fa->events = events;
-    fa->page_size = page_size;
+    fa->page_size = fa->start_page_size = page_size;
     fa->start_faults = *cg_fa_faults_conf(faults);
     fa->start_lifetime = fa->token_lifetime = token_lifetime;
     fa->stats.requests = cg_fa_map_new(false, free);
@@ -133,6 +133,8 @@ void cg_fa_reset(struct cg_fa *fa)
     cg_fa_faults_reset(fa->faults);
     cg_fa_entra_set_lifetime(fa->entra, fa->start_lifetime);
     fa->token_lifetime = fa->start_lifetime;
+    fa->page_size = fa->start_page_size;
+    fa->contacts_page_size = fa->start_contacts_page_size;
     cg_fa_events_reset(fa->events);
     cg_fa_map_clear(fa->stats.requests);
     json_array_clear(fa->stats.puts);
@@ -157,7 +159,8 @@ void cg_fa_handle(void *ud, const struct cg_fa_req *req,
         if (d > resp->delay_ms)
             resp->delay_ms = d;
     }
-    count(fa, route, resp->status);
+    /* Status 0: the connection is dropped without an answer. */
+    count(fa, route, resp->fault == CG_FA_FAULT_DROP ? 0 : resp->status);
     cg_debug("request", "method=%s path=\"%s\" route=%s status=%d", req->method,
              req->path, route, resp->status);
 }

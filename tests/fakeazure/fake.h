@@ -36,8 +36,10 @@ struct cg_fa {
     struct cg_fa_stats stats;
     struct cg_fa_faults_conf start_faults; /* restored by reset */
     unsigned start_lifetime;
+    size_t start_page_size, start_contacts_page_size;
     unsigned token_lifetime;
     size_t page_size;
+    size_t contacts_page_size; /* 0: securityContacts LIST is one page */
     char base_url[128];
     uint64_t request_id;
 };

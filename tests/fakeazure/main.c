@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #ifndef CG_FA_SCENARIOS
 #define CG_FA_SCENARIOS "tests/fixtures/scenarios.json"
@@ -50,8 +51,12 @@ static const char usage[] =
     "rule), JSON lines\n"
     "  --credentials FILE            worker configuration with every "
     "tenant's app\n"
+    "  --credentials-auth KIND       secret (default), certificate or "
+    "federated\n"
     "  --token-lifetime S            access token lifetime (default 3599)\n"
     "  --page-size N                 subscriptions per page (default 100)\n"
+    "  --contacts-page-size N        page securityContacts LIST (2017/2023) "
+    "by N\n"
     "  --latency-ms N --jitter-ms N  added latency\n"
     "  --p429 P --p500 P --p503 P --pdrop P --pslow P --pmalformed P\n"
     "                                shares of injected faults on ARM calls\n"
@@ -108,13 +113,64 @@ static int parse_bucket(const char *s, double *cap, double *rate)
     return 0;
 }
 
+/* An absolute form of path (the worker reading the file may run
+ * elsewhere); heap string. */
+static char *absolute(const char *path)
+{
+    char cwd[4096];
+    if (path[0] == '/' || !getcwd(cwd, sizeof(cwd)))
+        return cg_strdup(path);
+    return cg_asprintf("%s/%s", cwd, path);
+}
+
+static int write_credentials(struct cg_fa *fa, const char *creds,
+                             const char *auth, const char *base,
+                             const char *tls_dir, char *err, size_t errsz)
+{
+    int rc = 0;
+    const char *keys = cg_fa_entra_keys_dir(fa->entra);
+    char *path = absolute(creds);
+    char *ca = tls_dir ? cg_asprintf("%s/ca.pem", tls_dir) : NULL;
+    char *abs_ca = ca ? absolute(ca) : NULL;
+    char *kdir = keys ? absolute(keys) : NULL;
+    char *cert = kdir ? cg_asprintf("%s/app.pem", kdir) : NULL;
+    char *key = kdir ? cg_asprintf("%s/app.key", kdir) : NULL;
+    char *fed = cg_asprintf("%s.federated-token", path);
+    struct cg_fa_cred_files cf = { .auth = auth,
+                                   .certificate_file = cert,
+                                   .private_key_file = key,
+                                   .federated_token_file = fed };
+    if (strcmp(auth, "secret") && !kdir) {
+        rc = cg_err_set(err, errsz, CG_EINVAL,
+                        "--credentials-auth %s needs --app-keys or "
+                        "--tls-self-signed",
+                        auth);
+        goto out;
+    }
+    if (!strcmp(auth, "federated"))
+        rc = cg_fa_entra_write_federated_token(fa->entra, fed, 86400, err,
+                                               errsz);
+    if (!rc)
+        rc = cg_fa_store_write_credentials(fa->store, path, base, abs_ca, &cf,
+                                           err, errsz);
+out:
+    free(path);
+    free(ca);
+    free(abs_ca);
+    free(kdir);
+    free(cert);
+    free(key);
+    free(fed);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     int rc = 2;
     char err[512] = "";
     const char *listen = "127.0.0.1:0", *tls_dir = NULL, *tls_cert = NULL,
                *tls_key = NULL, *keys_dir = NULL, *truth = NULL, *creds = NULL,
-               *webhook = NULL,
+               *webhook = NULL, *cred_auth = "secret",
                *fed_issuer = "https://oidc.fake.contactguard.test",
                *fed_subject = "system:serviceaccount:contactguard:worker";
     struct cg_fa_store_params sp = { .scenarios_file = CG_FA_SCENARIOS,
@@ -123,7 +179,7 @@ int main(int argc, char **argv)
                                      .seed = 1 };
     struct cg_fa_faults_conf fc;
     cg_fa_faults_defaults(&fc);
-    unsigned long long lifetime = 3599, page = 100;
+    unsigned long long lifetime = 3599, page = 100, cpage = 0;
     enum cg_log_level level = CG_LOG_WARN;
     SSL_CTX *ssl = NULL;
     struct cg_fa_server *srv = NULL;
@@ -173,10 +229,16 @@ int main(int argc, char **argv)
             truth = v;
         } else if (!strcmp(a, "--credentials")) {
             creds = v;
+        } else if (!strcmp(a, "--credentials-auth")) {
+            cred_auth = v;
+            ok = !strcmp(v, "secret") || !strcmp(v, "certificate") ||
+                 !strcmp(v, "federated");
         } else if (!strcmp(a, "--token-lifetime")) {
             ok = parse_ull(v, 86400, &lifetime) == 0 && lifetime > 0;
         } else if (!strcmp(a, "--page-size")) {
             ok = parse_ull(v, 100000, &page) == 0 && page > 0;
+        } else if (!strcmp(a, "--contacts-page-size")) {
+            ok = parse_ull(v, 100000, &cpage) == 0;
         } else if (!strcmp(a, "--latency-ms")) {
             ok = parse_ull(v, 600000, &n) == 0;
             fc.latency_ms = (unsigned)n;
@@ -261,6 +323,7 @@ int main(int argc, char **argv)
         goto out;
     cg_fa_init(&fa, store, entra, cg_fa_faults_new(&fc, sp.seed), events,
                (size_t)page, (unsigned)lifetime);
+    fa.contacts_page_size = fa.start_contacts_page_size = (size_t)cpage;
     store = NULL;
     entra = NULL;
     events = NULL;
@@ -281,16 +344,9 @@ int main(int argc, char **argv)
     cg_fa_set_base(&fa, base);
     if (truth && cg_fa_store_write_truth(fa.store, truth, err, sizeof(err)))
         goto out;
-    if (creds) {
-        char *ca = tls_dir ? cg_asprintf("%s/ca.pem", tls_dir) : NULL;
-        char *abs = ca ? realpath(ca, NULL) : NULL;
-        int w = cg_fa_store_write_credentials(fa.store, creds, base,
-                                              abs ? abs : ca, err, sizeof(err));
-        free(abs);
-        free(ca);
-        if (w)
-            goto out;
-    }
+    if (creds && write_credentials(&fa, creds, cred_auth, base, tls_dir, err,
+                                   sizeof(err)))
+        goto out;
     /* The harness reads this line to learn the address. */
     printf("%s\n", base);
     fflush(stdout);

@@ -26,6 +26,9 @@
 #define TRICKLE_BYTES   64
 #define TRICKLE_EVERY   25 /* ms between pieces of a slow answer */
 #define LOOP_TIMEOUT_MS 250
+/* A connection that sends nothing for this long is closed, so idle or
+ * half-sent requests cannot hold descriptors forever. */
+#define IDLE_TIMEOUT_MS 120000
 
 struct conn {
     int fd;
@@ -40,6 +43,7 @@ struct conn {
     bool paused; /* not polled while an answer is held back */
     struct conn *aprev, *anext;
     uint64_t hold_until; /* ms; nothing is written before */
+    uint64_t last_read;  /* ms of the last bytes received */
     struct conn *tprev, *tnext;
     bool in_timers;
     struct cg_buf in;
@@ -56,6 +60,7 @@ struct cg_fa_server {
     int port;
     char host[INET6_ADDRSTRLEN];
     size_t nconns;
+    uint64_t next_sweep;
     struct conn *timers; /* connections holding an answer back */
     struct conn *all;
     struct cg_fa_resp resp;
@@ -256,8 +261,6 @@ static void conn_want_write(struct cg_fa_server *srv, struct conn *c, bool on)
 {
     conn_events(srv, c, on, false);
 }
-
-static void conn_process(struct cg_fa_server *srv, struct conn *c);
 
 /* Writes what `out` holds. Returns false when the connection was closed. */
 static bool conn_flush(struct cg_fa_server *srv, struct conn *c)
@@ -513,9 +516,8 @@ static void conn_process(struct cg_fa_server *srv, struct conn *c)
         c->continue_sent = false;
         struct cg_fa_req req;
         bool keepalive = true;
-        /* The body follows the head: keep a copy of the byte the head's
-         * NUL overwrites, then NUL-terminate the body in a scratch copy
-         * so the handler sees a C string. */
+        /* req_parse writes NULs into the head; the body gets its own
+         * NUL-terminated copy so the handler can treat it as a string. */
         char *body = cg_strndup(c->in.data + hlen, (size_t)clen);
         if (req_parse(srv, c->in.data, hlen, &req, &keepalive) < 0) {
             free(body);
@@ -537,6 +539,20 @@ static void conn_process(struct cg_fa_server *srv, struct conn *c)
         c->in.len -= used;
         c->in.data[c->in.len] = '\0';
         conn_queue(srv, c, resp);
+    }
+}
+
+/* Answers buffered requests and writes the answers for as long as each
+ * answer goes out at once (pipelined requests), stopping when one is held
+ * back or the socket is full. */
+static void conn_pump(struct cg_fa_server *srv, struct conn *c)
+{
+    for (;;) {
+        conn_process(srv, c);
+        if (!c->out.len)
+            return;
+        if (!conn_flush(srv, c) || c->out.len)
+            return;
     }
 }
 
@@ -591,6 +607,7 @@ static void conn_readable(struct cg_fa_server *srv, struct conn *c)
                 return;
             }
         }
+        c->last_read = now_ms();
         if (c->close_after)
             continue; /* answering an error: discard the rest */
         if (cg_buf_append(&c->in, buf, (size_t)n) < 0) {
@@ -598,9 +615,7 @@ static void conn_readable(struct cg_fa_server *srv, struct conn *c)
             break;
         }
     }
-    conn_process(srv, c);
-    if (c->out.len)
-        conn_flush(srv, c);
+    conn_pump(srv, c);
 }
 
 static void conn_writable(struct cg_fa_server *srv, struct conn *c)
@@ -612,14 +627,11 @@ static void conn_writable(struct cg_fa_server *srv, struct conn *c)
     }
     if (!conn_flush(srv, c))
         return;
-    if (c->out.len == 0) {
-        conn_process(srv, c);
-        if (c->out.len)
-            conn_flush(srv, c);
-    }
+    if (c->out.len == 0)
+        conn_pump(srv, c);
 }
 
-static bool addr_loopback(const struct sockaddr_storage *ss)
+bool cg_fa_addr_loopback(const struct sockaddr_storage *ss)
 {
     if (ss->ss_family == AF_INET) {
         const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
@@ -652,7 +664,8 @@ static void srv_accept(struct cg_fa_server *srv)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         struct conn *c = cg_calloc(1, sizeof(*c));
         c->fd = fd;
-        c->loopback = addr_loopback(&ss);
+        c->loopback = cg_fa_addr_loopback(&ss);
+        c->last_read = now_ms();
         cg_buf_init(&c->in, CG_FA_HEAD_MAX + CG_FA_BODY_MAX);
         cg_buf_init(&c->out, CG_FA_RESP_MAX + CG_FA_HEAD_MAX);
         if (srv->ssl) {
@@ -824,6 +837,17 @@ int cg_fa_server_run(struct cg_fa_server *srv, volatile sig_atomic_t *stop,
                 conn_readable(srv, c);
         }
         now = now_ms();
+        if (now >= srv->next_sweep) {
+            srv->next_sweep = now + 1000;
+            struct conn *a = srv->all;
+            while (a) {
+                struct conn *next = a->anext;
+                if (!a->in_timers && a->out.len == 0 &&
+                    now - a->last_read > IDLE_TIMEOUT_MS)
+                    conn_close(srv, a);
+                a = next;
+            }
+        }
         struct conn *c = srv->timers;
         while (c) {
             struct conn *next = c->tnext;

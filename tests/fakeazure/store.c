@@ -1073,6 +1073,7 @@ static int write_file(const char *path, const char *data, mode_t mode)
 
 int cg_fa_store_write_credentials(struct cg_fa_store *st, const char *path,
                                   const char *base_url, const char *ca_file,
+                                  const struct cg_fa_cred_files *cf,
                                   char *errbuf, size_t errsz)
 {
     int rc = 0;
@@ -1100,10 +1101,19 @@ int cg_fa_store_write_credentials(struct cg_fa_store *st, const char *path,
             free(sf);
             goto out;
         }
-        json_array_append_new(
-            tenants, json_pack("{s:s,s:s,s:s,s:s,s:s}", "id", ten->id, "name",
-                               ten->name, "auth", "secret", "client_id",
-                               ten->client_id, "client_secret_file", sf));
+        json_t *o =
+            json_pack("{s:s,s:s,s:s,s:s}", "id", ten->id, "name", ten->name,
+                      "auth", cf->auth, "client_id", ten->client_id);
+        if (!strcmp(cf->auth, "certificate")) {
+            cg_json_set_str(o, "certificate_file", cf->certificate_file);
+            cg_json_set_str(o, "private_key_file", cf->private_key_file);
+        } else if (!strcmp(cf->auth, "federated")) {
+            cg_json_set_str(o, "federated_token_file",
+                            cf->federated_token_file);
+        } else {
+            cg_json_set_str(o, "client_secret_file", sf);
+        }
+        json_array_append_new(tenants, o);
         free(sf);
     }
     text = json_dumps(root, JSON_INDENT(2));

@@ -169,10 +169,19 @@ int cg_fa_store_write_truth(struct cg_fa_store *st, const char *path,
  * Writes a worker configuration holding every tenant's app: {"azure":
  * {authority_host, resource_manager, ca_file}, "tenants": [{id, name, auth,
  * client_id, client_secret_file}]}; each secret goes into its own file
- * (mode 0600) under PATH.secrets/.
+ * (mode 0600) under PATH.secrets/. With cf->auth "certificate" the tenants
+ * name the app certificate and key instead, with "federated" the projected
+ * token file.
  */
+struct cg_fa_cred_files {
+    const char *auth; /* "secret", "certificate" or "federated" */
+    const char *certificate_file, *private_key_file; /* certificate */
+    const char *federated_token_file;                /* federated */
+};
+
 int cg_fa_store_write_credentials(struct cg_fa_store *st, const char *path,
                                   const char *base_url, const char *ca_file,
+                                  const struct cg_fa_cred_files *cf,
                                   char *errbuf, size_t errsz);
 
 #endif

@@ -152,8 +152,6 @@ SSL_CTX *cg_fa_tls_self_signed(const char *dir, char *errbuf, size_t errsz)
         tls_err(errbuf, errsz, "certificate");
         goto out;
     }
-    /* server.pem carries the chain so clients that trust only ca.pem
-     * can build it. */
     if (write_pem(ca_path, ca, NULL) < 0 || write_pem(crt_path, srv, NULL) ||
         write_pem(key_path, NULL, srv_key) < 0) {
         cg_err_set(errbuf, errsz, CG_EIO, "cannot write certificates in %s",

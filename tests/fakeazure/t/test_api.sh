@@ -184,6 +184,29 @@ fa_eq "$(status "$B" "${A0[@]}" -X PUT -H 'Content-Type: application/json' \
     -d "$body" "$FA_URL/subscriptions/$S_DIS/$SC/default1?$v17")" 409 \
     "a disabled subscription is read-only"
 
+# ---- securityContacts LIST paging (contacts_page_size)
+fa_curl "${A0[@]}" -X PUT -H 'Content-Type: application/json' \
+    -d '{"properties":{"email":"old@contoso.com","alertsToAdmins":"Off"}}' \
+    "$FA_URL/subscriptions/$S_NONE/$SC/default5?$v17" >/dev/null
+fa_curl -X PUT -d '{"contacts_page_size":1}' "$FA_URL/_fake/config" >/dev/null
+follow() {
+    local url=$1 pages=0 names=""
+    while [ -n "$url" ]; do
+        fa_curl "${A0[@]}" "$url" >"$B"
+        names="$names$(jq -r '[.value[].name] | join(",")' "$B"),"
+        url=$(jq -r '.nextLink // empty' "$B")
+        pages=$((pages + 1))
+    done
+    echo "$pages $names"
+}
+fa_eq "$(follow "$FA_URL/subscriptions/$S_NONE/$SC?$v17")" \
+    "3 default1,default5,," "2017 LIST paged by nextLink, empty last page"
+fa_eq "$(follow "$FA_URL/subscriptions/$S_OK/$SC?$v23")" "2 default,," \
+    "2023 LIST paged by nextLink"
+fa_curl -X PUT -d '{"contacts_page_size":0}' "$FA_URL/_fake/config" >/dev/null
+fa_eq "$(follow "$FA_URL/subscriptions/$S_OK/$SC?$v23")" "1 default," \
+    "one page when paging is off"
+
 # ---- throttling
 fa_curl -X PUT -d '{"read_cap":3,"read_refill":0.5}' "$FA_URL/_fake/faults" >/dev/null
 S_TH=$(fa_sub_of alert-low)
@@ -244,11 +267,13 @@ fault '{"latency_ms":0,"jitter_ms":0}'
 
 # ---- control API
 stats=$(fa_curl "$FA_URL/_fake/stats")
-fa_eq "$(jq -r '.requests["contacts.put"]["201"]' <<<"$stats")" 1 \
+fa_eq "$(jq -r '.requests["contacts.put"]["201"]' <<<"$stats")" 2 \
     "stats count requests by route and status"
 fa_eq "$(jq -r '[.puts[] | select(.status == 201)][0].body.properties.emails' <<<"$stats")" \
     "a@contoso.com;b@contoso.com" "stats keep every PUT with its body"
 fa_eq "$(jq -r '.tokens.client_secret' <<<"$stats")" 2 "tokens issued"
+fa_eq "$(jq -r '.requests["contacts.list"]["0"]' <<<"$stats")" 1 \
+    "a dropped connection is counted as status 0"
 
 fa_eq "$(status "$B" -X POST -d '{"scenario":"no-contact","announce":true}' \
     "$FA_URL/_fake/tenants/$T0/subscriptions")" 201 "create a subscription"
@@ -289,6 +314,16 @@ printf 'GARBAGE\r\n\r\n' | timeout 5 openssl s_client -quiet -connect \
     "${FA_URL#https://}" -CAfile "$FA_DIR/tls/ca.pem" 2>/dev/null |
     head -n 1 | grep -q ' 400 ' || fa_fail "garbage request line"
 echo "ok - a garbage request line: 400"
+n=$(printf 'GET /common/discovery/instance HTTP/1.1\r\nHost: x\r\n\r\nGET /_fake/faults HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' |
+    timeout 5 openssl s_client -quiet -connect "${FA_URL#https://}" \
+        -CAfile "$FA_DIR/tls/ca.pem" 2>/dev/null | grep -o 'HTTP/1.1 200' | wc -l)
+fa_eq "$n" 2 "two pipelined requests get two answers"
+pad=$(head -c 4000 /dev/zero | tr '\0' ' ')
+t=$(fa_curl -o /dev/null -w '%{http_code} %{time_total}' -X PUT \
+    -H 'Expect: 100-continue' --data-binary "$pad{\"p500\":0}" "$FA_URL/_fake/faults")
+fa_eq "${t% *}" 200 "a body sent after 100 Continue"
+awk -v t="${t#* }" 'BEGIN { exit !(t < 0.9) }' || fa_fail "100-continue waited ${t#* } s"
+echo "ok - 100 Continue is sent at once"
 fa_eq "$(status /dev/null "${A0[@]}" "$FA_URL/subscriptions/$S_OK/$SC?$v23")" \
     200 "still serving after hostile input"
 

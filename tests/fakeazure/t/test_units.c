@@ -3,15 +3,21 @@
  * population and its version mapping, and the throttling buckets. Each
  * table row is named so that a failure says which.
  */
+#include "conf.h"
 #include "faults.h"
 #include "map.h"
+#include "mem.h"
 #include "server.h"
 #include "store.h"
 
+#include <arpa/inet.h>
 #include <jansson.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int failures;
 
@@ -81,6 +87,40 @@ static void test_form(void)
     char small[4];
     CHECK(cg_fa_form_get("a=12345", "a", small, sizeof(small)) < 0,
           "form: a value longer than the buffer is refused");
+}
+
+static void test_loopback(void)
+{
+    static const struct {
+        const char *addr;
+        bool want;
+    } rows[] = {
+        { "127.0.0.1", true },
+        { "127.1.2.3", true },
+        { "::1", true },
+        { "::ffff:127.0.0.1", true },
+        { "10.0.0.1", false },
+        { "192.168.1.20", false },
+        { "::ffff:10.0.0.1", false },
+        { "fe80::1", false },
+        { "0.0.0.0", false },
+        { "128.0.0.1", false },
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        struct sockaddr_storage ss;
+        memset(&ss, 0, sizeof(ss));
+        if (strchr(rows[i].addr, ':')) {
+            struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+            in6->sin6_family = AF_INET6;
+            inet_pton(AF_INET6, rows[i].addr, &in6->sin6_addr);
+        } else {
+            struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+            in->sin_family = AF_INET;
+            inet_pton(AF_INET, rows[i].addr, &in->sin_addr);
+        }
+        CHECK(cg_fa_addr_loopback(&ss) == rows[i].want,
+              "loopback row '%s': want %d", rows[i].addr, rows[i].want);
+    }
 }
 
 static struct cg_fa_store *make_store(uint64_t seed, const char *scen)
@@ -295,6 +335,56 @@ static void test_faults(void)
     cg_fa_faults_free(f);
 }
 
+/* The credentials file is a worker configuration as it is: common/conf
+ * loads it and finds every tenant's secret. */
+static void test_credentials(const char *scen)
+{
+    char dir[] = "/tmp/fakeazure-units.XXXXXX", err[512];
+    CHECK(mkdtemp(dir), "mkdtemp");
+    char *path = cg_asprintf("%s/creds.json", dir);
+    struct cg_fa_store *st = make_store(7, scen);
+    struct cg_conf *conf = cg_conf_new();
+    struct cg_fa_cred_files cf = { .auth = "secret" };
+    if (!st)
+        goto out;
+    CHECK(cg_fa_store_write_credentials(st, path, "https://127.0.0.1:1", "",
+                                        &cf, err, sizeof(err)) == 0,
+          "write credentials: %s", err);
+    CHECK(cg_conf_load_file(conf, path, err, sizeof(err)) == 0,
+          "credentials load as a configuration: %s", err);
+    CHECK(cg_conf_finish(conf, err, sizeof(err)) == 0,
+          "credentials finish as a configuration: %s", err);
+    CHECK(cg_conf_tenant_count(conf) == 2, "two tenants in the configuration");
+    for (size_t t = 0; t < cg_conf_tenant_count(conf) && t < 2; t++) {
+        const struct cg_tenant *ct = cg_conf_tenant(conf, t);
+        const struct cg_credentials *cr = cg_conf_tenant_credentials(conf, ct);
+        const struct cg_fa_tenant *ft = cg_fa_store_tenant(st, t);
+        CHECK(!strcmp(ct->id, ft->id), "tenant %zu id", t);
+        CHECK(cr->client_id && !strcmp(cr->client_id, ft->client_id),
+              "tenant %zu client id", t);
+        CHECK(cr->client_secret && !strcmp(cr->client_secret, ft->secret),
+              "tenant %zu secret read from its file", t);
+    }
+    CHECK(!strcmp(cg_conf_str(conf, "azure.authority_host"),
+                  "https://127.0.0.1:1"),
+          "authority points at the fake");
+out:
+    cg_conf_free(conf);
+    for (size_t t = 0; st && t < cg_fa_store_tenant_count(st); t++) {
+        char *f =
+            cg_asprintf("%s.secrets/%s", path, cg_fa_store_tenant(st, t)->id);
+        unlink(f);
+        free(f);
+    }
+    char *sd = cg_asprintf("%s.secrets", path);
+    rmdir(sd);
+    free(sd);
+    unlink(path);
+    rmdir(dir);
+    cg_fa_store_free(st);
+    free(path);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -303,9 +393,11 @@ int main(int argc, char **argv)
     }
     test_map();
     test_form();
+    test_loopback();
     test_population(argv[1]);
     test_writes(argv[1]);
     test_faults();
+    test_credentials(argv[1]);
     if (failures)
         fprintf(stderr, "%d failures\n", failures);
     else
