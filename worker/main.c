@@ -24,7 +24,8 @@ struct stop_state {
     struct cg_loop_io io;
 };
 
-static void on_signal(struct cg_loop *loop, int fd, unsigned events, void *arg)
+static void on_signal(struct cg_loop *loop, int fd, unsigned events,
+                      void *arg)
 {
     struct stop_state *st = arg;
     struct signalfd_siginfo si;
