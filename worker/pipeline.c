@@ -232,24 +232,7 @@ static void stage_cache(struct job_ctx *j, const char *hash)
     cg_cache_store(j->pl->cache, &e, NULL, NULL);
 }
 
-/* ---- stage 3: evaluate (and the identity every finding carries) -------- */
-
-static void findings_stamp(struct job_ctx *j, const char *api_version)
-{
-    long long now = cg_now_ms();
-    j->nfindings = CG_RULE_COUNT;
-    for (int r = 0; r < CG_RULE_COUNT; r++) {
-        struct cg_finding *f = &j->findings[r];
-        cg_strlcpy(f->subscription_id, j->job.subscription_id,
-                   sizeof(f->subscription_id));
-        cg_strlcpy(f->tenant_id, j->job.tenant_id, sizeof(f->tenant_id));
-        cg_strlcpy(f->api_version, api_version, sizeof(f->api_version));
-        cg_strlcpy(f->job_id, j->job.job_id, sizeof(f->job_id));
-        f->time_ms = now;
-        f->previous = j->previous[r];
-        j->pl->findings_by_status[f->status]++;
-    }
-}
+/* ---- after the verdict: cache, then publish ---------------------------- */
 
 static void stages_after_verdict(struct job_ctx *j, const char *hash)
 {
@@ -347,6 +330,25 @@ static void stage_remediate(struct job_ctx *j, const struct cg_rules_conf *rc)
     j->remediate = cg_remediate_start(pl->remediate, &req, on_remediated, j);
     if (!j->remediate)
         stages_after_verdict(j, j->hash);
+}
+
+/* ---- stage 3: evaluate (and the identity every finding carries) -------- */
+
+static void findings_stamp(struct job_ctx *j, const char *api_version)
+{
+    long long now = cg_now_ms();
+    j->nfindings = CG_RULE_COUNT;
+    for (int r = 0; r < CG_RULE_COUNT; r++) {
+        struct cg_finding *f = &j->findings[r];
+        cg_strlcpy(f->subscription_id, j->job.subscription_id,
+                   sizeof(f->subscription_id));
+        cg_strlcpy(f->tenant_id, j->job.tenant_id, sizeof(f->tenant_id));
+        cg_strlcpy(f->api_version, api_version, sizeof(f->api_version));
+        cg_strlcpy(f->job_id, j->job.job_id, sizeof(f->job_id));
+        f->time_ms = now;
+        f->previous = j->previous[r];
+        j->pl->findings_by_status[f->status]++;
+    }
 }
 
 static void verdict_all(struct job_ctx *j, enum cg_status st, const char *code,
