@@ -10,7 +10,8 @@
  *             ineligible subscriptions are never written; the same jobs
  *             again write nothing
  *   dryrun    dry-run writes nothing and publishes a planned event for every
- *             failing subscription
+ *             failing subscription; a job lowers its tenant's apply to a
+ *             dry run, and cannot raise a dry-run tenant to apply
  *   race      duplicated jobs for the same subscriptions spread over two
  *             workers: exactly one PUT per subscription
  *   forbidden a tenant whose writes answer 403: failed events that name the
@@ -19,7 +20,8 @@
  *             keeps the change (re-planned, not overwritten)
  *   cli       contactguard-remediate plan (no write), apply, undo (restores
  *             the original, or removes a contact that did not exist), and
- *             undo refused after a change made since
+ *             undo refused after a change made since; with
+ *             require_configured a missing tenant address is what is fixed
  */
 #include "../check.h"
 #include "finding.h"
@@ -290,6 +292,9 @@ static int stop_worker(struct cg_harness_proc *p)
     return st >= 0 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+/* The `remediation` a job carries for t (-1: none); NULL: none at all. */
+static int (*job_mode)(const struct stack *s, const struct truth *t);
+
 /*
  * One job per subscription selected by pick (NULL: all), `copies` times
  * each. With spread, the copies go to every partition in turn (different
@@ -309,6 +314,8 @@ static size_t produce_jobs(struct stack *s, bool (*pick)(const struct truth *),
             cg_job_init(&job, s->truth[i].tenant, s->truth[i].sub,
                         CG_JOB_SCHEDULED);
             job.state = cg_sub_state_parse(s->truth[i].state);
+            if (job_mode)
+                job.remediation = job_mode(s, &s->truth[i]);
             vals[n] = cg_job_encode(&job);
             msgs[n].key = s->truth[i].sub;
             msgs[n].key_len = strlen(s->truth[i].sub);
@@ -620,9 +627,19 @@ static void scenario_apply(struct stack *s)
     CHECK(stop_worker(s->workers[0]) == 0, "worker exit status");
 }
 
+/* Tenant 0 allows apply but its jobs ask for a dry run (a job lowers);
+ * tenant 1 allows a dry run and its jobs ask for apply (a job cannot
+ * raise). */
+static int lower_and_raise(const struct stack *s, const struct truth *t)
+{
+    return !strcmp(t->tenant, s->tenants[0]) ? CG_REMEDIATION_DRY_RUN
+                                             : CG_REMEDIATION_APPLY;
+}
+
 static void scenario_dryrun(struct stack *s)
 {
-    write_conf(s, (const char *const[]){ "dry-run", "dry-run" });
+    write_conf(s, (const char *const[]){ "apply", "dry-run" });
+    job_mode = lower_and_raise;
     size_t want_events = 0;
     for (size_t i = 0; i < s->ntruth; i++)
         want_events += eligible(&s->truth[i]);
@@ -1018,6 +1035,44 @@ static void scenario_cli(struct stack *s)
     CHECK(json_array_size(json_object_get(stats, "puts")) == 4,
           "%zu PUTs in all", json_array_size(json_object_get(stats, "puts")));
     json_decref(stats);
+
+    /* A compliant contact without the tenant's address: nothing to do,
+     * unless the rules require the configured addresses; then what is
+     * checked is what is fixed. */
+    struct truth *ok = NULL;
+    for (size_t i = 0; i < s->ntruth && !ok; i++)
+        if (!strcmp(s->truth[i].tenant, s->tenants[0]) &&
+            !strcmp(s->truth[i].scenario, "compliant"))
+            ok = &s->truth[i];
+    CHECK(ok != NULL, "a compliant subscription");
+    if (!ok)
+        return;
+    rc = run_cli(s,
+                 (const char *const[]){ "apply", "--tenant", ok->tenant,
+                                        "--subscription", ok->sub, NULL },
+                 &o);
+    CHECK(rc == 0 && !strcmp(cg_json_str(o, "outcome"), "noop"),
+          "compliant: exit %d, %s", rc, cg_json_str(o, "outcome"));
+    json_decref(o);
+    rc = run_cli(s,
+                 (const char *const[]){
+                     "--set", "rules.additional_emails.require_configured=true",
+                     "apply", "--tenant", ok->tenant, "--subscription", ok->sub,
+                     NULL },
+                 &o);
+    json_t *fixed = json_object_get(o, "rules_fixed");
+    CHECK(rc == 0 && !strcmp(cg_json_str(o, "outcome"), "applied") &&
+              json_array_size(fixed) == 1 &&
+              !strcmp(json_string_value(json_array_get(fixed, 0)),
+                      "additional-emails"),
+          "require_configured: exit %d, %s, %zu fixed", rc,
+          cg_json_str(o, "outcome"), json_array_size(fixed));
+    json_decref(o);
+    json_t *stored = fake_contact(s, ok->sub);
+    CHECK(addresses_lost(ok->original, stored) == 0 &&
+              address_in(ADDRESS, cg_json_str(stored, "emails")),
+          "the configured address was added next to the original ones");
+    json_decref(stored);
 }
 
 int main(int argc, char **argv)
