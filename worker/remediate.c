@@ -427,6 +427,15 @@ static bool cache_back(struct cg_remediate_call *c)
     return false;
 }
 
+/* The lock expires by itself: every call made under it must end well
+ * before it could, so a write never lands after another worker may have
+ * taken the lock. */
+static int64_t lock_bound(const struct cg_remediate *rm, int64_t deadline_ms)
+{
+    int64_t end = cg_loop_now_ms() + rm->lock_ttl_ms - rm->lock_ttl_ms / 4;
+    return deadline_ms > 0 && deadline_ms < end ? deadline_ms : end;
+}
+
 static struct cg_arm_call *arm_go(struct cg_remediate_call *c,
                                   enum cg_http_method method, const char *body,
                                   cg_arm_fn fn)
@@ -843,6 +852,7 @@ struct cg_remediate_call *cg_remediate_start(struct cg_remediate *rm,
     if (c->policy.mode == CG_REMEDIATION_DRY_RUN) {
         step_read(c);
     } else {
+        c->deadline_ms = lock_bound(rm, c->deadline_ms);
         c->cache_pending = true;
         cg_cache_lock(rm->cache, c->sub, c->owner, rm->lock_ttl_ms, on_locked,
                       c);
@@ -1002,7 +1012,7 @@ cg_remediate_undo(struct cg_remediate *rm, const char *tenant_id,
     cg_strlcpy(c->auth_tenant, c->tenant, sizeof(c->auth_tenant));
     cg_strlcpy(c->sub, subscription_id, sizeof(c->sub));
     cg_strlcpy(c->owner, owner && *owner ? owner : "undo", sizeof(c->owner));
-    c->deadline_ms = deadline_ms;
+    c->deadline_ms = lock_bound(rm, deadline_ms);
     c->ufn = fn;
     c->arg = arg;
     c->ures.err = CG_EIO;

@@ -15,7 +15,10 @@
  *
  * - The lock is Redis's per-subscription lock (cache.h) with
  *   remediation.lock_ttl_ms; when another owner holds it the call ends as
- *   skipped-locked: the other one is doing it.
+ *   skipped-locked: the other one is doing it. Every Azure call made under
+ *   the lock must end within three quarters of its TTL (else the call fails
+ *   with CG_EDEADLINE), so a write never lands after the lock could have
+ *   expired and been taken by someone else.
  * - The GET under the lock is the truth the plan starts from. When it
  *   differs from what was evaluated (someone changed the contact in
  *   between), the plan is made from the new contact and the event says
