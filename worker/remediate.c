@@ -308,6 +308,7 @@ struct cg_remediate_call {
     struct cg_remediate_undo_result ures;
     json_t *kept, *current, *restored;
     cg_remediate_undo_fn ufn;
+    char *prev_undo; /* the undo record this call replaces, or NULL */
 };
 
 struct cg_remediate {
@@ -361,6 +362,7 @@ static void call_free(struct cg_remediate_call *c)
     json_decref(c->kept);
     json_decref(c->current);
     json_decref(c->restored);
+    free(c->prev_undo);
     free(c);
 }
 
@@ -720,9 +722,20 @@ static void on_kept(int err, void *arg)
     step_write(c);
 }
 
-/* Nothing is written unless it can be undone. */
-static void step_keep(struct cg_remediate_call *c)
+static void on_previous(int err, const char *body, size_t len, void *arg)
 {
+    struct cg_remediate_call *c = arg;
+    if (!cache_back(c))
+        return;
+    if (err) {
+        set_outcome(c, CG_REM_FAILED, "UNDO_NOT_KEPT",
+                    "The undo record could not be read (%s); nothing was "
+                    "written.",
+                    cg_err_desc(err));
+        step_finish(c);
+        return;
+    }
+    c->prev_undo = body ? cg_strndup(body, len) : NULL;
     struct cg_remediation *e = &c->res.event;
     json_t *rec = json_pack("{s:s,s:s,s:s,s:s,s:I,s:O,s:O}", "schema",
                             CG_REMEDIATE_UNDO_SCHEMA, "subscription_id", c->sub,
@@ -737,6 +750,27 @@ static void step_keep(struct cg_remediate_call *c)
     free(s);
 }
 
+/*
+ * Nothing is written unless it can be undone. The record it replaces (an
+ * earlier remediation's) is remembered first, so that a write Azure
+ * refused does not cost the earlier one its undo.
+ */
+static void step_keep(struct cg_remediate_call *c)
+{
+    c->cache_pending = true;
+    cg_cache_undo_get(c->rm->cache, c->sub, on_previous, c);
+}
+
+/* 400 and 403 mean nothing was written: the earlier record is put back
+ * (before the unlock, which the cache thread runs after it). Any other
+ * failure may have landed, so the new record stays. */
+static void keep_previous(struct cg_remediate_call *c)
+{
+    if (c->prev_undo)
+        cg_cache_undo_put(c->rm->cache, c->sub, c->prev_undo,
+                          strlen(c->prev_undo), c->rm->retention_s, NULL, NULL);
+}
+
 static void on_written(const struct cg_arm_result *res, void *arg)
 {
     struct cg_remediate_call *c = arg;
@@ -744,6 +778,8 @@ static void on_written(const struct cg_arm_result *res, void *arg)
     c->arm_call = NULL;
     if (res->err) {
         e->http_status = res->status;
+        if (res->err == CG_EFORBIDDEN || res->err == CG_EBADREQ)
+            keep_previous(c);
         if (res->err == CG_EFORBIDDEN)
             set_outcome(c, CG_REM_FAILED, "WRITE_FORBIDDEN",
                         "Azure refused the write (403 %s): the principal "

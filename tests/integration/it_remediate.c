@@ -766,10 +766,30 @@ static void scenario_forbidden(struct stack *s)
                 strncmp(s->truth[i].scenario, "emails-invalid", 14) != 0;
         }
     }
+    /* An earlier remediation's undo record must survive a refused write. */
+    static const char earlier[] = "{\"schema\":\"contactguard.undo/1\","
+                                  "\"marker\":\"earlier\"}";
+    const struct truth *kept = NULL;
+    for (size_t i = 0; i < s->ntruth && !kept; i++)
+        if (of_tenant0(&s->truth[i]) &&
+            !strcmp(s->truth[i].scenario, "owner-missing"))
+            kept = &s->truth[i];
+    char err[256];
+    redisContext *rc = cg_harness_redis_connect(s->redis, err, sizeof(err));
+    CHECK(rc != NULL && kept, "redis: %s", err);
+    if (!rc || !kept)
+        return;
+    freeReplyObject(redisCommand(rc, "SET cg:undo:%s %s", kept->sub, earlier));
     produce_jobs(s, NULL, 1, false);
     s->workers[0] = worker_start(s, "worker", NULL);
     struct results r;
     read_results(s, s->ntruth * CG_RULE_COUNT, want_events, &r);
+    redisReply *rep = redisCommand(rc, "GET cg:undo:%s", kept->sub);
+    CHECK(rep && rep->type == REDIS_REPLY_STRING && !strcmp(rep->str, earlier),
+          "a refused write replaced the earlier undo record: %s",
+          rep && rep->str ? rep->str : "(none)");
+    freeReplyObject(rep);
+    redisFree(rc);
     size_t forbidden = 0;
     for (size_t i = 0; i < r.m.n; i++) {
         if (!is_event(&r.m.v[i]))
