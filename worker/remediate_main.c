@@ -10,7 +10,9 @@
  * does (fetch, evaluate), then run the worker's remediate stage: the same
  * policy, lock, plan, undo record, write and verification. Configuration
  * as every contactguard process (--config, --set, env). --json prints the
- * remediation record (docs/remediation.md) instead of the summary.
+ * remediation record (docs/remediation.md) instead of the summary;
+ * --publish also sends the remediation event of plan and apply to the
+ * results topic (kafka.* as for the worker), as the worker would.
  *
  * Exit status: 0 nothing to do / applied / restored; 1 a change is planned
  * (plan), or the remediation was blocked, failed, skipped or refused;
@@ -30,6 +32,7 @@
 #include "log.h"
 #include "loop.h"
 #include "mem.h"
+#include "publish.h"
 #include "remediate.h"
 
 #include <signal.h>
@@ -52,6 +55,9 @@ struct run {
     const char *tenant_id;
     const char *subscription;
     bool json;
+    bool publish;
+    struct cg_publish *pub;
+    struct cg_publish_batch batch;
     struct cg_loop *loop;
     struct cg_fetch *fetch;
     struct cg_remediate *rm;
@@ -69,7 +75,7 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: contactguard-remediate [--config FILE] [--set key=value]"
-            "... [--json] COMMAND\n\n"
+            "... [--json] [--publish] COMMAND\n\n"
             "  plan  --tenant T --subscription S    show what apply would "
             "do\n"
             "  apply --tenant T --subscription S    remediate now (the "
@@ -127,6 +133,19 @@ static void print_summary(const struct cg_remediation *e)
                e->body_matches ? "equals" : "differs from");
 }
 
+static void on_sent(struct cg_publish_batch *b, void *arg)
+{
+    struct run *r = arg;
+    if (b->err) {
+        fprintf(stderr,
+                "contactguard-remediate: the remediation event was not "
+                "delivered: %s\n",
+                b->why);
+        r->status = 2;
+    }
+    r->done = true;
+}
+
 static void on_remediated(struct cg_remediate_result *res, void *arg)
 {
     struct run *r = arg;
@@ -151,6 +170,15 @@ static void on_remediated(struct cg_remediate_result *res, void *arg)
     default:
         r->status = 1;
         break;
+    }
+    if (r->pub) {
+        cg_publish_batch_fill(r->pub, &r->batch, NULL, 0);
+        cg_publish_batch_add_remediation(&r->batch, e);
+        if (cg_publish_send(r->pub, &r->batch, on_sent, r) == 0)
+            return; /* done once delivered */
+        fprintf(stderr, "contactguard-remediate: the remediation event "
+                        "could not be queued\n");
+        r->status = 2;
     }
     r->done = true;
 }
@@ -256,6 +284,8 @@ static int parse_args(struct run *r, int argc, char **argv)
     for (int i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "--json")) {
             r->json = true;
+        } else if (!strcmp(argv[i], "--publish")) {
+            r->publish = true;
         } else if (!strcmp(argv[i], "--tenant") && i + 1 < argc) {
             r->tenant_id = argv[++i];
         } else if (!strcmp(argv[i], "--subscription") && i + 1 < argc) {
@@ -312,9 +342,13 @@ int main(int argc, char **argv)
         goto out;
     }
     int first = 1;
-    while (first < argc && !strcmp(argv[first], "--json")) {
-        r.json = true;
-        first++;
+    for (; first < argc; first++) {
+        if (!strcmp(argv[first], "--json"))
+            r.json = true;
+        else if (!strcmp(argv[first], "--publish"))
+            r.publish = true;
+        else
+            break;
     }
     if (parse_args(&r, argc - first + 1, argv + first - 1)) {
         usage(stderr);
@@ -363,7 +397,9 @@ int main(int argc, char **argv)
         !(r.fetch = cg_fetch_new(arm, conf, err, sizeof(err))) ||
         !(cache = cg_cache_new(r.loop, conf, err, sizeof(err))) ||
         !(r.rm =
-              cg_remediate_new(r.loop, arm, cache, conf, err, sizeof(err)))) {
+              cg_remediate_new(r.loop, arm, cache, conf, err, sizeof(err))) ||
+        (r.publish && r.cmd != CMD_UNDO &&
+         !(r.pub = cg_publish_new(r.loop, conf, err, sizeof(err))))) {
         fprintf(stderr, "contactguard-remediate: %s\n", err);
         goto out;
     }
@@ -380,6 +416,8 @@ int main(int argc, char **argv)
             break;
     fflush(stdout);
 out:
+    cg_publish_free(r.pub, 5000);
+    cg_publish_batch_clear(&r.batch);
     cg_remediate_free(r.rm);
     cg_cache_free(cache);
     cg_fetch_free(r.fetch);

@@ -1074,11 +1074,14 @@ static void scenario_cli(struct stack *s)
     CHECK(rc == 0 && !strcmp(cg_json_str(o, "outcome"), "noop"),
           "compliant: exit %d, %s", rc, cg_json_str(o, "outcome"));
     json_decref(o);
+    char bs[300];
+    snprintf(bs, sizeof(bs), "kafka.bootstrap.servers=%s",
+             cg_harness_devbroker_bootstrap(s->kafka));
     rc = run_cli(s,
                  (const char *const[]){
                      "--set", "rules.additional_emails.require_configured=true",
-                     "apply", "--tenant", ok->tenant, "--subscription", ok->sub,
-                     NULL },
+                     "--set", bs, "--publish", "apply", "--tenant", ok->tenant,
+                     "--subscription", ok->sub, NULL },
                  &o);
     json_t *fixed = json_object_get(o, "rules_fixed");
     CHECK(rc == 0 && !strcmp(cg_json_str(o, "outcome"), "applied") &&
@@ -1093,6 +1096,23 @@ static void scenario_cli(struct stack *s)
               address_in(ADDRESS, cg_json_str(stored, "emails")),
           "the configured address was added next to the original ones");
     json_decref(stored);
+
+    /* --publish: the event is on the results topic, as from a worker. */
+    struct results r;
+    read_results(s, 0, 1, &r);
+    CHECK(r.events == 1 && r.findings == 0 && r.m.n == 1,
+          "%zu events, %zu findings published", r.events, r.findings);
+    if (r.m.n == 1) {
+        json_t *doc;
+        json_t *rec = event_record(&r.m.v[0], &doc);
+        CHECK(!strcmp(cg_json_str(rec, "outcome"), "applied") &&
+                  !strcmp(cg_harness_msg_header(&r.m.v[0], "outcome"),
+                          "applied") &&
+                  !strcmp(r.m.v[0].key, ok->sub),
+              "the published event");
+        json_decref(doc);
+    }
+    cg_harness_msgs_free(&r.m);
 }
 
 int main(int argc, char **argv)
