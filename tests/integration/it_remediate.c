@@ -24,6 +24,7 @@
  *             require_configured a missing tenant address is what is fixed
  */
 #include "../check.h"
+#include "err.h"
 #include "finding.h"
 #include "harness.h"
 #include "job.h"
@@ -64,6 +65,12 @@ struct stack {
     char tenants[2][40];
     size_t ntenants;
 };
+
+/* strcmp that treats a missing string as a mismatch, not a crash. */
+static bool str_eq(const char *a, const char *b)
+{
+    return a && b && !strcmp(a, b);
+}
 
 /* ---- the fake ---------------------------------------------------------- */
 
@@ -516,8 +523,7 @@ static void scenario_apply(struct stack *s)
         const char *outcome = cg_json_str(rec, "outcome");
         CHECK(t && of_tenant0(t) && eligible(t),
               "event for %s, which is not to be remediated", r.m.v[i].key);
-        CHECK(outcome &&
-                  !strcmp(outcome, cg_harness_msg_header(&r.m.v[i], "outcome")),
+        CHECK(str_eq(outcome, cg_harness_msg_header(&r.m.v[i], "outcome")),
               "outcome header");
         size_t nput = 0;
         json_t *put = NULL;
@@ -525,7 +531,7 @@ static void scenario_apply(struct stack *s)
         json_t *p;
         json_array_foreach(puts, k, p)
         {
-            if (!strcmp(cg_json_str(p, "subscription_id"), r.m.v[i].key)) {
+            if (str_eq(cg_json_str(p, "subscription_id"), r.m.v[i].key)) {
                 nput++;
                 put = p;
             }
@@ -539,11 +545,11 @@ static void scenario_apply(struct stack *s)
                                     json_object_get(rec, "planned")),
                   "%s: the PUT body is not the planned body", r.m.v[i].key);
             CHECK(put &&
-                      !strcmp(cg_json_str(put, "api_version"),
-                              "2023-12-01-preview") &&
-                      !strcmp(cg_json_str(put, "name"), "default"),
+                      str_eq(cg_json_str(put, "api_version"),
+                             "2023-12-01-preview") &&
+                      str_eq(cg_json_str(put, "name"), "default"),
                   "%s: PUT of default with 2023-12-01-preview", r.m.v[i].key);
-            CHECK(!strcmp(cg_json_str(ver, "status"), "passed") &&
+            CHECK(str_eq(cg_json_str(ver, "status"), "passed") &&
                       json_is_true(json_object_get(ver, "body_matches")),
                   "%s: verification %s", r.m.v[i].key,
                   cg_json_str(ver, "status"));
@@ -595,8 +601,8 @@ static void scenario_apply(struct stack *s)
         json_t *p;
         json_array_foreach(puts, k, p)
         {
-            written = written || !strcmp(cg_json_str(p, "subscription_id"),
-                                         f.subscription_id);
+            written = written || str_eq(cg_json_str(p, "subscription_id"),
+                                        f.subscription_id);
         }
         enum cg_status want = written ? CG_STATUS_PASS : t->want[f.rule];
         if (f.status != want) {
@@ -662,7 +668,7 @@ static void scenario_dryrun(struct stack *s)
                       json_array_size(json_object_get(rec, "changes")) > 0 &&
                       json_array_size(json_object_get(rec, "rules_to_fix")) >
                           0 &&
-                      !strcmp(cg_json_str(rec, "mode"), "dry-run"),
+                      str_eq(cg_json_str(rec, "mode"), "dry-run"),
                   "%s: a dry-run event shows the plan", r.m.v[i].key);
         } else if (!o || strcmp(o, "blocked")) {
             other++;
@@ -735,7 +741,7 @@ static void scenario_race(struct stack *s)
         json_t *p;
         json_array_foreach(puts, k, p)
         {
-            n += !strcmp(cg_json_str(p, "subscription_id"), s->truth[i].sub);
+            n += str_eq(cg_json_str(p, "subscription_id"), s->truth[i].sub);
         }
         CHECK(n == 1, "%s: %zu PUTs", s->truth[i].sub, n);
     }
@@ -808,9 +814,9 @@ static void scenario_forbidden(struct stack *s)
             long long st = 0;
             cg_json_int(rec, "http_status", &st);
             CHECK(st == 403, "http_status %lld", st);
-            CHECK(!strcmp(cg_json_str(cg_json_member(rec, "verification"),
-                                      "status"),
-                          "not-run"),
+            CHECK(str_eq(cg_json_str(cg_json_member(rec, "verification"),
+                                     "status"),
+                         "not-run"),
                   "a refused write is not verified");
         }
         json_decref(doc);
@@ -871,7 +877,7 @@ static void scenario_replan(struct stack *s)
         json_t *rec = event_record(&r.m.v[i], &doc);
         CHECK(json_is_true(json_object_get(rec, "replanned")),
               "the event says the plan was made again");
-        CHECK(!strcmp(cg_json_str(rec, "outcome"), "applied"), "outcome %s",
+        CHECK(str_eq(cg_json_str(rec, "outcome"), "applied"), "outcome %s",
               cg_json_str(rec, "outcome"));
         CHECK(addresses_lost(edit, json_object_get(rec, "before")) == 0,
               "the plan did not start from the contact read under the "
@@ -932,15 +938,28 @@ static int run_cli(struct stack *s, const char *const *args, json_t **out)
     CHECK(p != NULL, "remediate: %s", err);
     if (!p)
         return -1;
+    /* stdout to its end, then the exit status: the harness writes its copy
+     * of stdout behind the child, so the file may lag the exit. */
+    struct cg_buf b;
+    cg_buf_init(&b, 16 << 20);
+    char line[CG_HARNESS_LINE_MAX];
+    int lr;
+    while ((lr = cg_harness_proc_read_line(p, line, sizeof(line), WAIT_MS)) ==
+           0) {
+        cg_buf_puts(&b, line);
+        cg_buf_puts(&b, "\n");
+    }
+    CHECK(lr == CG_EIO, "remediate %s: stdout did not end", args[0]);
     int st = -1;
     CHECK(cg_harness_proc_wait(p, WAIT_MS, &st) == 0, "remediate did not "
                                                       "finish");
     int rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
     json_error_t je;
-    *out = json_load_file(cg_harness_proc_stdout_path(p), 0, &je);
+    *out = b.data ? json_loads(b.data, 0, &je) : NULL;
     /* Exit 2 (usage, refusal, unreadable) says why on stderr only. */
     CHECK(*out != NULL || rc == 2, "remediate %s: stdout is not JSON: %s",
-          args[0], je.text);
+          args[0], b.data ? je.text : "empty");
+    cg_buf_free(&b);
     cg_harness_proc_free(p);
     return rc;
 }
@@ -972,7 +991,7 @@ static void scenario_cli(struct stack *s)
                 (const char *const[]){ "plan", "--tenant", owner->tenant,
                                        "--subscription", owner->sub, NULL },
                 &o);
-    CHECK(rc == 1 && !strcmp(cg_json_str(o, "outcome"), "planned") &&
+    CHECK(rc == 1 && str_eq(cg_json_str(o, "outcome"), "planned") &&
               json_is_object(json_object_get(o, "planned")),
           "plan: exit %d, outcome %s", rc, cg_json_str(o, "outcome"));
     json_decref(o);
@@ -998,7 +1017,7 @@ static void scenario_cli(struct stack *s)
                      (const char *const[]){ "apply", "--tenant", t->tenant,
                                             "--subscription", t->sub, NULL },
                      &o);
-        CHECK(rc == 0 && !strcmp(cg_json_str(o, "outcome"), "applied"),
+        CHECK(rc == 0 && str_eq(cg_json_str(o, "outcome"), "applied"),
               "%s apply: exit %d, outcome %s", t->scenario, rc,
               cg_json_str(o, "outcome"));
         json_decref(o);
@@ -1009,7 +1028,7 @@ static void scenario_cli(struct stack *s)
         rc = run_cli(
             s, (const char *const[]){ "undo", "--subscription", t->sub, NULL },
             &o);
-        CHECK(rc == 0 && !strcmp(cg_json_str(o, "result"), "restored"),
+        CHECK(rc == 0 && str_eq(cg_json_str(o, "result"), "restored"),
               "%s undo: exit %d, %s", t->scenario, rc,
               cg_json_str(o, "reason"));
         json_decref(o);
@@ -1041,7 +1060,7 @@ static void scenario_cli(struct stack *s)
     rc = run_cli(
         s, (const char *const[]){ "undo", "--subscription", owner->sub, NULL },
         &o);
-    CHECK(rc == 1 && !strcmp(cg_json_str(o, "result"), "refused"),
+    CHECK(rc == 1 && str_eq(cg_json_str(o, "result"), "refused"),
           "undo after a change: exit %d, %s", rc, cg_json_str(o, "result"));
     json_decref(o);
     json_t *now = fake_contact(s, owner->sub);
@@ -1071,7 +1090,7 @@ static void scenario_cli(struct stack *s)
                  (const char *const[]){ "apply", "--tenant", ok->tenant,
                                         "--subscription", ok->sub, NULL },
                  &o);
-    CHECK(rc == 0 && !strcmp(cg_json_str(o, "outcome"), "noop"),
+    CHECK(rc == 0 && str_eq(cg_json_str(o, "outcome"), "noop"),
           "compliant: exit %d, %s", rc, cg_json_str(o, "outcome"));
     json_decref(o);
     char bs[300];
@@ -1084,7 +1103,7 @@ static void scenario_cli(struct stack *s)
                      "--subscription", ok->sub, NULL },
                  &o);
     json_t *fixed = json_object_get(o, "rules_fixed");
-    CHECK(rc == 0 && !strcmp(cg_json_str(o, "outcome"), "applied") &&
+    CHECK(rc == 0 && str_eq(cg_json_str(o, "outcome"), "applied") &&
               json_array_size(fixed) == 1 &&
               !strcmp(json_string_value(json_array_get(fixed, 0)),
                       "additional-emails"),
@@ -1105,9 +1124,9 @@ static void scenario_cli(struct stack *s)
     if (r.m.n == 1) {
         json_t *doc;
         json_t *rec = event_record(&r.m.v[0], &doc);
-        CHECK(!strcmp(cg_json_str(rec, "outcome"), "applied") &&
-                  !strcmp(cg_harness_msg_header(&r.m.v[0], "outcome"),
-                          "applied") &&
+        CHECK(str_eq(cg_json_str(rec, "outcome"), "applied") &&
+                  str_eq(cg_harness_msg_header(&r.m.v[0], "outcome"),
+                         "applied") &&
                   !strcmp(r.m.v[0].key, ok->sub),
               "the published event");
         json_decref(doc);
