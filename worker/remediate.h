@@ -141,6 +141,9 @@ struct cg_remediate_result {
  * res->event and res->after out (then re-initialise them). */
 typedef void (*cg_remediate_fn)(struct cg_remediate_result *res, void *arg);
 
+/* Starts a remediation (policy mode dry-run or apply). NULL, and no
+ * callback, when the mode is off or the request lacks tenant,
+ * subscription, rules or fn. */
 struct cg_remediate_call *cg_remediate_start(struct cg_remediate *rm,
                                              const struct cg_remediate_req *req,
                                              cg_remediate_fn fn, void *arg);
