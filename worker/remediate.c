@@ -299,7 +299,6 @@ struct cg_remediate_call {
     struct cg_remediate_policy policy;
     struct cg_rules_conf rules;
     struct cg_plan plan;
-    bool have_plan;
     struct cg_remediate_result res;
     cg_remediate_fn fn;
     void *arg;
@@ -664,7 +663,6 @@ static void on_read(const struct cg_arm_result *res, void *arg)
     e->replanned = c->hash[0] && strcmp(c->hash, hash) != 0;
 
     cg_plan_make(current, &c->policy.plan, &c->plan);
-    c->have_plan = true;
     json_decref(current);
     e->changes = json_array();
     for (size_t i = 0; i < c->plan.nchanges; i++)
