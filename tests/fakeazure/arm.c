@@ -393,6 +393,13 @@ const char *cg_fa_arm_handle(struct cg_fa *fa, const struct cg_fa_req *req,
             sub->id);
         return rname;
     }
+    if (write && cg_fa_store_tenant(fa->store, sub->tenant)->reject_writes) {
+        cg_fa_arm_error(resp, 400, "InvalidInput",
+                        "The security contact '%s' could not be written: "
+                        "the request content was rejected.",
+                        name);
+        return rname;
+    }
     if (write && cg_fa_store_tenant(fa->store, sub->tenant)->deny_writes) {
         /* The principal reads but may not write (Security Reader). */
         cg_fa_arm_error(

@@ -21,7 +21,8 @@
  *   DELETE /_fake/subscriptions/{id}/raw?api-version=V   back to the model
  *   POST   /_fake/tenants/{id}/subscriptions  {"scenario","announce"}
  *   PUT    /_fake/tenants/{id}/writes         {"deny":true}: every write of
- *                                             the tenant answers 403
+ *                                             the tenant answers 403;
+ *                                             {"reject":true}: 400
  *   GET    /_fake/events                      events announced
  *   GET    /_fake/truth                       the truth as JSON lines
  */
@@ -245,10 +246,11 @@ static const char *tenant_writes(struct cg_fa *fa, const struct cg_fa_req *req,
     if (!o)
         return "control";
     t->deny_writes = json_is_true(json_object_get(o, "deny"));
+    t->reject_writes = json_is_true(json_object_get(o, "reject"));
     json_decref(o);
     reply_json(resp, 200,
-               json_pack("{s:s,s:b}", "tenant_id", t->id, "deny_writes",
-                         t->deny_writes));
+               json_pack("{s:s,s:b,s:b}", "tenant_id", t->id, "deny_writes",
+                         t->deny_writes, "reject_writes", t->reject_writes));
     return "control";
 }
 

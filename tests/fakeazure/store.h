@@ -66,8 +66,9 @@ struct cg_fa_tenant {
     char name[64];
     char client_id[40];
     char secret[48];
-    bool deny_writes; /* control API: every write answers 403 */
-    size_t *subs;     /* indexes into the store's subscriptions */
+    bool deny_writes;   /* control API: every write answers 403 */
+    bool reject_writes; /* control API: every write answers 400 */
+    size_t *subs;       /* indexes into the store's subscriptions */
     size_t nsubs, cap;
 };
 

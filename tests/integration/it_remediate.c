@@ -15,7 +15,11 @@
  *   race      duplicated jobs for the same subscriptions spread over two
  *             workers: exactly one PUT per subscription
  *   forbidden a tenant whose writes answer 403: failed events that name the
- *             roles, exactly one PUT attempt each (no retries)
+ *             roles, exactly one PUT attempt each (no retries), the earlier
+ *             undo record kept
+ *   rejected  the same with 400 (Azure rejected the body)
+ *   mismatch  the read after the write shows the old contact: failed
+ *             verification, one PUT, findings of what was read back
  *   replan    the contact changes between the scan and the write: the write
  *             keeps the change (re-planned, not overwritten)
  *   cli       contactguard-remediate plan (no write), apply, undo (restores
@@ -757,83 +761,6 @@ static void scenario_race(struct stack *s)
     CHECK(stop_worker(s->workers[1]) == 0, "worker-b exit status");
 }
 
-static void scenario_forbidden(struct stack *s)
-{
-    write_conf(s, (const char *const[]){ "apply", NULL });
-    tenant0 = s->tenants[0];
-    char path[128];
-    snprintf(path, sizeof(path), "/_fake/tenants/%s/writes", s->tenants[0]);
-    json_decref(fake_call(s, "PUT", path, "{\"deny\":true}"));
-    size_t want_events = 0, want_writes = 0;
-    for (size_t i = 0; i < s->ntruth; i++) {
-        if (of_tenant0(&s->truth[i]) && eligible(&s->truth[i])) {
-            want_events++;
-            want_writes +=
-                strncmp(s->truth[i].scenario, "emails-invalid", 14) != 0;
-        }
-    }
-    /* An earlier remediation's undo record must survive a refused write. */
-    static const char earlier[] = "{\"schema\":\"contactguard.undo/1\","
-                                  "\"marker\":\"earlier\"}";
-    const struct truth *kept = NULL;
-    for (size_t i = 0; i < s->ntruth && !kept; i++)
-        if (of_tenant0(&s->truth[i]) &&
-            !strcmp(s->truth[i].scenario, "owner-missing"))
-            kept = &s->truth[i];
-    char err[256];
-    redisContext *rc = cg_harness_redis_connect(s->redis, err, sizeof(err));
-    CHECK(rc != NULL && kept, "redis: %s", err);
-    if (!rc || !kept)
-        return;
-    freeReplyObject(redisCommand(rc, "SET cg:undo:%s %s", kept->sub, earlier));
-    produce_jobs(s, NULL, 1, false);
-    s->workers[0] = worker_start(s, "worker", NULL);
-    struct results r;
-    read_results(s, s->ntruth * CG_RULE_COUNT, want_events, &r);
-    redisReply *rep = redisCommand(rc, "GET cg:undo:%s", kept->sub);
-    CHECK(rep && rep->type == REDIS_REPLY_STRING && !strcmp(rep->str, earlier),
-          "a refused write replaced the earlier undo record: %s",
-          rep && rep->str ? rep->str : "(none)");
-    freeReplyObject(rep);
-    redisFree(rc);
-    size_t forbidden = 0;
-    for (size_t i = 0; i < r.m.n; i++) {
-        if (!is_event(&r.m.v[i]))
-            continue;
-        json_t *doc;
-        json_t *rec = event_record(&r.m.v[i], &doc);
-        const char *o = cg_json_str(rec, "outcome");
-        const char *code = cg_json_str(rec, "reason_code");
-        if (o && !strcmp(o, "failed") && code &&
-            !strcmp(code, "WRITE_FORBIDDEN")) {
-            forbidden++;
-            const char *why = cg_json_str(rec, "reason");
-            CHECK(why && strstr(why, "Security Admin") &&
-                      strstr(why, "Contributor") && strstr(why, "Owner"),
-                  "the reason names the roles: %s", why);
-            long long st = 0;
-            cg_json_int(rec, "http_status", &st);
-            CHECK(st == 403, "http_status %lld", st);
-            CHECK(str_eq(cg_json_str(cg_json_member(rec, "verification"),
-                                     "status"),
-                         "not-run"),
-                  "a refused write is not verified");
-        }
-        json_decref(doc);
-    }
-    CHECK(forbidden == want_writes, "%zu forbidden events, want %zu", forbidden,
-          want_writes);
-    json_t *stats = fake_stats(s);
-    CHECK(put_requests(stats, "403") == (long long)want_writes,
-          "%lld PUT attempts answered 403 for %zu writes: retried",
-          put_requests(stats, "403"), want_writes);
-    CHECK(json_array_size(json_object_get(stats, "puts")) == 0,
-          "a forbidden tenant was written");
-    json_decref(stats);
-    cg_harness_msgs_free(&r.m);
-    CHECK(stop_worker(s->workers[0]) == 0, "worker exit status");
-}
-
 static const char *replan_sub;
 
 static bool is_replan_sub(const struct truth *t)
@@ -910,6 +837,173 @@ static void scenario_replan(struct stack *s)
     json_decref(now);
     json_decref(stats);
     json_decref(edit);
+    cg_harness_msgs_free(&r.m);
+    CHECK(stop_worker(s->workers[0]) == 0, "worker exit status");
+}
+
+/* Writes refused with status 403 (the principal may not write) or 400
+ * (Azure rejected the body). */
+static void refused(struct stack *s, int status)
+{
+    write_conf(s, (const char *const[]){ "apply", NULL });
+    tenant0 = s->tenants[0];
+    char path[128];
+    snprintf(path, sizeof(path), "/_fake/tenants/%s/writes", s->tenants[0]);
+    json_decref(
+        fake_call(s, "PUT", path,
+                  status == 403 ? "{\"deny\":true}" : "{\"reject\":true}"));
+    const char *want_code =
+        status == 403 ? "WRITE_FORBIDDEN" : "WRITE_REJECTED";
+    size_t want_events = 0, want_writes = 0;
+    for (size_t i = 0; i < s->ntruth; i++) {
+        if (of_tenant0(&s->truth[i]) && eligible(&s->truth[i])) {
+            want_events++;
+            want_writes +=
+                strncmp(s->truth[i].scenario, "emails-invalid", 14) != 0;
+        }
+    }
+    /* An earlier remediation's undo record must survive a refused write. */
+    static const char earlier[] = "{\"schema\":\"contactguard.undo/1\","
+                                  "\"marker\":\"earlier\"}";
+    const struct truth *kept = NULL;
+    for (size_t i = 0; i < s->ntruth && !kept; i++)
+        if (of_tenant0(&s->truth[i]) &&
+            !strcmp(s->truth[i].scenario, "owner-missing"))
+            kept = &s->truth[i];
+    char err[256];
+    redisContext *rc = cg_harness_redis_connect(s->redis, err, sizeof(err));
+    CHECK(rc != NULL && kept, "redis: %s", err);
+    if (!rc || !kept)
+        return;
+    freeReplyObject(redisCommand(rc, "SET cg:undo:%s %s", kept->sub, earlier));
+    produce_jobs(s, NULL, 1, false);
+    s->workers[0] = worker_start(s, "worker", NULL);
+    struct results r;
+    read_results(s, s->ntruth * CG_RULE_COUNT, want_events, &r);
+    redisReply *rep = redisCommand(rc, "GET cg:undo:%s", kept->sub);
+    CHECK(rep && rep->type == REDIS_REPLY_STRING && !strcmp(rep->str, earlier),
+          "a refused write replaced the earlier undo record: %s",
+          rep && rep->str ? rep->str : "(none)");
+    freeReplyObject(rep);
+    redisFree(rc);
+    size_t forbidden = 0;
+    for (size_t i = 0; i < r.m.n; i++) {
+        if (!is_event(&r.m.v[i]))
+            continue;
+        json_t *doc;
+        json_t *rec = event_record(&r.m.v[i], &doc);
+        const char *o = cg_json_str(rec, "outcome");
+        const char *code = cg_json_str(rec, "reason_code");
+        if (str_eq(o, "failed") && str_eq(code, want_code)) {
+            forbidden++;
+            const char *why = cg_json_str(rec, "reason");
+            if (status == 403)
+                CHECK(why && strstr(why, "Security Admin") &&
+                          strstr(why, "Contributor") && strstr(why, "Owner"),
+                      "the reason names the roles: %s", why);
+            else
+                CHECK(why && strstr(why, "InvalidInput") &&
+                          strstr(why, "rejected"),
+                      "the reason gives Azure's answer: %s", why);
+            long long st = 0;
+            cg_json_int(rec, "http_status", &st);
+            CHECK(st == status, "http_status %lld", st);
+            CHECK(str_eq(cg_json_str(cg_json_member(rec, "verification"),
+                                     "status"),
+                         "not-run"),
+                  "a refused write is not verified");
+        }
+        json_decref(doc);
+    }
+    CHECK(forbidden == want_writes, "%zu %s events, want %zu", forbidden,
+          want_code, want_writes);
+    json_t *stats = fake_stats(s);
+    char st[8];
+    snprintf(st, sizeof(st), "%d", status);
+    CHECK(put_requests(stats, st) == (long long)want_writes,
+          "%lld PUT attempts answered %d for %zu writes: retried",
+          put_requests(stats, st), status, want_writes);
+    CHECK(json_array_size(json_object_get(stats, "puts")) == 0,
+          "a refused tenant was written");
+    json_decref(stats);
+    cg_harness_msgs_free(&r.m);
+    CHECK(stop_worker(s->workers[0]) == 0, "worker exit status");
+}
+
+static void scenario_forbidden(struct stack *s)
+{
+    refused(s, 403);
+}
+
+static void scenario_rejected(struct stack *s)
+{
+    refused(s, 400);
+}
+
+/*
+ * Azure answers the read after the write with the old contact (a stale
+ * read): the remediation is failed with VERIFICATION_FAILED, written once,
+ * not again, and the findings show what was read back.
+ */
+static void scenario_mismatch(struct stack *s)
+{
+    write_conf(s, (const char *const[]){ "apply", "apply" });
+    struct truth *t = NULL;
+    for (size_t i = 0; i < s->ntruth && !t; i++)
+        if (!strcmp(s->truth[i].scenario, "owner-missing"))
+            t = &s->truth[i];
+    CHECK(t != NULL, "an owner-missing subscription");
+    if (!t)
+        return;
+    replan_sub = t->sub;
+    /* One body that both LIST (value) and GET (properties) read. */
+    json_t *raw = json_pack("{s:[{s:s,s:O}],s:s,s:O}", "value", "name",
+                            "default", "properties", t->original, "name",
+                            "default", "properties", t->original);
+    char *body = json_dumps(raw, JSON_COMPACT);
+    char path[160];
+    snprintf(path, sizeof(path),
+             "/_fake/subscriptions/%s/raw?api-version=2023-12-01-preview",
+             t->sub);
+    json_decref(fake_call(s, "PUT", path, body));
+    free(body);
+    json_decref(raw);
+    produce_jobs(s, is_replan_sub, 1, false);
+    s->workers[0] = worker_start(s, "worker", NULL);
+    struct results r;
+    read_results(s, CG_RULE_COUNT, 1, &r);
+    for (size_t i = 0; i < r.m.n; i++) {
+        if (!is_event(&r.m.v[i])) {
+            struct cg_finding f;
+            char err[256];
+            if (cg_finding_parse(r.m.v[i].value, r.m.v[i].value_len, &f, err,
+                                 sizeof(err)) == 0) {
+                CHECK(f.status == t->want[f.rule],
+                      "%s: %s, the read-back says %s", cg_rule_info(f.rule)->id,
+                      cg_status_name(f.status),
+                      cg_status_name(t->want[f.rule]));
+                cg_finding_clear(&f);
+            }
+            continue;
+        }
+        json_t *doc;
+        json_t *rec = event_record(&r.m.v[i], &doc);
+        json_t *ver = cg_json_member(rec, "verification");
+        CHECK(str_eq(cg_json_str(rec, "outcome"), "failed") &&
+                  str_eq(cg_json_str(rec, "reason_code"),
+                         "VERIFICATION_FAILED") &&
+                  str_eq(cg_json_str(ver, "status"), "failed") &&
+                  json_is_false(json_object_get(ver, "body_matches")) &&
+                  json_array_size(json_object_get(rec, "rules_fixed")) == 0,
+              "a stale read-back fails the verification: %s %s",
+              cg_json_str(rec, "outcome"), cg_json_str(rec, "reason_code"));
+        json_decref(doc);
+    }
+    json_t *stats = fake_stats(s);
+    CHECK(json_array_size(json_object_get(stats, "puts")) == 1,
+          "%zu PUTs: a failed verification was retried",
+          json_array_size(json_object_get(stats, "puts")));
+    json_decref(stats);
     cg_harness_msgs_free(&r.m);
     CHECK(stop_worker(s->workers[0]) == 0, "worker exit status");
 }
@@ -1151,6 +1245,8 @@ int main(int argc, char **argv)
         { "dryrun", scenario_dryrun, 2, 20, NULL },
         { "race", scenario_race, 1, 32, latency },
         { "forbidden", scenario_forbidden, 2, 20, NULL },
+        { "rejected", scenario_rejected, 2, 20, NULL },
+        { "mismatch", scenario_mismatch, 1, 5, NULL },
         { "replan", scenario_replan, 1, 5, NULL },
         { "cli", scenario_cli, 2, 10, NULL },
     };
