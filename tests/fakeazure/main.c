@@ -51,6 +51,7 @@ static const char usage[] =
     "rule), JSON lines\n"
     "  --credentials FILE            worker configuration with every "
     "tenant's app\n"
+    "  --multi-tenant-app            one app consented in every tenant\n"
     "  --credentials-auth KIND       secret (default), certificate or "
     "federated\n"
     "  --token-lifetime S            access token lifetime (default 3599)\n"
@@ -199,6 +200,9 @@ int main(int argc, char **argv)
             return 0;
         } else if (!strcmp(a, "--no-throttle")) {
             fc.throttle = false;
+            takes = false;
+        } else if (!strcmp(a, "--multi-tenant-app")) {
+            sp.multi_tenant_app = true;
             takes = false;
         } else if (!v) {
             ok = false;

@@ -179,6 +179,29 @@ def main():
         c.eq((t["auth"], os.path.basename(t["certificate_file"]),
               os.path.basename(t["private_key_file"])),
              ("certificate", "app.pem", "app.key"), "credentials file in certificate form")
+    # --multi-tenant-app: one client id and secret consented in every
+    # tenant; tokens stay bound to the tenant they were asked for.
+    with Fake(sys.argv[1], "--tenants", "2", "--subscriptions-per-tenant", "2",
+              "--multi-tenant-app") as fake:
+        az = fake.creds["azure"]
+        c.eq(sorted(fake.creds["tenants"][0]), ["id", "name"],
+             "multi-tenant credentials: tenants carry only id and name")
+        secret = open(az["client_secret_file"]).read().strip()
+        toks = []
+        for t in fake.creds["tenants"]:
+            st, body = fake.request("POST", f"/{t['id']}/oauth2/v2.0/token", form={
+                "grant_type": "client_credentials", "client_id": az["client_id"],
+                "client_secret": secret, "scope": SCOPE})
+            c.eq(st, 200, f"the one app signs into {t['name']}")
+            toks.append(body.get("access_token"))
+        other = next(r["subscription_id"] for r in fake.truth
+                     if r["tenant_id"] == fake.creds["tenants"][1]["id"])
+        st, body = fake.request("GET", f"/subscriptions/{other}?api-version=2022-12-01",
+                                headers={"Authorization": f"Bearer {toks[0]}"})
+        c.eq(st, 403, "a token of tenant 0 cannot read tenant 1")
+        st, body = fake.request("GET", f"/subscriptions/{other}?api-version=2022-12-01",
+                                headers={"Authorization": f"Bearer {toks[1]}"})
+        c.eq(st, 200, "the token of tenant 1 can")
     c.done()
 
 

@@ -123,16 +123,23 @@ static void test_loopback(void)
     }
 }
 
-static struct cg_fa_store *make_store(uint64_t seed, const char *scen)
+static struct cg_fa_store *make_store_app(uint64_t seed, const char *scen,
+                                          bool multi)
 {
     char err[256];
     struct cg_fa_store_params p = { .scenarios_file = scen,
                                     .tenants = 2,
                                     .subs_per_tenant = 40,
-                                    .seed = seed };
+                                    .seed = seed,
+                                    .multi_tenant_app = multi };
     struct cg_fa_store *st = cg_fa_store_new(&p, err, sizeof(err));
     CHECK(st, "store: %s", err);
     return st;
+}
+
+static struct cg_fa_store *make_store(uint64_t seed, const char *scen)
+{
+    return make_store_app(seed, scen, false);
 }
 
 static json_t *list_json(struct cg_fa_store *st, struct cg_fa_sub *sub,
@@ -337,12 +344,12 @@ static void test_faults(void)
 
 /* The credentials file is a worker configuration as it is: common/conf
  * loads it and finds every tenant's secret. */
-static void test_credentials(const char *scen)
+static void test_credentials(const char *scen, bool multi)
 {
     char dir[] = "/tmp/fakeazure-units.XXXXXX", err[512];
     CHECK(mkdtemp(dir), "mkdtemp");
     char *path = cg_asprintf("%s/creds.json", dir);
-    struct cg_fa_store *st = make_store(7, scen);
+    struct cg_fa_store *st = make_store_app(7, scen, multi);
     struct cg_conf *conf = cg_conf_new();
     struct cg_fa_cred_files cf = { .auth = "secret" };
     if (!st)
@@ -360,6 +367,8 @@ static void test_credentials(const char *scen)
         const struct cg_credentials *cr = cg_conf_tenant_credentials(conf, ct);
         const struct cg_fa_tenant *ft = cg_fa_store_tenant(st, t);
         CHECK(!strcmp(ct->id, ft->id), "tenant %zu id", t);
+        CHECK((ct->cred.method == CG_AUTH_NONE) == multi,
+              "tenant %zu: own credentials unless one app serves all", t);
         CHECK(cr->client_id && !strcmp(cr->client_id, ft->client_id),
               "tenant %zu client id", t);
         CHECK(cr->client_secret && !strcmp(cr->client_secret, ft->secret),
@@ -376,6 +385,9 @@ out:
         unlink(f);
         free(f);
     }
+    char *app = cg_asprintf("%s.secrets/app", path);
+    unlink(app);
+    free(app);
     char *sd = cg_asprintf("%s.secrets", path);
     rmdir(sd);
     free(sd);
@@ -397,7 +409,17 @@ int main(int argc, char **argv)
     test_population(argv[1]);
     test_writes(argv[1]);
     test_faults();
-    test_credentials(argv[1]);
+    test_credentials(argv[1], false);
+    test_credentials(argv[1], true);
+    struct cg_fa_store *m = make_store_app(7, argv[1], true);
+    if (m) {
+        CHECK(!strcmp(cg_fa_store_tenant(m, 0)->client_id,
+                      cg_fa_store_tenant(m, 1)->client_id) &&
+                  !strcmp(cg_fa_store_tenant(m, 0)->secret,
+                          cg_fa_store_tenant(m, 1)->secret),
+              "multi-tenant app: one client id and secret everywhere");
+        cg_fa_store_free(m);
+    }
     if (failures)
         fprintf(stderr, "%d failures\n", failures);
     else
