@@ -10,6 +10,7 @@
 #include "loop.h"
 #include "mem.h"
 
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -156,9 +157,20 @@ static void strset_free(struct strset *s)
     memset(s, 0, sizeof(*s));
 }
 
+/* A part may still hold several addresses a person separated by spaces. */
 static void email_part(const char *p, size_t n, void *arg)
 {
-    strset_add(arg, p, n);
+    size_t i = 0;
+    while (i < n) {
+        while (i < n && isspace((unsigned char)p[i]))
+            i++;
+        size_t j = i;
+        while (j < n && !isspace((unsigned char)p[j]))
+            j++;
+        if (j > i)
+            strset_add(arg, p + i, j - i);
+        i = j;
+    }
 }
 
 static void emails_of(const json_t *props, struct strset *out)
@@ -275,6 +287,92 @@ bool cg_remediate_same_meaning(const json_t *a, const json_t *b)
         }
     }
     return same;
+}
+
+static bool strset_has(const struct strset *s, const char *v)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (!strcasecmp(s->v[i], v))
+            return true;
+    return false;
+}
+
+/* The first member of a missing from b, or NULL. */
+static const char *strset_missing(const struct strset *a,
+                                  const struct strset *b)
+{
+    for (size_t i = 0; i < a->n; i++)
+        if (!strset_has(b, a->v[i]))
+            return a->v[i];
+    return NULL;
+}
+
+/* Sources by type only: lowering a level is what the plan is for. */
+static void source_types_of(const json_t *props, struct strset *out)
+{
+    json_t *srcs = cg_json_member(props, "notificationsSources");
+    size_t i;
+    json_t *src;
+    json_array_foreach(srcs, i, src)
+    {
+        const char *t = cg_json_str(src, "sourceType");
+        if (!t)
+            t = cg_json_str(src, "type");
+        if (t)
+            strset_add(out, t, strlen(t));
+    }
+    strset_sort(out);
+}
+
+bool cg_remediate_keeps_everything(const json_t *before, const json_t *body,
+                                   char *why, size_t whysz)
+{
+    char dummy[8];
+    if (!why) {
+        why = dummy;
+        whysz = sizeof(dummy);
+    }
+    why[0] = '\0';
+    const json_t *pa = props_of(before), *pb = props_of(body);
+    if (!pa)
+        return true;
+    if (!pb) {
+        snprintf(why, whysz, "the body has no properties");
+        return false;
+    }
+    void (*const collect[3])(const json_t *,
+                             struct strset *) = { emails_of, roles_of,
+                                                  source_types_of };
+    static const char *const what[3] = { "address", "role", "source type" };
+    for (int k = 0; k < 3; k++) {
+        struct strset sa = { 0 }, sb = { 0 };
+        collect[k](pa, &sa);
+        collect[k](pb, &sb);
+        const char *lost = strset_missing(&sa, &sb);
+        if (lost)
+            snprintf(why, whysz, "the %s %.200s would be lost", what[k], lost);
+        strset_free(&sa);
+        strset_free(&sb);
+        if (why[0])
+            return false;
+    }
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)pa, key, v)
+    {
+        if (!json_object_get(pb, key)) {
+            snprintf(why, whysz, "the member %.200s would be lost", key);
+            return false;
+        }
+    }
+    const char *phone = cg_json_str(pa, "phone");
+    if (phone &&
+        strcmp(phone,
+               cg_json_str(pb, "phone") ? cg_json_str(pb, "phone") : "")) {
+        snprintf(why, whysz, "the phone would change");
+        return false;
+    }
+    return true;
 }
 
 /* ---- the stage --------------------------------------------------------- */
@@ -678,6 +776,18 @@ static void on_read(const struct cg_arm_result *res, void *arg)
                     "The security contact already has everything the policy "
                     "asks for%s.",
                     e->replanned ? " (it was changed since the scan)" : "");
+        step_finish(c);
+        return;
+    }
+    char lost[256];
+    if (!cg_remediate_keeps_everything(e->before, c->plan.body, lost,
+                                       sizeof(lost))) {
+        /* The plan promises this; a body that breaks the promise is not
+         * written, whatever produced it. */
+        set_outcome(c, CG_REM_BLOCKED, "PLAN_WOULD_LOSE_DATA",
+                    "The planned body would lose data (%s); nothing is "
+                    "written.",
+                    lost);
         step_finish(c);
         return;
     }

@@ -98,6 +98,17 @@ bool cg_remediate_wanted(enum cg_remediation_mode mode,
  */
 bool cg_remediate_same_meaning(const json_t *a, const json_t *b);
 
+/*
+ * The last check before a write, independent of the plan: every address,
+ * role and source type of before is still in body (case-insensitively; a
+ * source's level may change, that is what the plan does), every member of
+ * before's properties is still there, and the phone is unchanged. false with
+ * the first loss in why (may be NULL). A remediation whose plan fails it writes
+ * nothing (PLAN_WOULD_LOSE_DATA).
+ */
+bool cg_remediate_keeps_everything(const json_t *before, const json_t *body,
+                                   char *why, size_t whysz);
+
 /* ---- the stage ---- */
 
 /* loop, arm, cache and conf are borrowed and outlive the stage. */

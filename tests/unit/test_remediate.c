@@ -254,6 +254,137 @@ static void test_same_meaning(void)
     json_decref(a);
 }
 
+static void test_keeps_everything(void)
+{
+    static const char *const before =
+        "{\"properties\":{\"isEnabled\":false,\"emails\":\"a@x.com b@x.com,"
+        "c@x.com\",\"phone\":\"1\",\"notificationsByRole\":{\"state\":"
+        "\"Off\",\"roles\":[\"Contributor\"]},\"notificationsSources\":[{"
+        "\"sourceType\":\"AttackPath\",\"minimalRiskLevel\":\"Critical\"},"
+        "{\"sourceType\":\"Custom\"}],\"extra\":{\"k\":1}}}";
+    static const struct {
+        const char *name, *body;
+        bool keeps;
+    } rows[] = {
+        { "the plan's kind of change",
+          "{\"properties\":{\"isEnabled\":true,\"emails\":\"A@x.com;b@x.com;"
+          "c@x.com;soc@example.com\",\"phone\":\"1\",\"notificationsByRole\":"
+          "{\"state\":\"On\",\"roles\":[\"Contributor\",\"Owner\"]},"
+          "\"notificationsSources\":[{\"sourceType\":\"AttackPath\","
+          "\"minimalRiskLevel\":\"High\"},{\"sourceType\":\"Custom\"},{"
+          "\"sourceType\":\"Alert\",\"minimalSeverity\":\"High\"}],"
+          "\"extra\":{\"k\":1}}}",
+          true },
+        { "an address dropped",
+          "{\"properties\":{\"emails\":\"a@x.com;c@x.com\",\"phone\":\"1\","
+          "\"isEnabled\":true,\"notificationsByRole\":{\"roles\":["
+          "\"Contributor\"]},\"notificationsSources\":[{\"sourceType\":"
+          "\"AttackPath\"},{\"sourceType\":\"Custom\"}],\"extra\":1}}",
+          false },
+        { "a role dropped",
+          "{\"properties\":{\"emails\":\"a@x.com;b@x.com;c@x.com\",\"phone\":"
+          "\"1\",\"isEnabled\":true,\"notificationsByRole\":{\"roles\":["
+          "\"Owner\"]},\"notificationsSources\":[{\"sourceType\":"
+          "\"AttackPath\"},{\"sourceType\":\"Custom\"}],\"extra\":1}}",
+          false },
+        { "a source dropped",
+          "{\"properties\":{\"emails\":\"a@x.com;b@x.com;c@x.com\",\"phone\":"
+          "\"1\",\"isEnabled\":true,\"notificationsByRole\":{\"roles\":["
+          "\"Contributor\"]},\"notificationsSources\":[{\"sourceType\":"
+          "\"AttackPath\"}],\"extra\":1}}",
+          false },
+        { "an unknown member dropped",
+          "{\"properties\":{\"emails\":\"a@x.com;b@x.com;c@x.com\",\"phone\":"
+          "\"1\",\"isEnabled\":true,\"notificationsByRole\":{\"roles\":["
+          "\"Contributor\"]},\"notificationsSources\":[{\"sourceType\":"
+          "\"AttackPath\"},{\"sourceType\":\"Custom\"}]}}",
+          false },
+        { "the phone changed",
+          "{\"properties\":{\"emails\":\"a@x.com;b@x.com;c@x.com\",\"phone\":"
+          "\"2\",\"isEnabled\":true,\"notificationsByRole\":{\"roles\":["
+          "\"Contributor\"]},\"notificationsSources\":[{\"sourceType\":"
+          "\"AttackPath\"},{\"sourceType\":\"Custom\"}],\"extra\":1}}",
+          false },
+        { "no body", NULL, false },
+    };
+    json_t *b = json_loads(before, 0, NULL);
+    CHECK(b != NULL, "before is JSON");
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        json_t *body = rows[i].body ? json_loads(rows[i].body, 0, NULL) : NULL;
+        CHECK(!rows[i].body || body, "%s: bad JSON", rows[i].name);
+        char why[256];
+        bool got = cg_remediate_keeps_everything(b, body, why, sizeof(why));
+        CHECK(got == rows[i].keeps, "%s: keeps %d, want %d (%s)", rows[i].name,
+              got, rows[i].keeps, why);
+        CHECK(got || why[0], "%s: no reason", rows[i].name);
+        json_decref(body);
+    }
+    json_t *null = json_null();
+    CHECK(cg_remediate_keeps_everything(null, b, NULL, 0),
+          "nothing before: nothing to lose");
+    json_decref(null);
+    json_decref(b);
+}
+
+/*
+ * The plan and the last check agree on every fixture body: a plan that
+ * changes something always passes cg_remediate_keeps_everything.
+ */
+static void test_plan_keeps_fixtures(void)
+{
+    static const char *const files[] = {
+        "compliant.json",
+        "disabled.json",
+        "empty-emails.json",
+        "get-single.json",
+        "invalid-emails.json",
+        "isenabled-absent.json",
+        "isenabled-string.json",
+        "no-properties.json",
+        "no-sources.json",
+        "reference-example.json",
+        "role-state-missing-roles.json",
+        "severity-high-risk-low.json",
+        "two-alert-sources.json",
+        "type-instead-of-sourcetype.json",
+        "unknown-enums.json",
+        "wrong-types.json",
+    };
+    struct cg_policy pol = { "soc@example.com;Cert@Example.com",
+                             CG_LEVEL_MEDIUM, CG_LEVEL_LOW };
+    size_t changes = 0;
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        char p[512];
+        snprintf(p, sizeof(p), "tests/fixtures/contacts/2023/%s", files[i]);
+        json_error_t je;
+        json_t *doc = json_load_file(p, 0, &je);
+        CHECK(doc != NULL, "%s: %s", p, je.text);
+        json_t *value = json_object_get(doc, "value");
+        size_t n = json_is_array(value) ? json_array_size(value) : 1;
+        for (size_t k = 0; k < n; k++) {
+            json_t *cur = json_is_array(value) ? json_array_get(value, k) : doc;
+            struct cg_plan plan;
+            cg_plan_make(cur, &pol, &plan);
+            if (plan.outcome == CG_PLAN_CHANGE) {
+                changes++;
+                char why[256];
+                json_t *before =
+                    json_pack("{s:O}", "properties",
+                              json_is_object(json_object_get(cur, "properties"))
+                                  ? json_object_get(cur, "properties")
+                                  : json_object_get(plan.before, "properties"));
+                CHECK(cg_remediate_keeps_everything(before, plan.body, why,
+                                                    sizeof(why)),
+                      "%s[%zu]: %s", files[i], k, why);
+                json_decref(before);
+            }
+            cg_plan_free(&plan);
+        }
+        json_decref(doc);
+    }
+    CHECK(changes >= 8, "only %zu fixture bodies needed a change", changes);
+}
+
 static void test_event(void)
 {
     struct cg_remediation r;
@@ -328,6 +459,8 @@ int main(void)
     test_policy();
     test_wanted();
     test_same_meaning();
+    test_keeps_everything();
+    test_plan_keeps_fixtures();
     test_event();
     unlink(path);
     rmdir(tmpdir);
