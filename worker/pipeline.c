@@ -35,7 +35,8 @@ enum outcome {
     OUT_COUNT,
 };
 
-static const char *const outcome_names[OUT_COUNT] = { "published", "duplicate",
+static const char *const outcome_names[OUT_COUNT] = { "published",
+                                                      "duplicate",
                                                       "dead_letter" };
 
 struct job_ctx {
@@ -170,11 +171,10 @@ static void publish_later(struct job_ctx *j, const char *why)
     j->attempts++;
     pl->publish_retries++;
     int64_t wait = backoff_ms(pl, j->attempts);
-    cg_warn("publish.retry",
-            "job=%s subscription=%s attempt=%d wait_ms=%lld "
+    cg_warn("publish.retry", "job=%s subscription=%s attempt=%d wait_ms=%lld "
             "why=\"%s\"",
-            j->job.job_id, j->job.subscription_id, j->attempts, (long long)wait,
-            why);
+            j->job.job_id, j->job.subscription_id, j->attempts,
+            (long long)wait, why);
     cg_loop_timer_add(pl->loop, &j->retry, wait, on_publish_retry, j);
 }
 
@@ -207,8 +207,8 @@ static void stage_publish(struct job_ctx *j)
     else
         rc = cg_publish_send(pl->publish, &j->batch, on_published, j);
     if (rc) {
-        publish_later(j,
-                      j->batch.why[0] ? j->batch.why : "producer queue full");
+        publish_later(j, j->batch.why[0] ? j->batch.why
+                                         : "producer queue full");
         return;
     }
     j->sending = true;
@@ -369,8 +369,7 @@ static void on_fetched(struct cg_fetch_result *res, void *arg)
     cg_histogram_observe(&pl->fetch_latency, (double)res->elapsed_ms / 1000);
     const char *version = cg_api_version_name(res->version);
     if (res->err) {
-        cg_info("job.unreadable",
-                "job=%s subscription=%s status=%s code=%s "
+        cg_info("job.unreadable", "job=%s subscription=%s status=%s code=%s "
                 "reason=\"%s\"",
                 j->job.job_id, j->job.subscription_id,
                 cg_status_name(res->status), res->reason_code, res->reason);
@@ -390,9 +389,9 @@ static void stage_fetch(struct job_ctx *j)
     struct cg_pipeline *pl = j->pl;
     const char *auth_tenant =
         j->job.auth_tenant_id[0] ? j->job.auth_tenant_id : j->job.tenant_id;
-    j->fetch =
-        cg_fetch_start(pl->fetch, auth_tenant, j->job.subscription_id,
-                       j->started_ms + pl->job_deadline_ms, on_fetched, j);
+    j->fetch = cg_fetch_start(pl->fetch, auth_tenant, j->job.subscription_id,
+                              j->started_ms + pl->job_deadline_ms, on_fetched,
+                              j);
 }
 
 /* ---- stage 1: the job -------------------------------------------------- */
@@ -475,10 +474,8 @@ static void render(struct cg_buf *b, void *arg)
     const struct {
         const char *cls;
         uint64_t v;
-    } classes[] = { { "2xx", as.status_2xx },
-                    { "3xx", as.status_3xx },
-                    { "4xx", as.status_4xx },
-                    { "5xx", as.status_5xx },
+    } classes[] = { { "2xx", as.status_2xx }, { "3xx", as.status_3xx },
+                    { "4xx", as.status_4xx }, { "5xx", as.status_5xx },
                     { "transport", as.transport_errors } };
     for (size_t i = 0; i < sizeof(classes) / sizeof(classes[0]); i++) {
         snprintf(labels, sizeof(labels), "class=\"%s\"", classes[i].cls);
@@ -509,8 +506,8 @@ static void render(struct cg_buf *b, void *arg)
     struct cg_cache_stats cs;
     cg_cache_stats(pl->cache, &cs);
     cg_metrics_counter(b, "contactguard_cache_errors_total",
-                       "Cache reads and writes that failed or were dropped", "",
-                       cs.write_errors + cs.lookup_errors + cs.dropped);
+                       "Cache reads and writes that failed or were dropped",
+                       "", cs.write_errors + cs.lookup_errors + cs.dropped);
     cg_metrics_gauge(b, "contactguard_cache_connected",
                      "1 when the cache connection is up", "",
                      cs.connected ? 1 : 0);
@@ -582,8 +579,8 @@ struct cg_pipeline *cg_pipeline_new(struct cg_loop *loop,
     const char *listen = cg_conf_str(conf, "worker.metrics_listen");
     if (!(pl->http = cg_http_new(loop, &ho, errbuf, errsz)) ||
         !(pl->auth = cg_auth_new(loop, pl->http, conf, errbuf, errsz)) ||
-        !(pl->arm =
-              cg_arm_new(loop, pl->http, pl->auth, conf, errbuf, errsz)) ||
+        !(pl->arm = cg_arm_new(loop, pl->http, pl->auth, conf, errbuf,
+                               errsz)) ||
         !(pl->fetch = cg_fetch_new(pl->arm, conf, errbuf, errsz)) ||
         !(pl->cache = cg_cache_new(loop, conf, errbuf, errsz)) ||
         !(pl->remediate = cg_remediate_new(loop, pl->arm, pl->cache, conf,
@@ -594,8 +591,8 @@ struct cg_pipeline *cg_pipeline_new(struct cg_loop *loop,
                                                   pl, errbuf, errsz)))
         goto fail;
     /* The consumer last: messages may arrive as soon as it exists. */
-    if (!(pl->consume =
-              cg_consume_new(loop, conf, on_message, pl, errbuf, errsz)))
+    if (!(pl->consume = cg_consume_new(loop, conf, on_message, pl, errbuf,
+                                       errsz)))
         goto fail;
     return pl;
 fail:
@@ -630,8 +627,7 @@ void cg_pipeline_free(struct cg_pipeline *pl)
     if (!pl)
         return;
     if (pl->njobs)
-        cg_warn("worker.abandoned",
-                "jobs=%zu note=\"left uncommitted; they "
+        cg_warn("worker.abandoned", "jobs=%zu note=\"left uncommitted; they "
                 "will be consumed again\"",
                 pl->njobs);
     /* Order matters: the producer purges what it still holds, which runs

@@ -75,7 +75,7 @@ void cg_publish_batch_fill(struct cg_publish *p, struct cg_publish_batch *b,
 void cg_publish_batch_clear(struct cg_publish_batch *b);
 
 /* Appends the remediation event r to a filled batch (headers kind,
- * outcome, mode); ignored when the batch is full. */
+ * outcome, tenant, format); ignored when the batch is full. */
 void cg_publish_batch_add_remediation(struct cg_publish_batch *b,
                                       const struct cg_remediation *r);
 
