@@ -20,6 +20,7 @@
  *   rejected  the same with 400 (Azure rejected the body)
  *   mismatch  the read after the write shows the old contact: failed
  *             verification, one PUT, findings of what was read back
+ *   noredis   Redis down: no lock, so no write; failed events say why
  *   replan    the contact changes between the scan and the write: the write
  *             keeps the change (re-planned, not overwritten)
  *   cli       contactguard-remediate plan (no write), apply, undo (restores
@@ -1008,6 +1009,47 @@ static void scenario_mismatch(struct stack *s)
     CHECK(stop_worker(s->workers[0]) == 0, "worker exit status");
 }
 
+/* Without Redis there is no lock and no undo record: nothing is written,
+ * and every failing subscription says so. */
+static void scenario_noredis(struct stack *s)
+{
+    write_conf(s, (const char *const[]){ "apply", "apply" });
+    size_t want_events = 0;
+    for (size_t i = 0; i < s->ntruth; i++)
+        want_events += eligible(&s->truth[i]);
+    char err[256];
+    CHECK(cg_harness_redis_stop(s->redis, err, sizeof(err)) == 0,
+          "redis stop: %s", err);
+    produce_jobs(s, NULL, 1, false);
+    s->workers[0] = worker_start(s, "worker", NULL);
+    struct results r;
+    read_results(s, s->ntruth * CG_RULE_COUNT, want_events, &r);
+    size_t unlocked = 0, other = 0;
+    for (size_t i = 0; i < r.m.n; i++) {
+        if (!is_event(&r.m.v[i]))
+            continue;
+        json_t *doc;
+        json_t *rec = event_record(&r.m.v[i], &doc);
+        if (str_eq(cg_json_str(rec, "outcome"), "failed") &&
+            str_eq(cg_json_str(rec, "reason_code"), "LOCK_UNAVAILABLE"))
+            unlocked++;
+        else
+            other++;
+        json_decref(doc);
+    }
+    CHECK(unlocked == want_events && other == 0,
+          "%zu LOCK_UNAVAILABLE events of %zu, %zu others", unlocked,
+          want_events, other);
+    json_t *stats = fake_stats(s);
+    CHECK(put_requests(stats, "200") + put_requests(stats, "201") +
+                  put_requests(stats, "400") + put_requests(stats, "403") ==
+              0,
+          "a PUT without the lock");
+    json_decref(stats);
+    cg_harness_msgs_free(&r.m);
+    CHECK(stop_worker(s->workers[0]) == 0, "worker exit status");
+}
+
 /* Runs contactguard-remediate; returns its exit status, stdout in *out. */
 static int run_cli(struct stack *s, const char *const *args, json_t **out)
 {
@@ -1247,6 +1289,7 @@ int main(int argc, char **argv)
         { "forbidden", scenario_forbidden, 2, 20, NULL },
         { "rejected", scenario_rejected, 2, 20, NULL },
         { "mismatch", scenario_mismatch, 1, 5, NULL },
+        { "noredis", scenario_noredis, 1, 30, NULL },
         { "replan", scenario_replan, 1, 5, NULL },
         { "cli", scenario_cli, 2, 10, NULL },
     };
