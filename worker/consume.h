@@ -10,9 +10,14 @@
  *     below it is finished (offsets.h), and the stored offsets are committed
  *     by librdkafka's auto-commit;
  *   - a revoked partition stores and commits its watermark before it goes;
- *   - backpressure pauses every assigned partition at a high-water mark of
- *     jobs in flight and resumes below the low-water mark, while polling
- *     (and so rebalancing) goes on.
+ *   - backpressure at worker.max_jobs jobs in flight stops polling: the
+ *     fetched messages wait in librdkafka's bounded queue and the next job
+ *     starts on the turn after one finishes. Pausing the partitions would
+ *     throw that queue away and, at the end of the log, leave the consumer
+ *     idle until its outstanding long poll returned (fetch.wait.max.ms), on
+ *     every pause; so the partitions are paused only when no job has
+ *     finished for a while (a stall), so that polling (and so rebalancing)
+ *     goes on.
  */
 #ifndef CG_CONSUME_H
 #define CG_CONSUME_H
@@ -53,7 +58,8 @@ size_t cg_consume_open(const struct cg_consume *c);
 void cg_consume_free(struct cg_consume *c);
 
 struct cg_consume_stats {
-    uint64_t messages, errors, rebalances, pauses;
+    uint64_t messages, errors, rebalances;
+    uint64_t pauses;   /* stalls that paused the partitions */
     size_t partitions; /* assigned now */
     bool paused;
     bool in_group; /* has an assignment or joined the group */
