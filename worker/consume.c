@@ -250,6 +250,12 @@ struct cg_consume *cg_consume_new(struct cg_loop *loop,
         "earliest",
         "client.id",
         "contactguard-worker",
+        /* The prefetch queue is where jobs wait while the pipeline is at
+         * worker.max_jobs; librdkafka's 64 MiB default would let it hold
+         * more memory than the whole worker needs. 4 MiB is some 15,000
+         * jobs, seconds of work. */
+        "queued.max.messages.kbytes",
+        "4096",
         NULL,
     };
     struct cg_consume *c = cg_calloc(1, sizeof(*c));

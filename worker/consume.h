@@ -37,7 +37,8 @@ struct cg_consume;
 typedef void (*cg_consume_fn)(rd_kafka_message_t *m, void *arg);
 
 /* loop and conf are borrowed. Reads topics.jobs, worker.max_jobs and
- * kafka.* (group.id defaults to contactguard-workers). */
+ * kafka.* (group.id defaults to contactguard-workers, and the prefetch
+ * queue, queued.max.messages.kbytes, to 4 MiB). */
 struct cg_consume *cg_consume_new(struct cg_loop *loop,
                                   const struct cg_conf *conf, cg_consume_fn fn,
                                   void *arg, char *errbuf, size_t errsz);
