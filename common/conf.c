@@ -99,7 +99,7 @@ static const struct cg_conf_opt conf_table[] = {
     { "worker.max_in_flight", CG_CONF_INT, "256", 1, 10000, NULL,
       "HTTP requests to Azure in flight" },
     { "worker.max_jobs", CG_CONF_INT, "1000", 1, 100000, NULL,
-      "jobs in flight before partitions are paused" },
+      "jobs in flight before the consumer stops polling" },
     { "worker.job_deadline_ms", CG_CONF_INT, "120000", 1000, 3600000, NULL,
       "time a job may spend retrying before it yields ERROR findings" },
     { "worker.drain_timeout_ms", CG_CONF_INT, "30000", 0, 600000, NULL,

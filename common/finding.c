@@ -266,7 +266,6 @@ static char *finding_compact(const struct cg_finding *f, bool with_refs)
     json_object_set_new(o, "api_version", json_string(f->api_version));
     json_object_set_new(o, "evidence",
                         f->evidence ? json_incref(f->evidence) : json_object());
-    json_object_set_new(o, "references", ri ? refs_json(ri) : json_array());
     json_object_set_new(o, "time", json_string(when));
     json_object_set_new(o, "time_ms", json_integer(f->time_ms));
     if (f->previous != CG_STATUS_NONE)

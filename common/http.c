@@ -9,12 +9,14 @@
 #include <ctype.h>
 #include <curl/curl.h>
 #include <openssl/crypto.h>
+#include <openssl/ssl.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #define HTTP_RETRY_AFTER_MAX_S 10000000L /* ~4 months: clamps absurd values */
+#define HTTP_UPLOAD_BUFFER     16384L    /* libcurl's smallest */
 
 enum req_state {
     REQ_QUEUED,
@@ -72,6 +74,7 @@ struct cg_http {
     struct req_list active;
     struct http_sock *socks; /* watched sockets, freed last */
     CURL **easy_pool;        /* reset handles ready for reuse */
+    char *start_line;        /* on_start's line, CG_HTTP_START_LINE_MAX */
     size_t npool;
     uint64_t completed, failed;
 };
@@ -282,6 +285,20 @@ static size_t http_on_body(char *data, size_t size, size_t nmemb, void *userp)
 
 /* ---- requests ---- */
 
+/*
+ * Every transfer slot keeps a TLS connection alive, and OpenSSL keeps a
+ * read and a write buffer (some 34 KiB) in each even while it is idle:
+ * released, they are allocated again only for the next record. Returns
+ * CURLE_OK whatever the backend; only OpenSSL calls it.
+ */
+static CURLcode http_ssl_ctx(CURL *e, void *ssl_ctx, void *arg)
+{
+    (void)e;
+    (void)arg;
+    SSL_CTX_set_mode((SSL_CTX *)ssl_ctx, SSL_MODE_RELEASE_BUFFERS);
+    return CURLE_OK;
+}
+
 static void req_free(struct cg_http_req *r)
 {
     struct cg_http *http = r->http;
@@ -303,7 +320,9 @@ static void req_free(struct cg_http_req *r)
 /* Asks the owner for the header computed at start (on_start). */
 static int req_start_header(struct cg_http_req *r)
 {
-    char *line = cg_malloc(CG_HTTP_START_LINE_MAX);
+    /* One buffer for every request (on_start may not call into http):
+     * a fresh 32 KiB allocation per request churned the heap. */
+    char *line = r->http->start_line;
     line[0] = '\0';
     int rc = r->on_start(r->arg, line, CG_HTTP_START_LINE_MAX);
     if (rc == 0 && line[0]) {
@@ -312,9 +331,9 @@ static int req_start_header(struct cg_http_req *r)
             abort();
         r->headers = h;
     }
-    /* The line usually holds a bearer token. */
-    OPENSSL_cleanse(line, CG_HTTP_START_LINE_MAX);
-    free(line);
+    /* The line usually holds a bearer token; nothing is past its end, as
+     * the buffer was wiped after the last use. */
+    OPENSSL_cleanse(line, strnlen(line, CG_HTTP_START_LINE_MAX));
     return rc;
 }
 
@@ -342,6 +361,11 @@ static int req_start(struct cg_http *http, struct cg_http_req *r)
     curl_easy_setopt(e, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
     if (http->ca_file)
         curl_easy_setopt(e, CURLOPT_CAINFO, http->ca_file);
+    curl_easy_setopt(e, CURLOPT_SSL_CTX_FUNCTION, http_ssl_ctx);
+    /* Over TLS, libcurl copies every request into an upload buffer (OpenSSL
+     * wants the same pointer on a retried write): 64 KiB per transfer in
+     * flight by default, for requests of a few hundred bytes. */
+    curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, HTTP_UPLOAD_BUFFER);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, r->timeout_ms);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
                      http->opts.connect_timeout_ms < r->timeout_ms
@@ -627,6 +651,7 @@ struct cg_http *cg_http_new(struct cg_loop *loop,
         http->opts.connect_timeout_ms = opts->timeout_ms;
     http->easy_pool =
         cg_calloc((size_t)opts->max_in_flight, sizeof(*http->easy_pool));
+    http->start_line = cg_calloc(1, CG_HTTP_START_LINE_MAX);
     http->multi = curl_multi_init();
     http->share = curl_share_init();
     if (!http->multi || !http->share) {
@@ -667,6 +692,9 @@ void cg_http_free(struct cg_http *http)
     for (size_t i = 0; i < http->npool; i++)
         curl_easy_cleanup(http->easy_pool[i]);
     free(http->easy_pool);
+    if (http->start_line)
+        OPENSSL_cleanse(http->start_line, CG_HTTP_START_LINE_MAX);
+    free(http->start_line);
     if (http->multi)
         curl_multi_cleanup(http->multi);
     if (http->share)

@@ -14,6 +14,15 @@
 #include <unistd.h>
 
 #define CONSUME_BATCH 512 /* messages taken per loop turn at most */
+/*
+ * How long the pipeline may stay at worker.max_jobs, with no job finishing,
+ * before the partitions are paused so that polling (rebalances, group
+ * membership) can go on. Pausing is not free: librdkafka discards what it
+ * prefetched and cannot fetch again before its outstanding long poll
+ * returns (fetch.wait.max.ms, 500 ms by default), so a pause is kept for
+ * real stalls and never used for the turn-by-turn flow control.
+ */
+#define CONSUME_HOLD_MS 2000
 
 struct cg_consume {
     struct cg_loop *loop;
@@ -23,8 +32,10 @@ struct cg_consume {
     struct cg_offsets *offsets;
     cg_consume_fn fn;
     void *arg;
-    size_t high, low; /* backpressure marks */
+    size_t high; /* worker.max_jobs */
     bool paused, stopped, joined;
+    bool holding;          /* at high: not polling until a job finishes */
+    int64_t full_since_ms; /* when holding began; 0: not holding */
     int pipe[2];
     struct cg_loop_io io;
     struct cg_loop_timer tick;
@@ -60,16 +71,56 @@ static void set_paused(struct cg_consume *c, bool paused)
     c->paused = paused;
 }
 
+static void on_tick(struct cg_loop *loop, void *arg);
+
+/*
+ * Whether consume_serve may poll now. At the job limit it stops polling:
+ * librdkafka keeps what it fetched, and its bounded queue stops the
+ * fetcher, so the next job starts one turn after a slot frees. Only when
+ * the limit has held for CONSUME_HOLD_MS are the partitions paused, so
+ * that polling (and so rebalancing) goes on without taking jobs.
+ */
+static bool may_poll(struct cg_consume *c)
+{
+    if (c->stopped)
+        return true; /* paused for good; consume_serve drops what comes */
+    size_t open = cg_offsets_open(c->offsets);
+    if (open < c->high) {
+        c->holding = false;
+        if (c->paused) {
+            set_paused(c, false);
+            cg_debug("consume.resumed", "open=%zu", open);
+        }
+        return true;
+    }
+    if (c->paused)
+        return true;
+    int64_t now = cg_loop_now_ms();
+    if (!c->holding) {
+        c->holding = true;
+        c->full_since_ms = now;
+    }
+    if (now - c->full_since_ms < CONSUME_HOLD_MS)
+        return false;
+    c->holding = false;
+    set_paused(c, true);
+    cg_debug("consume.paused", "open=%zu held_ms=%lld", open,
+             (long long)(now - c->full_since_ms));
+    return true;
+}
+
+/* After a job finished, or when shutdown begins. */
 static void backpressure(struct cg_consume *c)
 {
-    size_t open = cg_offsets_open(c->offsets);
-    if (!c->paused && (c->stopped || open >= c->high)) {
-        set_paused(c, true);
-        cg_debug("consume.paused", "open=%zu", open);
-    } else if (c->paused && !c->stopped && open <= c->low) {
-        set_paused(c, false);
-        cg_debug("consume.resumed", "open=%zu", open);
+    if (c->stopped) {
+        if (!c->paused)
+            set_paused(c, true);
+        return;
     }
+    /* A slot is free: take the next job on the next turn, not from here,
+     * inside the pipeline's own callbacks. */
+    if ((c->holding || c->paused) && cg_offsets_open(c->offsets) < c->high)
+        cg_loop_timer_add(c->loop, &c->tick, 0, on_tick, c);
 }
 
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -130,11 +181,11 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     }
 }
 
-static void on_tick(struct cg_loop *loop, void *arg);
-
 static void consume_serve(struct cg_consume *c)
 {
     for (int n = 0; n < CONSUME_BATCH; n++) {
+        if (!may_poll(c))
+            return;
         rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 0);
         if (!m)
             return;
@@ -156,7 +207,6 @@ static void consume_serve(struct cg_consume *c)
         c->stats.messages++;
         cg_offsets_begin(c->offsets, m->partition, m->offset);
         c->fn(m, c->arg);
-        backpressure(c);
     }
     /* More may be waiting: the event fd fires only on empty->non-empty. */
     cg_loop_timer_add(c->loop, &c->tick, 0, on_tick, c);
@@ -200,6 +250,12 @@ struct cg_consume *cg_consume_new(struct cg_loop *loop,
         "earliest",
         "client.id",
         "contactguard-worker",
+        /* The prefetch queue is where jobs wait while the pipeline is at
+         * worker.max_jobs; librdkafka's 64 MiB default would let it hold
+         * more memory than the whole worker needs. 4 MiB is some 15,000
+         * jobs, seconds of work. */
+        "queued.max.messages.kbytes",
+        "4096",
         NULL,
     };
     struct cg_consume *c = cg_calloc(1, sizeof(*c));
@@ -209,7 +265,6 @@ struct cg_consume *cg_consume_new(struct cg_loop *loop,
     c->arg = arg;
     c->offsets = cg_offsets_new();
     c->high = (size_t)cg_conf_int(conf, "worker.max_jobs");
-    c->low = c->high * 3 / 4;
     cg_strlcpy(c->topic, cg_conf_str(conf, "topics.jobs"), sizeof(c->topic));
     char kerr[512];
     rd_kafka_conf_t *kc = cg_kafka_conf(conf, defaults, errbuf, errsz);

@@ -10,9 +10,14 @@
  *     below it is finished (offsets.h), and the stored offsets are committed
  *     by librdkafka's auto-commit;
  *   - a revoked partition stores and commits its watermark before it goes;
- *   - backpressure pauses every assigned partition at a high-water mark of
- *     jobs in flight and resumes below the low-water mark, while polling
- *     (and so rebalancing) goes on.
+ *   - backpressure at worker.max_jobs jobs in flight stops polling: the
+ *     fetched messages wait in librdkafka's bounded queue and the next job
+ *     starts on the turn after one finishes. Pausing the partitions would
+ *     throw that queue away and, at the end of the log, leave the consumer
+ *     idle until its outstanding long poll returned (fetch.wait.max.ms), on
+ *     every pause; so the partitions are paused only when no job has
+ *     finished for a while (a stall), so that polling (and so rebalancing)
+ *     goes on.
  */
 #ifndef CG_CONSUME_H
 #define CG_CONSUME_H
@@ -32,7 +37,8 @@ struct cg_consume;
 typedef void (*cg_consume_fn)(rd_kafka_message_t *m, void *arg);
 
 /* loop and conf are borrowed. Reads topics.jobs, worker.max_jobs and
- * kafka.* (group.id defaults to contactguard-workers). */
+ * kafka.* (group.id defaults to contactguard-workers, and the prefetch
+ * queue, queued.max.messages.kbytes, to 4 MiB). */
 struct cg_consume *cg_consume_new(struct cg_loop *loop,
                                   const struct cg_conf *conf, cg_consume_fn fn,
                                   void *arg, char *errbuf, size_t errsz);
@@ -53,7 +59,8 @@ size_t cg_consume_open(const struct cg_consume *c);
 void cg_consume_free(struct cg_consume *c);
 
 struct cg_consume_stats {
-    uint64_t messages, errors, rebalances, pauses;
+    uint64_t messages, errors, rebalances;
+    uint64_t pauses;   /* stalls that paused the partitions */
     size_t partitions; /* assigned now */
     bool paused;
     bool in_group; /* has an assignment or joined the group */

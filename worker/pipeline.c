@@ -541,6 +541,9 @@ static void render(struct cg_buf *b, void *arg)
                      ks.paused ? (double)ks.partitions : 0);
     cg_metrics_counter(b, "contactguard_rebalances_total",
                        "Consumer group rebalances", "", ks.rebalances);
+    cg_metrics_counter(b, "contactguard_consumer_pauses_total",
+                       "Stalls at worker.max_jobs that paused the partitions",
+                       "", ks.pauses);
     cg_metrics_histogram(b, "contactguard_job_duration_seconds",
                          "Time from taking a job to finishing it",
                          &pl->job_latency);

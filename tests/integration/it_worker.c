@@ -14,6 +14,9 @@
  *   broker    the Kafka broker taken down and brought back mid-run
  *   poison    undecodable jobs land in the dead-letter topic; every good
  *             job completes
+ *   limit     a job limit far below the backlog: every job done, and the
+ *             partitions never paused (pausing discards librdkafka's
+ *             prefetch and idles the consumer for a long poll each time)
  *   cert      certificate credentials (a signed client assertion)
  *   federated workload identity federation (a projected token file)
  */
@@ -248,6 +251,21 @@ static void check_metrics(struct cg_harness_proc *w, size_t jobs)
     free(body);
 }
 
+/* The worker's /metrics has the sample line `want`. */
+static void check_metric(struct cg_harness_proc *w, const char *want)
+{
+    const char *addr = cg_stack_worker_metrics(w);
+    char url[160];
+    long st;
+    snprintf(url, sizeof(url), "http://%s/metrics", addr ? addr : "");
+    char *body = addr ? cg_stack_http_get(url, NULL, &st) : NULL;
+    const char *at = body ? strstr(body, want) : NULL;
+    CHECK(at && (at == body || at[-1] == '\n') &&
+              (at[strlen(want)] == '\n' || at[strlen(want)] == '\0'),
+          "/metrics lacks '%s'", want);
+    free(body);
+}
+
 int main(int argc, char **argv)
 {
     const char *scenario = argc > 1 ? argv[1] : "e2e";
@@ -289,6 +307,18 @@ int main(int argc, char **argv)
             CHECK(stop_worker(workers[0]) == 0, "leaving worker exit");
             check_findings(&s, false);
             CHECK(stop_worker(workers[1]) == 0, "remaining worker exit");
+        }
+    } else if (!strcmp(scenario, "limit")) {
+        if (stack_up(&s, 4, 50,
+                     (const char *const[]){ "--latency-ms", "20", NULL }, 4)) {
+            produce_jobs(&s, 0);
+            workers[0] = worker_start(
+                &s, "worker",
+                (const char *const[]){ "--set", "worker.max_jobs=8", NULL });
+            check_findings(&s, true);
+            check_metrics(workers[0], s.nsubs);
+            check_metric(workers[0], "contactguard_consumer_pauses_total 0");
+            CHECK(stop_worker(workers[0]) == 0, "exit status");
         }
     } else if (!strcmp(scenario, "throttle")) {
         if (stack_up(&s, 2, 30,

@@ -63,6 +63,14 @@ int main(void)
     CHECK(o && !strcmp(cg_json_str(o, "time"), "2023-11-14T22:13:20.123Z"),
           "time field %s", o ? cg_json_str(o, "time") : "");
     json_decref(o);
+    /* One "references" key, spliced in; none in the cache's lean line. */
+    const char *refs_key = "\"references\":";
+    char *first = strstr(line, refs_key);
+    CHECK(first && !strstr(first + 1, refs_key),
+          "compact line has %s references key", first ? "a second" : "no");
+    char *lean = cg_finding_compact_lean(&f);
+    CHECK(!strstr(lean, refs_key), "lean line keeps the references");
+    free(lean);
     free(line);
     cg_finding_clear(&g);
 
