@@ -5,7 +5,9 @@
 #include "log.h"
 #include "mem.h"
 
+#include <fcntl.h>
 #include <string.h>
+#include <unistd.h>
 
 static void kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac,
                          const char *buf)
@@ -76,4 +78,70 @@ void cg_kafka_header(const rd_kafka_message_t *msg, const char *name, char *out,
     size_t n = size < outsz - 1 ? size : outsz - 1;
     memcpy(out, val, n);
     out[n] = '\0';
+}
+
+static void wake_on_readable(struct cg_loop *loop, int fd, unsigned events,
+                             void *arg)
+{
+    struct cg_kafka_wake *w = arg;
+    char buf[64];
+    (void)loop;
+    (void)events;
+    while (read(fd, buf, sizeof(buf)) > 0)
+        ;
+    w->serve(w->arg);
+}
+
+static void wake_on_tick(struct cg_loop *loop, void *arg)
+{
+    struct cg_kafka_wake *w = arg;
+    w->serve(w->arg);
+    cg_loop_timer_add(loop, &w->tick, w->tick_ms, wake_on_tick, w);
+}
+
+int cg_kafka_wake_start(struct cg_kafka_wake *w, struct cg_loop *loop,
+                        rd_kafka_queue_t *queue, int tick_ms,
+                        void (*serve)(void *arg), void *arg, char *errbuf,
+                        size_t errsz)
+{
+    memset(w, 0, sizeof(*w));
+    w->loop = loop;
+    w->queue = queue;
+    w->tick_ms = tick_ms;
+    w->serve = serve;
+    w->arg = arg;
+    w->pipe[0] = w->pipe[1] = -1;
+    if (pipe2(w->pipe, O_NONBLOCK | O_CLOEXEC) != 0) {
+        cg_err_set(errbuf, errsz, CG_EIO, "pipe: %m");
+        cg_kafka_wake_stop(w);
+        return CG_EIO;
+    }
+    rd_kafka_queue_io_event_enable(queue, w->pipe[1], "1", 1);
+    if (cg_loop_io_add(loop, &w->io, w->pipe[0], CG_LOOP_READ, wake_on_readable,
+                       w, errbuf, errsz)) {
+        cg_kafka_wake_stop(w);
+        return CG_EIO;
+    }
+    if (tick_ms > 0)
+        cg_loop_timer_add(loop, &w->tick, tick_ms, wake_on_tick, w);
+    return 0;
+}
+
+void cg_kafka_wake_stop(struct cg_kafka_wake *w)
+{
+    if (!w->loop)
+        return; /* zeroed: never started */
+    cg_loop_timer_cancel(w->loop, &w->tick);
+    if (w->io.active)
+        cg_loop_io_del(w->loop, &w->io);
+    if (w->queue) {
+        rd_kafka_queue_io_event_enable(w->queue, -1, NULL, 0);
+        rd_kafka_queue_destroy(w->queue);
+        w->queue = NULL;
+    }
+    for (int i = 0; i < 2; i++) {
+        if (w->pipe[i] >= 0)
+            close(w->pipe[i]);
+        w->pipe[i] = -1;
+    }
 }

@@ -11,6 +11,8 @@
 #ifndef CG_KAFKA_H
 #define CG_KAFKA_H
 
+#include "loop.h"
+
 #include <librdkafka/rdkafka.h>
 #include <stddef.h>
 
@@ -29,5 +31,35 @@ rd_kafka_conf_t *cg_kafka_conf(const struct cg_conf *conf,
  * copy into out, or "" when absent. */
 void cg_kafka_header(const rd_kafka_message_t *msg, const char *name, char *out,
                      size_t outsz);
+
+/*
+ * Serves a librdkafka queue from the event loop. librdkafka writes a byte
+ * to a pipe when the queue goes from empty to non-empty (and only then), so
+ * serve() must drain what it can; an optional slow tick (tick_ms > 0) calls
+ * serve() as well, for what slips between. A plain record embedded in its
+ * owner; zero it before cg_kafka_wake_start.
+ */
+struct cg_kafka_wake {
+    /* private */
+    struct cg_loop *loop;
+    rd_kafka_queue_t *queue;
+    int pipe[2];
+    struct cg_loop_io io;
+    struct cg_loop_timer tick;
+    int tick_ms;
+    void (*serve)(void *arg);
+    void *arg;
+};
+
+/* Takes queue (destroyed by cg_kafka_wake_stop, also on failure). Returns
+ * 0 or CG_EIO. */
+int cg_kafka_wake_start(struct cg_kafka_wake *w, struct cg_loop *loop,
+                        rd_kafka_queue_t *queue, int tick_ms,
+                        void (*serve)(void *arg), void *arg, char *errbuf,
+                        size_t errsz);
+
+/* Stops watching and releases the queue and the pipe; a zeroed or already
+ * stopped record is fine. */
+void cg_kafka_wake_stop(struct cg_kafka_wake *w);
 
 #endif

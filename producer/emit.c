@@ -7,11 +7,9 @@
 #include "loop.h"
 #include "mem.h"
 
-#include <fcntl.h>
 #include <librdkafka/rdkafka.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 /* How long one job may wait for room in librdkafka's queue. */
 #define EMIT_QUEUE_WAIT_MS 60000
@@ -28,11 +26,8 @@ struct cg_emit {
     bool dry_run;
     FILE *out;
     rd_kafka_t *rk;
-    rd_kafka_queue_t *queue;
+    struct cg_kafka_wake wake;
     char topic[256];
-    int pipe[2];
-    struct cg_loop_io io;
-    struct cg_loop_timer tick;
     struct cg_emit_stats stats;
     size_t outstanding;
     bool finished;
@@ -72,30 +67,11 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *km,
            km->err ? rd_kafka_err2str(km->err) : "");
 }
 
-static void serve(struct cg_emit *e)
-{
-    if (e->rk)
-        rd_kafka_poll(e->rk, 0);
-}
-
-static void on_readable(struct cg_loop *loop, int fd, unsigned events,
-                        void *arg)
-{
-    char buf[64];
-    (void)loop;
-    (void)events;
-    while (read(fd, buf, sizeof(buf)) > 0)
-        ;
-    serve(arg);
-}
-
-/* The event fd fires on an empty-to-non-empty transition only; a slow tick
- * catches what slipped between. */
-static void on_tick(struct cg_loop *loop, void *arg)
+static void serve(void *arg)
 {
     struct cg_emit *e = arg;
-    serve(e);
-    cg_loop_timer_add(loop, &e->tick, 100, on_tick, e);
+    if (e->rk)
+        rd_kafka_poll(e->rk, 0);
 }
 
 struct cg_emit *cg_emit_new(struct cg_loop *loop, const struct cg_conf *conf,
@@ -118,7 +94,6 @@ struct cg_emit *cg_emit_new(struct cg_loop *loop, const struct cg_conf *conf,
     e->loop = loop;
     e->dry_run = dry_run;
     e->out = out;
-    e->pipe[0] = e->pipe[1] = -1;
     cg_strlcpy(e->topic, cg_conf_str(conf, "topics.jobs"), sizeof(e->topic));
     if (dry_run)
         return e;
@@ -134,16 +109,9 @@ struct cg_emit *cg_emit_new(struct cg_loop *loop, const struct cg_conf *conf,
         cg_err_set(errbuf, errsz, CG_EKAFKA, "producer: %s", kerr);
         goto fail;
     }
-    if (pipe2(e->pipe, O_NONBLOCK | O_CLOEXEC) != 0) {
-        cg_err_set(errbuf, errsz, CG_EIO, "pipe: %m");
+    if (cg_kafka_wake_start(&e->wake, loop, rd_kafka_queue_get_main(e->rk), 100,
+                            serve, e, errbuf, errsz))
         goto fail;
-    }
-    e->queue = rd_kafka_queue_get_main(e->rk);
-    rd_kafka_queue_io_event_enable(e->queue, e->pipe[1], "1", 1);
-    if (cg_loop_io_add(loop, &e->io, e->pipe[0], CG_LOOP_READ, on_readable, e,
-                       errbuf, errsz))
-        goto fail;
-    cg_loop_timer_add(loop, &e->tick, 100, on_tick, e);
     return e;
 fail:
     cg_emit_free(e, 0);
@@ -252,19 +220,9 @@ void cg_emit_free(struct cg_emit *e, int timeout_ms)
 {
     if (!e)
         return;
-    cg_loop_timer_cancel(e->loop, &e->tick);
-    if (e->io.active)
-        cg_loop_io_del(e->loop, &e->io);
     cg_emit_finish(e, timeout_ms);
-    if (e->queue) {
-        rd_kafka_queue_io_event_enable(e->queue, -1, NULL, 0);
-        rd_kafka_queue_destroy(e->queue);
-    }
+    cg_kafka_wake_stop(&e->wake);
     if (e->rk)
         rd_kafka_destroy(e->rk);
-    if (e->pipe[0] >= 0)
-        close(e->pipe[0]);
-    if (e->pipe[1] >= 0)
-        close(e->pipe[1]);
     free(e);
 }

@@ -8,10 +8,8 @@
 #include "mem.h"
 #include "offsets.h"
 
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #define CONSUME_BATCH 512 /* messages taken per loop turn at most */
 /*
@@ -36,8 +34,7 @@ struct cg_consume {
     bool paused, stopped, joined;
     bool holding;          /* at high: not polling until a job finishes */
     int64_t full_since_ms; /* when holding began; 0: not holding */
-    int pipe[2];
-    struct cg_loop_io io;
+    struct cg_kafka_wake wake;
     struct cg_loop_timer tick;
     struct cg_consume_stats stats;
 };
@@ -212,14 +209,8 @@ static void consume_serve(struct cg_consume *c)
     cg_loop_timer_add(c->loop, &c->tick, 0, on_tick, c);
 }
 
-static void on_readable(struct cg_loop *loop, int fd, unsigned events,
-                        void *arg)
+static void on_wake(void *arg)
 {
-    char buf[64];
-    (void)loop;
-    (void)events;
-    while (read(fd, buf, sizeof(buf)) > 0)
-        ;
     consume_serve(arg);
 }
 
@@ -260,7 +251,6 @@ struct cg_consume *cg_consume_new(struct cg_loop *loop,
     };
     struct cg_consume *c = cg_calloc(1, sizeof(*c));
     c->loop = loop;
-    c->pipe[0] = c->pipe[1] = -1;
     c->fn = fn;
     c->arg = arg;
     c->offsets = cg_offsets_new();
@@ -288,14 +278,9 @@ struct cg_consume *cg_consume_new(struct cg_loop *loop,
                    rd_kafka_err2str(err));
         goto fail;
     }
-    if (pipe2(c->pipe, O_NONBLOCK | O_CLOEXEC) != 0) {
-        cg_err_set(errbuf, errsz, CG_EIO, "pipe: %m");
-        goto fail;
-    }
-    c->queue = rd_kafka_queue_get_consumer(c->rk);
-    rd_kafka_queue_io_event_enable(c->queue, c->pipe[1], "1", 1);
-    if (cg_loop_io_add(loop, &c->io, c->pipe[0], CG_LOOP_READ, on_readable, c,
-                       errbuf, errsz))
+    /* No tick of the wake's own: consume_serve keeps its own timer. */
+    if (cg_kafka_wake_start(&c->wake, loop, rd_kafka_queue_get_consumer(c->rk),
+                            0, on_wake, c, errbuf, errsz))
         goto fail;
     cg_loop_timer_add(loop, &c->tick, 0, on_tick, c);
     return c;
@@ -357,12 +342,7 @@ void cg_consume_free(struct cg_consume *c)
     if (!c)
         return;
     cg_loop_timer_cancel(c->loop, &c->tick);
-    if (c->io.active)
-        cg_loop_io_del(c->loop, &c->io);
-    if (c->queue) {
-        rd_kafka_queue_io_event_enable(c->queue, -1, NULL, 0);
-        rd_kafka_queue_destroy(c->queue);
-    }
+    cg_kafka_wake_stop(&c->wake);
     if (c->rk) {
         /* Leaving the group revokes every partition through rebalance_cb,
          * which stores and commits the watermarks. */
@@ -371,10 +351,6 @@ void cg_consume_free(struct cg_consume *c)
             cg_warn("consume.close", "error=%s", rd_kafka_err2name(err));
         rd_kafka_destroy(c->rk);
     }
-    if (c->pipe[0] >= 0)
-        close(c->pipe[0]);
-    if (c->pipe[1] >= 0)
-        close(c->pipe[1]);
     cg_offsets_free(c->offsets);
     free(c);
 }

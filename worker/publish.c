@@ -7,23 +7,18 @@
 #include "loop.h"
 #include "mem.h"
 
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <unistd.h>
 
 struct cg_publish {
     struct cg_loop *loop;
     rd_kafka_t *rk;
-    rd_kafka_queue_t *queue;
+    struct cg_kafka_wake wake;
     rd_kafka_topic_t *results;
     rd_kafka_topic_t *dlq;
     bool ocsf;
-    int pipe[2];
-    struct cg_loop_io io;
-    struct cg_loop_timer tick;
     struct cg_publish_stats stats;
 };
 
@@ -59,29 +54,11 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
     publish_batch_settle(b);
 }
 
-static void publish_serve(struct cg_publish *p)
-{
-    rd_kafka_poll(p->rk, 0);
-}
-
-static void on_readable(struct cg_loop *loop, int fd, unsigned events,
-                        void *arg)
-{
-    char buf[64];
-    (void)loop;
-    (void)events;
-    while (read(fd, buf, sizeof(buf)) > 0)
-        ;
-    publish_serve(arg);
-}
-
-/* librdkafka's event fd only fires on an empty-to-non-empty transition;
- * a slow tick catches anything that slipped between. */
-static void on_tick(struct cg_loop *loop, void *arg)
+/* Delivery reports: served from the loop, never from librdkafka's threads. */
+static void publish_serve(void *arg)
 {
     struct cg_publish *p = arg;
-    publish_serve(p);
-    cg_loop_timer_add(loop, &p->tick, 100, on_tick, p);
+    rd_kafka_poll(p->rk, 0);
 }
 
 struct cg_publish *cg_publish_new(struct cg_loop *loop,
@@ -103,7 +80,6 @@ struct cg_publish *cg_publish_new(struct cg_loop *loop,
     };
     struct cg_publish *p = cg_calloc(1, sizeof(*p));
     p->loop = loop;
-    p->pipe[0] = p->pipe[1] = -1;
     p->ocsf = strcasecmp(cg_conf_str(conf, "output.format"), "ocsf") == 0;
     char kerr[512];
     rd_kafka_conf_t *kc = cg_kafka_conf(conf, defaults, errbuf, errsz);
@@ -121,16 +97,9 @@ struct cg_publish *cg_publish_new(struct cg_loop *loop,
         rd_kafka_topic_new(p->rk, cg_conf_str(conf, "topics.results"), NULL);
     p->dlq = rd_kafka_topic_new(p->rk, cg_conf_str(conf, "topics.dead_letter"),
                                 NULL);
-    if (pipe2(p->pipe, O_NONBLOCK | O_CLOEXEC) != 0) {
-        cg_err_set(errbuf, errsz, CG_EIO, "pipe: %m");
+    if (cg_kafka_wake_start(&p->wake, loop, rd_kafka_queue_get_main(p->rk), 100,
+                            publish_serve, p, errbuf, errsz))
         goto fail;
-    }
-    p->queue = rd_kafka_queue_get_main(p->rk);
-    rd_kafka_queue_io_event_enable(p->queue, p->pipe[1], "1", 1);
-    if (cg_loop_io_add(loop, &p->io, p->pipe[0], CG_LOOP_READ, on_readable, p,
-                       errbuf, errsz))
-        goto fail;
-    cg_loop_timer_add(loop, &p->tick, 100, on_tick, p);
     return p;
 fail:
     cg_publish_free(p, 0);
@@ -147,9 +116,6 @@ void cg_publish_free(struct cg_publish *p, int timeout_ms)
 {
     if (!p)
         return;
-    cg_loop_timer_cancel(p->loop, &p->tick);
-    if (p->io.active)
-        cg_loop_io_del(p->loop, &p->io);
     if (p->rk) {
         if (timeout_ms > 0)
             rd_kafka_flush(p->rk, timeout_ms);
@@ -159,20 +125,13 @@ void cg_publish_free(struct cg_publish *p, int timeout_ms)
                        RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
         rd_kafka_poll(p->rk, 0);
     }
-    if (p->queue) {
-        rd_kafka_queue_io_event_enable(p->queue, -1, NULL, 0);
-        rd_kafka_queue_destroy(p->queue);
-    }
+    cg_kafka_wake_stop(&p->wake);
     if (p->results)
         rd_kafka_topic_destroy(p->results);
     if (p->dlq)
         rd_kafka_topic_destroy(p->dlq);
     if (p->rk)
         rd_kafka_destroy(p->rk);
-    if (p->pipe[0] >= 0)
-        close(p->pipe[0]);
-    if (p->pipe[1] >= 0)
-        close(p->pipe[1]);
     free(p);
 }
 
