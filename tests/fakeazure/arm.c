@@ -297,10 +297,12 @@ const char *cg_fa_arm_handle(struct cg_fa *fa, const struct cg_fa_req *req,
     bool write = put || del;
     struct cg_fa_throttle th;
     cg_fa_faults_throttle(fa->faults, tok->principal, scope, write, &th);
-    cg_fa_resp_header(resp,
-                      write ? "x-ms-ratelimit-remaining-subscription-writes"
-                            : "x-ms-ratelimit-remaining-subscription-reads",
-                      "%ld", th.remaining);
+    /* Tenant-level reads (subscriptions, tenants) report the tenant's
+     * budget under ARM's tenant header. */
+    const char *hdr = write ? "x-ms-ratelimit-remaining-subscription-writes"
+                      : subid[0] ? "x-ms-ratelimit-remaining-subscription-reads"
+                                 : "x-ms-ratelimit-remaining-tenant-reads";
+    cg_fa_resp_header(resp, hdr, "%ld", th.remaining);
     if (th.limited) {
         cg_fa_arm_error(resp, 429, "TooManyRequests",
                         "The request is being throttled as the limit has "

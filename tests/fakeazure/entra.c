@@ -43,6 +43,7 @@ struct cg_fa_entra {
     unsigned lifetime;
     char *base;
     char *fed_issuer;
+    char *keys_dir;
     char *fed_subject;
     struct signer app;        /* key NULL: no certificate registered */
     struct signer issuer;     /* key NULL: no federation */
@@ -189,6 +190,7 @@ struct cg_fa_entra *cg_fa_entra_new(const struct cg_fa_entra_conf *conf,
     e->lifetime = conf->token_lifetime_s;
     e->base = cg_strdup("https://127.0.0.1");
     e->fed_issuer = cg_strdup(conf->fed_issuer);
+    e->keys_dir = conf->keys_dir ? cg_strdup(conf->keys_dir) : NULL;
     e->fed_subject = cg_strdup(conf->fed_subject);
     e->tokens = cg_fa_map_new(false, free);
     e->jtis = cg_fa_map_new(false, free);
@@ -209,6 +211,7 @@ void cg_fa_entra_free(struct cg_fa_entra *e)
     cg_fa_map_free(e->jtis);
     free(e->base);
     free(e->fed_issuer);
+    free(e->keys_dir);
     free(e->fed_subject);
     free(e);
 }
@@ -779,4 +782,77 @@ enum cg_fa_auth cg_fa_entra_check(struct cg_fa_entra *e, const char *authz,
         return CG_FA_AUTH_EXPIRED;
     *tok = k;
     return CG_FA_AUTH_OK;
+}
+
+const char *cg_fa_entra_keys_dir(const struct cg_fa_entra *e)
+{
+    return e->keys_dir;
+}
+
+int cg_fa_entra_write_federated_token(struct cg_fa_entra *e, const char *path,
+                                      unsigned lifetime_s, char *errbuf,
+                                      size_t errsz)
+{
+    int rc = 0;
+    EVP_PKEY *key = NULL;
+    EVP_MD_CTX *md = NULL;
+    char *input = NULL, *jwt = NULL, *key_path = NULL;
+    json_t *claims = NULL;
+    char *cjson = NULL;
+    FILE *f = NULL;
+    if (!e->keys_dir) {
+        rc = cg_err_set(errbuf, errsz, CG_EINVAL,
+                        "a federated token needs --app-keys or "
+                        "--tls-self-signed");
+        goto out;
+    }
+    key_path = cg_asprintf("%s/issuer.key", e->keys_dir);
+    f = fopen(key_path, "r");
+    key = f ? PEM_read_PrivateKey(f, NULL, NULL, NULL) : NULL;
+    if (!key) {
+        rc = cg_err_set(errbuf, errsz, CG_EIO, "cannot read %s", key_path);
+        goto out;
+    }
+    long long now = now_unix();
+    claims = json_pack("{s:s,s:s,s:s,s:I,s:I,s:I}", "iss", e->fed_issuer, "sub",
+                       e->fed_subject, "aud", FED_AUDIENCE, "iat",
+                       (json_int_t)now, "nbf", (json_int_t)now, "exp",
+                       (json_int_t)(now + lifetime_s));
+    cjson = json_dumps(claims, JSON_COMPACT);
+    static const char header[] = "{\"alg\":\"RS256\",\"typ\":\"JWT\","
+                                 "\"kid\":\"fake-issuer\"}";
+    char h64[128], c64[1024];
+    b64url((const unsigned char *)header, strlen(header), h64, sizeof(h64));
+    b64url((const unsigned char *)cjson, strlen(cjson), c64, sizeof(c64));
+    input = cg_asprintf("%s.%s", h64, c64);
+    unsigned char sig[1024];
+    size_t siglen = sizeof(sig);
+    md = EVP_MD_CTX_new();
+    if (EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, key) != 1 ||
+        EVP_DigestSign(md, sig, &siglen, (const unsigned char *)input,
+                       strlen(input)) != 1) {
+        rc = cg_err_set(errbuf, errsz, CG_EIO, "cannot sign the token");
+        goto out;
+    }
+    char s64[1400];
+    b64url(sig, siglen, s64, sizeof(s64));
+    jwt = cg_asprintf("%s.%s", input, s64);
+    fclose(f);
+    f = fopen(path, "w");
+    if (!f || fputs(jwt, f) < 0) {
+        rc = cg_err_set(errbuf, errsz, CG_EIO, "cannot write %s", path);
+        goto out;
+    }
+out:
+    if (f && fclose(f) != 0 && !rc)
+        rc = cg_err_set(errbuf, errsz, CG_EIO, "cannot write %s", path);
+    EVP_PKEY_free(key);
+    EVP_MD_CTX_free(md);
+    json_decref(claims);
+    free(cjson);
+    free(input);
+    free(jwt);
+    free(key_path);
+    ERR_clear_error();
+    return rc;
 }

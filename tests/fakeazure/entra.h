@@ -76,6 +76,19 @@ void cg_fa_entra_reset(struct cg_fa_entra *e);
 /* Tokens issued since the start or the last reset, by method. */
 json_t *cg_fa_entra_stats_json(const struct cg_fa_entra *e);
 
+/*
+ * Writes what Kubernetes projects into AZURE_FEDERATED_TOKEN_FILE: a JWT
+ * (RS256) signed by the registered issuer key, with the registered issuer
+ * and subject, aud api://AzureADTokenExchange, valid for lifetime_s.
+ * Needs keys_dir. Returns 0 or CG_EIO/CG_EINVAL.
+ */
+int cg_fa_entra_write_federated_token(struct cg_fa_entra *e, const char *path,
+                                      unsigned lifetime_s, char *errbuf,
+                                      size_t errsz);
+
+/* The keys directory (NULL when none). */
+const char *cg_fa_entra_keys_dir(const struct cg_fa_entra *e);
+
 /* Sets the lifetime of tokens issued from now on. */
 void cg_fa_entra_set_lifetime(struct cg_fa_entra *e, unsigned seconds);
 

@@ -25,6 +25,8 @@ struct cg_fa_events {
     char **queue;
     size_t qhead, qlen;
     bool stopping;
+    bool validation_tried;
+    bool validated; /* the receiver echoed the validation code */
     uint64_t posted, failures, dropped;
 };
 
@@ -33,6 +35,70 @@ static size_t discard(char *p, size_t size, size_t n, void *ud)
     (void)p;
     (void)ud;
     return size * n;
+}
+
+struct reply {
+    char data[4096];
+    size_t len;
+};
+
+static size_t keep(char *p, size_t size, size_t n, void *ud)
+{
+    struct reply *r = ud;
+    size_t len = size * n;
+    size_t room = sizeof(r->data) - 1 - r->len;
+    size_t take = len < room ? len : room;
+    memcpy(r->data + r->len, p, take);
+    r->len += take;
+    r->data[r->len] = '\0';
+    return len;
+}
+
+/*
+ * Event Grid's handshake before the first delivery: a
+ * SubscriptionValidationEvent that the receiver answers with
+ * {"validationResponse": code}. The outcome is recorded; deliveries go on
+ * either way so that a receiver without the handshake can still be tested.
+ */
+static bool validate(CURL *curl, const char *url)
+{
+    unsigned char r[16];
+    RAND_bytes(r, sizeof(r));
+    char code[40];
+    for (int i = 0; i < 16; i++)
+        snprintf(code + 2 * i, 3, "%02X", r[i]);
+    const char *topic = "/subscriptions/00000000-0000-0000-0000-000000000000";
+    char *body = cg_asprintf(
+        "[{\"id\":\"%s\",\"topic\":\"%s\",\"subject\":\"\","
+        "\"data\":{\"validationCode\":\"%s\",\"validationUrl\":\"\"},"
+        "\"eventType\":\"Microsoft.EventGrid.SubscriptionValidationEvent\","
+        "\"eventTime\":\"1970-01-01T00:00:00Z\",\"metadataVersion\":\"1\","
+        "\"dataVersion\":\"2\"}]",
+        code, topic, code);
+    struct curl_slist *hdr = NULL;
+    hdr = curl_slist_append(hdr, "Content-Type: application/json");
+    hdr = curl_slist_append(hdr, "aeg-event-type: SubscriptionValidation");
+    struct reply rep = { .len = 0 };
+    rep.data[0] = '\0';
+    curl_easy_reset(curl);
+    curl_easy_setopt(curl, CURLOPT_URL, url);
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdr);
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 5000L);
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, keep);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &rep);
+    long status = 0;
+    bool ok = curl_easy_perform(curl) == CURLE_OK;
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+    json_t *j = ok ? json_loads(rep.data, 0, NULL) : NULL;
+    const char *echo =
+        json_string_value(json_object_get(j, "validationResponse"));
+    ok = ok && status == 200 && echo && strcmp(echo, code) == 0;
+    json_decref(j);
+    curl_slist_free_all(hdr);
+    free(body);
+    return ok;
 }
 
 static void *poster(void *arg)
@@ -53,8 +119,16 @@ static void *poster(void *arg)
         char *body = ev->queue[ev->qhead];
         ev->qhead = (ev->qhead + 1) % QUEUE_MAX;
         ev->qlen--;
+        bool first = !ev->validation_tried;
+        ev->validation_tried = true;
         pthread_mutex_unlock(&ev->lock);
 
+        if (first) {
+            bool v = validate(curl, ev->webhook);
+            pthread_mutex_lock(&ev->lock);
+            ev->validated = v;
+            pthread_mutex_unlock(&ev->lock);
+        }
         curl_easy_reset(curl);
         curl_easy_setopt(curl, CURLOPT_URL, ev->webhook);
         curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdr);
@@ -182,8 +256,9 @@ json_t *cg_fa_events_json(struct cg_fa_events *ev)
 {
     pthread_mutex_lock(&ev->lock);
     json_t *o = json_pack(
-        "{s:O,s:s?,s:I,s:I,s:I}", "events", ev->kept, "webhook", ev->webhook,
-        "posted", (json_int_t)ev->posted, "post_failures",
+        "{s:O,s:s?,s:b,s:b,s:I,s:I,s:I}", "events", ev->kept, "webhook",
+        ev->webhook, "validation_tried", ev->validation_tried, "validated",
+        ev->validated, "posted", (json_int_t)ev->posted, "post_failures",
         (json_int_t)ev->failures, "queue_dropped", (json_int_t)ev->dropped);
     pthread_mutex_unlock(&ev->lock);
     return o;

@@ -7,7 +7,9 @@
  * control API, and when a webhook URL is configured it is POSTed there in
  * the Event Grid schema (a JSON array of one event, header
  * `aeg-event-type: Notification`) by a background thread, so a slow
- * receiver never stalls the event loop.
+ * receiver never stalls the event loop. Before the first delivery the
+ * thread performs Event Grid's validation handshake and records whether
+ * the receiver echoed the code.
  */
 #ifndef CG_FA_EVENTS_H
 #define CG_FA_EVENTS_H
@@ -30,7 +32,8 @@ json_t *cg_fa_events_emit(struct cg_fa_events *ev, const char *event_type,
                           const char *operation, const char *subject,
                           const char *subscription_id, const char *tenant_id);
 
-/* {"events":[...], "posted":n, "post_failures":n} (new reference). */
+/* {"events":[...], "webhook", "validated", "posted", "post_failures",
+ * "queue_dropped"} (new reference). */
 json_t *cg_fa_events_json(struct cg_fa_events *ev);
 
 void cg_fa_events_reset(struct cg_fa_events *ev);

@@ -51,6 +51,9 @@ static const char usage[] =
     "rule), JSON lines\n"
     "  --credentials FILE            worker configuration with every "
     "tenant's app\n"
+    "  --multi-tenant-app            one app consented in every tenant\n"
+    "  --credentials-auth KIND       secret (default), certificate or "
+    "federated\n"
     "  --token-lifetime S            access token lifetime (default 3599)\n"
     "  --page-size N                 subscriptions per page (default 100)\n"
     "  --contacts-page-size N        page securityContacts LIST (2017/2023) "
@@ -111,13 +114,64 @@ static int parse_bucket(const char *s, double *cap, double *rate)
     return 0;
 }
 
+/* An absolute form of path (the worker reading the file may run
+ * elsewhere); heap string. */
+static char *absolute(const char *path)
+{
+    char cwd[4096];
+    if (path[0] == '/' || !getcwd(cwd, sizeof(cwd)))
+        return cg_strdup(path);
+    return cg_asprintf("%s/%s", cwd, path);
+}
+
+static int write_credentials(struct cg_fa *fa, const char *creds,
+                             const char *auth, const char *base,
+                             const char *tls_dir, char *err, size_t errsz)
+{
+    int rc = 0;
+    const char *keys = cg_fa_entra_keys_dir(fa->entra);
+    char *path = absolute(creds);
+    char *ca = tls_dir ? cg_asprintf("%s/ca.pem", tls_dir) : NULL;
+    char *abs_ca = ca ? absolute(ca) : NULL;
+    char *kdir = keys ? absolute(keys) : NULL;
+    char *cert = kdir ? cg_asprintf("%s/app.pem", kdir) : NULL;
+    char *key = kdir ? cg_asprintf("%s/app.key", kdir) : NULL;
+    char *fed = cg_asprintf("%s.federated-token", path);
+    struct cg_fa_cred_files cf = { .auth = auth,
+                                   .certificate_file = cert,
+                                   .private_key_file = key,
+                                   .federated_token_file = fed };
+    if (strcmp(auth, "secret") && !kdir) {
+        rc = cg_err_set(err, errsz, CG_EINVAL,
+                        "--credentials-auth %s needs --app-keys or "
+                        "--tls-self-signed",
+                        auth);
+        goto out;
+    }
+    if (!strcmp(auth, "federated"))
+        rc = cg_fa_entra_write_federated_token(fa->entra, fed, 86400, err,
+                                               errsz);
+    if (!rc)
+        rc = cg_fa_store_write_credentials(fa->store, path, base, abs_ca, &cf,
+                                           err, errsz);
+out:
+    free(path);
+    free(ca);
+    free(abs_ca);
+    free(kdir);
+    free(cert);
+    free(key);
+    free(fed);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     int rc = 2;
     char err[512] = "";
     const char *listen = "127.0.0.1:0", *tls_dir = NULL, *tls_cert = NULL,
                *tls_key = NULL, *keys_dir = NULL, *truth = NULL, *creds = NULL,
-               *webhook = NULL,
+               *webhook = NULL, *cred_auth = "secret",
                *fed_issuer = "https://oidc.fake.contactguard.test",
                *fed_subject = "system:serviceaccount:contactguard:worker";
     struct cg_fa_store_params sp = { .scenarios_file = CG_FA_SCENARIOS,
@@ -146,6 +200,9 @@ int main(int argc, char **argv)
             return 0;
         } else if (!strcmp(a, "--no-throttle")) {
             fc.throttle = false;
+            takes = false;
+        } else if (!strcmp(a, "--multi-tenant-app")) {
+            sp.multi_tenant_app = true;
             takes = false;
         } else if (!v) {
             ok = false;
@@ -176,6 +233,10 @@ int main(int argc, char **argv)
             truth = v;
         } else if (!strcmp(a, "--credentials")) {
             creds = v;
+        } else if (!strcmp(a, "--credentials-auth")) {
+            cred_auth = v;
+            ok = !strcmp(v, "secret") || !strcmp(v, "certificate") ||
+                 !strcmp(v, "federated");
         } else if (!strcmp(a, "--token-lifetime")) {
             ok = parse_ull(v, 86400, &lifetime) == 0 && lifetime > 0;
         } else if (!strcmp(a, "--page-size")) {
@@ -287,22 +348,9 @@ int main(int argc, char **argv)
     cg_fa_set_base(&fa, base);
     if (truth && cg_fa_store_write_truth(fa.store, truth, err, sizeof(err)))
         goto out;
-    if (creds) {
-        /* Absolute paths: the worker reading the file may run elsewhere. */
-        char cwd[4096];
-        char *abs_creds = creds[0] == '/' || !getcwd(cwd, sizeof(cwd))
-                              ? cg_strdup(creds)
-                              : cg_asprintf("%s/%s", cwd, creds);
-        char *ca = tls_dir ? cg_asprintf("%s/ca.pem", tls_dir) : NULL;
-        char *abs = ca ? realpath(ca, NULL) : NULL;
-        int w = cg_fa_store_write_credentials(fa.store, abs_creds, base,
-                                              abs ? abs : ca, err, sizeof(err));
-        free(abs);
-        free(ca);
-        free(abs_creds);
-        if (w)
-            goto out;
-    }
+    if (creds && write_credentials(&fa, creds, cred_auth, base, tls_dir, err,
+                                   sizeof(err)))
+        goto out;
     /* The harness reads this line to learn the address. */
     printf("%s\n", base);
     fflush(stdout);

@@ -262,8 +262,6 @@ static void conn_want_write(struct cg_fa_server *srv, struct conn *c, bool on)
     conn_events(srv, c, on, false);
 }
 
-static void conn_process(struct cg_fa_server *srv, struct conn *c);
-
 /* Writes what `out` holds. Returns false when the connection was closed. */
 static bool conn_flush(struct cg_fa_server *srv, struct conn *c)
 {
@@ -518,9 +516,8 @@ static void conn_process(struct cg_fa_server *srv, struct conn *c)
         c->continue_sent = false;
         struct cg_fa_req req;
         bool keepalive = true;
-        /* The body follows the head: keep a copy of the byte the head's
-         * NUL overwrites, then NUL-terminate the body in a scratch copy
-         * so the handler sees a C string. */
+        /* req_parse writes NULs into the head; the body gets its own
+         * NUL-terminated copy so the handler can treat it as a string. */
         char *body = cg_strndup(c->in.data + hlen, (size_t)clen);
         if (req_parse(srv, c->in.data, hlen, &req, &keepalive) < 0) {
             free(body);
@@ -634,7 +631,7 @@ static void conn_writable(struct cg_fa_server *srv, struct conn *c)
         conn_pump(srv, c);
 }
 
-static bool addr_loopback(const struct sockaddr_storage *ss)
+bool cg_fa_addr_loopback(const struct sockaddr_storage *ss)
 {
     if (ss->ss_family == AF_INET) {
         const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
@@ -667,7 +664,7 @@ static void srv_accept(struct cg_fa_server *srv)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         struct conn *c = cg_calloc(1, sizeof(*c));
         c->fd = fd;
-        c->loopback = addr_loopback(&ss);
+        c->loopback = cg_fa_addr_loopback(&ss);
         c->last_read = now_ms();
         cg_buf_init(&c->in, CG_FA_HEAD_MAX + CG_FA_BODY_MAX);
         cg_buf_init(&c->out, CG_FA_RESP_MAX + CG_FA_HEAD_MAX);

@@ -64,6 +64,11 @@ struct cg_fa_resp {
     bool close;
 };
 
+/* True for 127.0.0.0/8, ::1 and IPv4-mapped loopback: the peers the
+ * control API answers. */
+struct sockaddr_storage;
+bool cg_fa_addr_loopback(const struct sockaddr_storage *ss);
+
 /* Header value (case-insensitive name) or NULL. */
 const char *cg_fa_req_header(const struct cg_fa_req *req, const char *name);
 

@@ -42,7 +42,6 @@ struct cg_fa_store {
     size_t nsubs, capsubs;
     struct cg_fa_map *sub_by_id;    /* -> struct cg_fa_sub * (not owned) */
     struct cg_fa_map *tenant_by_id; /* -> index + 1 */
-    struct cg_fa_map *app_by_id;    /* -> index + 1 */
     uint64_t created;               /* subscriptions created at run time */
 };
 
@@ -342,15 +341,15 @@ static void populate(struct cg_fa_store *st)
         cg_calloc(st->ntenants ? st->ntenants : 1, sizeof(*st->tenants));
     st->sub_by_id = cg_fa_map_new(true, NULL);
     st->tenant_by_id = cg_fa_map_new(true, NULL);
-    st->app_by_id = cg_fa_map_new(true, NULL);
     for (size_t t = 0; t < st->ntenants; t++) {
         struct cg_fa_tenant *ten = &st->tenants[t];
         make_guid(ten->id, seed, 1, t);
-        make_guid(ten->client_id, seed, 3, t);
-        make_secret(ten->secret, seed, t);
+        /* A multi-tenant app is drawn from a number no tenant uses. */
+        uint64_t app = st->params.multi_tenant_app ? UINT64_MAX : t;
+        make_guid(ten->client_id, seed, 3, app);
+        make_secret(ten->secret, seed, app);
         snprintf(ten->name, sizeof(ten->name), "tenant-%04zu", t);
         cg_fa_map_put_take(st->tenant_by_id, ten->id, (void *)(t + 1));
-        cg_fa_map_put_take(st->app_by_id, ten->client_id, (void *)(t + 1));
     }
     /* The first subscriptions cover every scenario with a weight once, in
      * table order (tenant-major); the rest are drawn by weight. */
@@ -389,8 +388,7 @@ static void depopulate(struct cg_fa_store *st)
     st->ntenants = 0;
     cg_fa_map_free(st->sub_by_id);
     cg_fa_map_free(st->tenant_by_id);
-    cg_fa_map_free(st->app_by_id);
-    st->sub_by_id = st->tenant_by_id = st->app_by_id = NULL;
+    st->sub_by_id = st->tenant_by_id = NULL;
 }
 
 struct cg_fa_store *cg_fa_store_new(const struct cg_fa_store_params *p,
@@ -453,12 +451,6 @@ struct cg_fa_tenant *cg_fa_store_tenant_find(struct cg_fa_store *st,
     if (index)
         *index = v - 1;
     return &st->tenants[v - 1];
-}
-
-long cg_fa_store_app_tenant(struct cg_fa_store *st, const char *client_id)
-{
-    uintptr_t v = (uintptr_t)cg_fa_map_get(st->app_by_id, client_id);
-    return v ? (long)v - 1 : -1;
 }
 
 size_t cg_fa_store_sub_count(const struct cg_fa_store *st)
@@ -1073,6 +1065,7 @@ static int write_file(const char *path, const char *data, mode_t mode)
 
 int cg_fa_store_write_credentials(struct cg_fa_store *st, const char *path,
                                   const char *base_url, const char *ca_file,
+                                  const struct cg_fa_cred_files *cf,
                                   char *errbuf, size_t errsz)
 {
     int rc = 0;
@@ -1088,9 +1081,16 @@ int cg_fa_store_write_credentials(struct cg_fa_store *st, const char *path,
     root = json_pack("{s:{s:s,s:s,s:s},s:o}", "azure", "authority_host",
                      base_url, "resource_manager", base_url, "ca_file",
                      ca_file ? ca_file : "", "tenants", tenants);
+    bool multi = st->params.multi_tenant_app;
     for (size_t t = 0; t < st->ntenants; t++) {
         const struct cg_fa_tenant *ten = &st->tenants[t];
-        char *sf = cg_asprintf("%s/%s", dir, ten->id);
+        json_t *o = json_pack("{s:s,s:s}", "id", ten->id, "name", ten->name);
+        json_array_append_new(tenants, o);
+        if (multi && t > 0)
+            continue; /* one app: its credentials are written once */
+        /* Multi-tenant: the credentials are the global azure.* keys. */
+        json_t *holder = multi ? json_object_get(root, "azure") : o;
+        char *sf = cg_asprintf("%s/%s", dir, multi ? "app" : ten->id);
         char *secret = cg_asprintf("%s\n", ten->secret);
         int w = write_file(sf, secret, 0600);
         free(secret);
@@ -1100,10 +1100,17 @@ int cg_fa_store_write_credentials(struct cg_fa_store *st, const char *path,
             free(sf);
             goto out;
         }
-        json_array_append_new(
-            tenants, json_pack("{s:s,s:s,s:s,s:s,s:s}", "id", ten->id, "name",
-                               ten->name, "auth", "secret", "client_id",
-                               ten->client_id, "client_secret_file", sf));
+        cg_json_set_str(holder, "auth", cf->auth);
+        cg_json_set_str(holder, "client_id", ten->client_id);
+        if (!strcmp(cf->auth, "certificate")) {
+            cg_json_set_str(holder, "certificate_file", cf->certificate_file);
+            cg_json_set_str(holder, "private_key_file", cf->private_key_file);
+        } else if (!strcmp(cf->auth, "federated")) {
+            cg_json_set_str(holder, "federated_token_file",
+                            cf->federated_token_file);
+        } else {
+            cg_json_set_str(holder, "client_secret_file", sf);
+        }
         free(sf);
     }
     text = json_dumps(root, JSON_INDENT(2));

@@ -90,6 +90,9 @@ struct cg_fa_store_params {
     size_t subs_per_tenant;
     uint64_t seed;
     double unregistered_share;
+    /* One app (client id and secret) consented in every tenant, as a
+     * multi-tenant deployment has, instead of one app per tenant. */
+    bool multi_tenant_app;
 };
 
 struct cg_fa_store;
@@ -107,8 +110,6 @@ struct cg_fa_tenant *cg_fa_store_tenant(struct cg_fa_store *st, size_t i);
 /* By tenant id (case-insensitive) or NULL; *index set when found. */
 struct cg_fa_tenant *cg_fa_store_tenant_find(struct cg_fa_store *st,
                                              const char *id, size_t *index);
-/* The tenant index whose app has this client id, or -1. */
-long cg_fa_store_app_tenant(struct cg_fa_store *st, const char *client_id);
 
 size_t cg_fa_store_sub_count(const struct cg_fa_store *st);
 struct cg_fa_sub *cg_fa_store_sub(struct cg_fa_store *st, size_t i);
@@ -169,10 +170,20 @@ int cg_fa_store_write_truth(struct cg_fa_store *st, const char *path,
  * Writes a worker configuration holding every tenant's app: {"azure":
  * {authority_host, resource_manager, ca_file}, "tenants": [{id, name, auth,
  * client_id, client_secret_file}]}; each secret goes into its own file
- * (mode 0600) under PATH.secrets/.
+ * (mode 0600) under PATH.secrets/. With cf->auth "certificate" the tenants
+ * name the app certificate and key instead, with "federated" the projected
+ * token file. With a multi-tenant app the credentials move to the global
+ * `azure.*` keys and the tenants carry only id and name.
  */
+struct cg_fa_cred_files {
+    const char *auth; /* "secret", "certificate" or "federated" */
+    const char *certificate_file, *private_key_file; /* certificate */
+    const char *federated_token_file;                /* federated */
+};
+
 int cg_fa_store_write_credentials(struct cg_fa_store *st, const char *path,
                                   const char *base_url, const char *ca_file,
+                                  const struct cg_fa_cred_files *cf,
                                   char *errbuf, size_t errsz);
 
 #endif

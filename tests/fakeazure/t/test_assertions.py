@@ -34,6 +34,15 @@ def b64(b):
     return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
 
 
+def instance_discovery_off():
+    """The keyword changed name across azure-identity releases."""
+    from azure.identity._internal.msal_credentials import MsalCredential
+    params = inspect.signature(MsalCredential.__init__).parameters
+    return ({"disable_instance_discovery": True}
+            if "disable_instance_discovery" in params
+            else {"instance_discovery": False})
+
+
 def main():
     c = Checks()
     with Fake(sys.argv[1], "--tenants", "2", "--subscriptions-per-tenant", "3") as fake:
@@ -123,7 +132,6 @@ def main():
 
         try:
             from azure.identity import CertificateCredential
-            from azure.identity._internal.msal_credentials import MsalCredential
         except ImportError:
             print("ok - # skip azure-identity missing")
         else:
@@ -132,15 +140,68 @@ def main():
             with open(pem, "wb") as f:
                 f.write(open(os.path.join(tls, "app.key"), "rb").read())
                 f.write(open(os.path.join(tls, "app.pem"), "rb").read())
-            params = inspect.signature(MsalCredential.__init__).parameters
-            off = ({"disable_instance_discovery": True}
-                   if "disable_instance_discovery" in params
-                   else {"instance_discovery": False})
-            cred = CertificateCredential(tenant, client, pem, authority=fake.url, **off)
+            cred = CertificateCredential(tenant, client, pem, authority=fake.url,
+                                         **instance_discovery_off())
             tok = cred.get_token(SCOPE)
             st, _ = fake.request("GET", f"/subscriptions/{sub}?api-version=2022-12-01",
                                  headers={"Authorization": f"Bearer {tok.token}"})
             c.eq(st, 200, "azure-identity CertificateCredential end to end")
+
+    # --credentials-auth federated: the fake writes the projected token a
+    # worker configuration names, and that token signs in.
+    with Fake(sys.argv[1], "--tenants", "1", "--subscriptions-per-tenant", "1",
+              "--credentials-auth", "federated") as fake:
+        t = fake.creds["tenants"][0]
+        c.eq(t["auth"], "federated", "credentials file in federated form")
+        assertion = open(t["federated_token_file"]).read().strip()
+        token_path = f"/{t['id']}/oauth2/v2.0/token"
+        st, body = fake.request("POST", token_path, form={
+            "grant_type": "client_credentials", "client_id": t["client_id"],
+            "scope": SCOPE, "client_assertion_type": JWT_BEARER,
+            "client_assertion": assertion})
+        c.eq(st, 200, "the written federated token signs in")
+        try:
+            from azure.identity import ClientAssertionCredential
+        except ImportError:
+            print("ok - # skip ClientAssertionCredential missing")
+        else:
+            os.environ["REQUESTS_CA_BUNDLE"] = fake.ca
+            # This credential talks to the token endpoint without MSAL (no
+            # instance discovery); Debian's release passes its keywords on to
+            # object.__init__, so the authority comes from the environment.
+            os.environ["AZURE_AUTHORITY_HOST"] = fake.url
+            cred = ClientAssertionCredential(t["id"], t["client_id"], lambda: assertion)
+            c.true(cred.get_token(SCOPE).token.startswith("fake."),
+                   "azure-identity ClientAssertionCredential with the token file")
+    with Fake(sys.argv[1], "--tenants", "1", "--subscriptions-per-tenant", "1",
+              "--credentials-auth", "certificate") as fake:
+        t = fake.creds["tenants"][0]
+        c.eq((t["auth"], os.path.basename(t["certificate_file"]),
+              os.path.basename(t["private_key_file"])),
+             ("certificate", "app.pem", "app.key"), "credentials file in certificate form")
+    # --multi-tenant-app: one client id and secret consented in every
+    # tenant; tokens stay bound to the tenant they were asked for.
+    with Fake(sys.argv[1], "--tenants", "2", "--subscriptions-per-tenant", "2",
+              "--multi-tenant-app") as fake:
+        az = fake.creds["azure"]
+        c.eq(sorted(fake.creds["tenants"][0]), ["id", "name"],
+             "multi-tenant credentials: tenants carry only id and name")
+        secret = open(az["client_secret_file"]).read().strip()
+        toks = []
+        for t in fake.creds["tenants"]:
+            st, body = fake.request("POST", f"/{t['id']}/oauth2/v2.0/token", form={
+                "grant_type": "client_credentials", "client_id": az["client_id"],
+                "client_secret": secret, "scope": SCOPE})
+            c.eq(st, 200, f"the one app signs into {t['name']}")
+            toks.append(body.get("access_token"))
+        other = next(r["subscription_id"] for r in fake.truth
+                     if r["tenant_id"] == fake.creds["tenants"][1]["id"])
+        st, body = fake.request("GET", f"/subscriptions/{other}?api-version=2022-12-01",
+                                headers={"Authorization": f"Bearer {toks[0]}"})
+        c.eq(st, 403, "a token of tenant 0 cannot read tenant 1")
+        st, body = fake.request("GET", f"/subscriptions/{other}?api-version=2022-12-01",
+                                headers={"Authorization": f"Bearer {toks[1]}"})
+        c.eq(st, 200, "the token of tenant 1 can")
     c.done()
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Event Grid announcements: with --events-webhook the fake POSTs a
 subscription creation and a portal edit of a contact to a receiver, in the
-Event Grid schema, and keeps them for GET /_fake/events.
+Event Grid schema, after Event Grid's validation handshake, and keeps them for
+GET /_fake/events.
 
 usage: test_events.py PATH/TO/contactguard-fakeazure
 """
@@ -16,12 +17,23 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fakeazure_harness import Checks, Fake  # noqa: E402
 
 received = []
+validations = []
 arrived = threading.Condition()
 
 
 class Receiver(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.headers.get("aeg-event-type") == "SubscriptionValidation":
+            ev = json.loads(body)[0]
+            validations.append(ev)
+            reply = json.dumps({"validationResponse": ev["data"]["validationCode"]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+            return
         with arrived:
             received.append((self.headers.get("aeg-event-type"), json.loads(body)))
             arrived.notify_all()
@@ -81,6 +93,10 @@ def main():
             time.sleep(0.05)
             st, kept = fake.request("GET", "/_fake/events")
         c.eq(kept["posted"], 2, "both were delivered")
+        c.eq([v["eventType"] for v in validations],
+             ["Microsoft.EventGrid.SubscriptionValidationEvent"],
+             "one validation handshake before the first delivery")
+        c.eq(kept["validated"], True, "the receiver's echo is recorded")
         st, _ = fake.request("POST", f"/_fake/tenants/{tenant}/subscriptions",
                              body={"scenario": "compliant"})
         st, kept = fake.request("GET", "/_fake/events")

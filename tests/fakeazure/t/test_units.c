@@ -3,15 +3,21 @@
  * population and its version mapping, and the throttling buckets. Each
  * table row is named so that a failure says which.
  */
+#include "conf.h"
 #include "faults.h"
 #include "map.h"
+#include "mem.h"
 #include "server.h"
 #include "store.h"
 
+#include <arpa/inet.h>
 #include <jansson.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int failures;
 
@@ -83,16 +89,57 @@ static void test_form(void)
           "form: a value longer than the buffer is refused");
 }
 
-static struct cg_fa_store *make_store(uint64_t seed, const char *scen)
+static void test_loopback(void)
+{
+    static const struct {
+        const char *addr;
+        bool want;
+    } rows[] = {
+        { "127.0.0.1", true },
+        { "127.1.2.3", true },
+        { "::1", true },
+        { "::ffff:127.0.0.1", true },
+        { "10.0.0.1", false },
+        { "192.168.1.20", false },
+        { "::ffff:10.0.0.1", false },
+        { "fe80::1", false },
+        { "0.0.0.0", false },
+        { "128.0.0.1", false },
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        struct sockaddr_storage ss;
+        memset(&ss, 0, sizeof(ss));
+        if (strchr(rows[i].addr, ':')) {
+            struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+            in6->sin6_family = AF_INET6;
+            inet_pton(AF_INET6, rows[i].addr, &in6->sin6_addr);
+        } else {
+            struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+            in->sin_family = AF_INET;
+            inet_pton(AF_INET, rows[i].addr, &in->sin_addr);
+        }
+        CHECK(cg_fa_addr_loopback(&ss) == rows[i].want,
+              "loopback row '%s': want %d", rows[i].addr, rows[i].want);
+    }
+}
+
+static struct cg_fa_store *make_store_app(uint64_t seed, const char *scen,
+                                          bool multi)
 {
     char err[256];
     struct cg_fa_store_params p = { .scenarios_file = scen,
                                     .tenants = 2,
                                     .subs_per_tenant = 40,
-                                    .seed = seed };
+                                    .seed = seed,
+                                    .multi_tenant_app = multi };
     struct cg_fa_store *st = cg_fa_store_new(&p, err, sizeof(err));
     CHECK(st, "store: %s", err);
     return st;
+}
+
+static struct cg_fa_store *make_store(uint64_t seed, const char *scen)
+{
+    return make_store_app(seed, scen, false);
 }
 
 static json_t *list_json(struct cg_fa_store *st, struct cg_fa_sub *sub,
@@ -295,6 +342,61 @@ static void test_faults(void)
     cg_fa_faults_free(f);
 }
 
+/* The credentials file is a worker configuration as it is: common/conf
+ * loads it and finds every tenant's secret. */
+static void test_credentials(const char *scen, bool multi)
+{
+    char dir[] = "/tmp/fakeazure-units.XXXXXX", err[512];
+    CHECK(mkdtemp(dir), "mkdtemp");
+    char *path = cg_asprintf("%s/creds.json", dir);
+    struct cg_fa_store *st = make_store_app(7, scen, multi);
+    struct cg_conf *conf = cg_conf_new();
+    struct cg_fa_cred_files cf = { .auth = "secret" };
+    if (!st)
+        goto out;
+    CHECK(cg_fa_store_write_credentials(st, path, "https://127.0.0.1:1", "",
+                                        &cf, err, sizeof(err)) == 0,
+          "write credentials: %s", err);
+    CHECK(cg_conf_load_file(conf, path, err, sizeof(err)) == 0,
+          "credentials load as a configuration: %s", err);
+    CHECK(cg_conf_finish(conf, err, sizeof(err)) == 0,
+          "credentials finish as a configuration: %s", err);
+    CHECK(cg_conf_tenant_count(conf) == 2, "two tenants in the configuration");
+    for (size_t t = 0; t < cg_conf_tenant_count(conf) && t < 2; t++) {
+        const struct cg_tenant *ct = cg_conf_tenant(conf, t);
+        const struct cg_credentials *cr = cg_conf_tenant_credentials(conf, ct);
+        const struct cg_fa_tenant *ft = cg_fa_store_tenant(st, t);
+        CHECK(!strcmp(ct->id, ft->id), "tenant %zu id", t);
+        CHECK((ct->cred.method == CG_AUTH_NONE) == multi,
+              "tenant %zu: own credentials unless one app serves all", t);
+        CHECK(cr->client_id && !strcmp(cr->client_id, ft->client_id),
+              "tenant %zu client id", t);
+        CHECK(cr->client_secret && !strcmp(cr->client_secret, ft->secret),
+              "tenant %zu secret read from its file", t);
+    }
+    CHECK(!strcmp(cg_conf_str(conf, "azure.authority_host"),
+                  "https://127.0.0.1:1"),
+          "authority points at the fake");
+out:
+    cg_conf_free(conf);
+    for (size_t t = 0; st && t < cg_fa_store_tenant_count(st); t++) {
+        char *f =
+            cg_asprintf("%s.secrets/%s", path, cg_fa_store_tenant(st, t)->id);
+        unlink(f);
+        free(f);
+    }
+    char *app = cg_asprintf("%s.secrets/app", path);
+    unlink(app);
+    free(app);
+    char *sd = cg_asprintf("%s.secrets", path);
+    rmdir(sd);
+    free(sd);
+    unlink(path);
+    rmdir(dir);
+    cg_fa_store_free(st);
+    free(path);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -303,9 +405,21 @@ int main(int argc, char **argv)
     }
     test_map();
     test_form();
+    test_loopback();
     test_population(argv[1]);
     test_writes(argv[1]);
     test_faults();
+    test_credentials(argv[1], false);
+    test_credentials(argv[1], true);
+    struct cg_fa_store *m = make_store_app(7, argv[1], true);
+    if (m) {
+        CHECK(!strcmp(cg_fa_store_tenant(m, 0)->client_id,
+                      cg_fa_store_tenant(m, 1)->client_id) &&
+                  !strcmp(cg_fa_store_tenant(m, 0)->secret,
+                          cg_fa_store_tenant(m, 1)->secret),
+              "multi-tenant app: one client id and secret everywhere");
+        cg_fa_store_free(m);
+    }
     if (failures)
         fprintf(stderr, "%d failures\n", failures);
     else
