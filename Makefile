@@ -8,7 +8,7 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_ARGS ?=
 
 .PHONY: all deps configure build test unit asan fuzz format format-check \
-	demo bench install clean
+	demo bench docs install clean
 
 all: build
 
@@ -59,6 +59,10 @@ bench: deps
 	@cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release >/dev/null
 	@cmake --build build-release -j $(JOBS)
 	@tests/bench/run.sh build-release
+
+# Regenerates the option table in docs/configuration.md from the code.
+docs: build
+	@$(BUILD)/tests/unit/test_config_doc --write docs/configuration.md
 
 install: build
 	@cmake --install $(BUILD)

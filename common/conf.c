@@ -969,6 +969,33 @@ void cg_conf_help(FILE *out)
     fprintf(out, "  %-44s passed verbatim to librdkafka\n", "kafka.*");
 }
 
+void cg_conf_markdown(FILE *out)
+{
+    static const char *const types[] = { "string", "integer", "boolean",
+                                         "choice", "secret" };
+    char env[128];
+    fprintf(out, "| key | type | default | environment | meaning |\n"
+                 "|---|---|---|---|---|\n");
+    for (int i = 0; conf_table[i].name; i++) {
+        const struct cg_conf_opt *o = &conf_table[i];
+        env_name(o->name, env, sizeof(env));
+        fprintf(out, "| `%s` | %s", o->name, types[o->type]);
+        if (o->type == CG_CONF_INT)
+            fprintf(out, " %lld..%lld", o->min, o->max);
+        else if (o->choices) {
+            /* A '|' would end the Markdown cell. */
+            fputs(": ", out);
+            for (const char *c = o->choices; *c; c++)
+                fputs(*c == '|' ? " \\| " : (char[]){ *c, 0 }, out);
+        }
+        fprintf(out, " | %s%s%s | `%s` | %s |\n", *o->def ? "`" : "",
+                *o->def ? o->def : "(empty)", *o->def ? "`" : "", env, o->help);
+    }
+    fprintf(out, "| `kafka.*` | string | | | passed verbatim to librdkafka "
+                 "(`kafka.bootstrap.servers` also from "
+                 "`CONTACTGUARD_KAFKA_BOOTSTRAP_SERVERS`) |\n");
+}
+
 const char *cg_remediation_mode_name(enum cg_remediation_mode m)
 {
     switch (m) {

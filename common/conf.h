@@ -130,6 +130,10 @@ void cg_conf_dump(const struct cg_conf *conf, FILE *out);
 /* Writes one help line per option. */
 void cg_conf_help(FILE *out);
 
+/* Writes the table of options as a Markdown table (docs/configuration.md
+ * holds its output; a test keeps the two equal). */
+void cg_conf_markdown(FILE *out);
+
 /* True for a Kafka property whose value is a secret. */
 bool cg_conf_kafka_key_secret(const char *key);
 

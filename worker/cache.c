@@ -1,10 +1,12 @@
 #include "cache.h"
 
+#include "clock.h"
 #include "conf.h"
 #include "err.h"
 #include "log.h"
 #include "loop.h"
 #include "mem.h"
+#include "metrics.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -92,7 +94,7 @@ static const char store_lua[] =
     "  end\n"
     "  if names[p] then\n"
     "    h[#h + 1] = 'previous:' .. rules[i]; h[#h + 1] = names[p]\n"
-    "    if p ~= c then changed = true end\n"
+    "    if names[c] and p ~= c then changed = true end\n"
     "  end\n"
     "  local f = ARGV[10 + n + i]\n"
     "  if f ~= '' then h[#h + 1] = 'finding:' .. rules[i]; h[#h + 1] = f end\n"
@@ -232,7 +234,9 @@ static void cfg_free(struct cache_cfg *cfg)
     memset(cfg, 0, sizeof(*cfg));
 }
 
-static void cfg_from(struct cache_cfg *cfg, const struct cg_conf *conf)
+/* Reads the redis.* settings; CG_ECONF when they cannot name keys. */
+static int cfg_from(struct cache_cfg *cfg, const struct cg_conf *conf,
+                    char *errbuf, size_t errsz)
 {
     cfg->host = cg_strdup(cg_conf_str(conf, "redis.host"));
     cfg->port = (int)cg_conf_int(conf, "redis.port");
@@ -242,6 +246,13 @@ static void cfg_from(struct cache_cfg *cfg, const struct cg_conf *conf)
     cfg->ttl_s = cg_conf_int(conf, "redis.ttl");
     cfg->timeout_ms = (int)cg_conf_int(conf, "redis.timeout_ms");
     cfg->queue_max = (size_t)cg_conf_int(conf, "redis.queue_max");
+    if (!*cfg->host)
+        return cg_err_set(errbuf, errsz, CG_ECONF, "redis.host is empty");
+    if (strlen(cfg->prefix) > CG_CACHE_PREFIX_MAX)
+        return cg_err_set(errbuf, errsz, CG_ECONF,
+                          "redis.prefix is longer than %d bytes",
+                          CG_CACHE_PREFIX_MAX);
+    return 0;
 }
 
 /*
@@ -279,14 +290,12 @@ static struct timeval ms_tv(int ms)
     return tv;
 }
 
-/* Connects, sets the command timeout, AUTH and SELECT. The password goes
- * as a separate argument and never into errbuf. */
-static redisContext *cache_connect(const struct cache_cfg *cfg, char *errbuf,
-                                   size_t errsz)
+/* Opens the TCP connection (blocking, redis.timeout_ms). */
+static redisContext *cache_dial(const struct cache_cfg *cfg, char *errbuf,
+                                size_t errsz)
 {
     redisContext *c =
         redisConnectWithTimeout(cfg->host, cfg->port, ms_tv(cfg->timeout_ms));
-    redisReply *reply = NULL;
     if (!c) {
         cg_err_set(errbuf, errsz, CG_EREDIS, "redis %s:%d: out of memory",
                    cfg->host, cfg->port);
@@ -295,22 +304,37 @@ static redisContext *cache_connect(const struct cache_cfg *cfg, char *errbuf,
     if (c->err) {
         cg_err_set(errbuf, errsz, CG_EREDIS, "redis %s:%d: %s", cfg->host,
                    cfg->port, c->errstr);
-        goto fail;
+        redisFree(c);
+        return NULL;
     }
-    if (redisSetTimeout(c, ms_tv(cfg->timeout_ms)) != REDIS_OK) {
-        cg_err_set(errbuf, errsz, CG_EREDIS, "redis %s:%d: cannot set timeout",
-                   cfg->host, cfg->port);
-        goto fail;
-    }
+    return c;
+}
+
+/*
+ * Sets the command timeout, then AUTH, SELECT and PING. The password goes
+ * as a separate argument and never into errbuf. A server that accepts
+ * connections but does not answer (stopped, loading) fails here, so it
+ * counts as down rather than connected.
+ */
+static int cache_handshake(const struct cache_cfg *cfg, redisContext *c,
+                           char *errbuf, size_t errsz)
+{
+    redisReply *reply = NULL;
+    int rc = 0;
+    if (redisSetTimeout(c, ms_tv(cfg->timeout_ms)) != REDIS_OK)
+        return cg_err_set(errbuf, errsz, CG_EREDIS,
+                          "redis %s:%d: cannot set timeout", cfg->host,
+                          cfg->port);
     if (*cfg->password) {
         const char *argv[] = { "AUTH", cfg->password };
         size_t lens[] = { 4, strlen(cfg->password) };
         reply = redisCommandArgv(c, 2, argv, lens);
         if (!reply || reply->type == REDIS_REPLY_ERROR) {
             /* Redis's own AUTH error text names no password. */
-            cg_err_set(errbuf, errsz, CG_EREDIS, "redis %s:%d: AUTH: %s",
-                       cfg->host, cfg->port, reply ? reply->str : c->errstr);
-            goto fail;
+            rc = cg_err_set(errbuf, errsz, CG_EREDIS, "redis %s:%d: AUTH: %s",
+                            cfg->host, cfg->port,
+                            reply ? reply->str : c->errstr);
+            goto out;
         }
         freeReplyObject(reply);
         reply = NULL;
@@ -318,29 +342,33 @@ static redisContext *cache_connect(const struct cache_cfg *cfg, char *errbuf,
     if (cfg->db != 0) {
         reply = redisCommand(c, "SELECT %lld", cfg->db);
         if (!reply || reply->type == REDIS_REPLY_ERROR) {
-            cg_err_set(errbuf, errsz, CG_EREDIS, "redis %s:%d: SELECT %lld: %s",
-                       cfg->host, cfg->port, cfg->db,
-                       reply ? reply->str : c->errstr);
-            goto fail;
+            rc = cg_err_set(errbuf, errsz, CG_EREDIS,
+                            "redis %s:%d: SELECT %lld: %s", cfg->host,
+                            cfg->port, cfg->db, reply ? reply->str : c->errstr);
+            goto out;
         }
         freeReplyObject(reply);
         reply = NULL;
     }
-    /* A server that accepts connections but does not answer (stopped,
-     * swapping, loading) counts as down, not as connected. */
     reply = redisCommand(c, "PING");
-    if (!reply || reply->type == REDIS_REPLY_ERROR) {
-        cg_err_set(errbuf, errsz, CG_EREDIS, "redis %s:%d: PING: %s", cfg->host,
-                   cfg->port, reply ? reply->str : c->errstr);
-        goto fail;
-    }
-    freeReplyObject(reply);
-    return c;
-fail:
+    if (!reply || reply->type == REDIS_REPLY_ERROR)
+        rc = cg_err_set(errbuf, errsz, CG_EREDIS, "redis %s:%d: PING: %s",
+                        cfg->host, cfg->port, reply ? reply->str : c->errstr);
+out:
     if (reply)
         freeReplyObject(reply);
-    redisFree(c);
-    return NULL;
+    return rc;
+}
+
+static redisContext *cache_connect(const struct cache_cfg *cfg, char *errbuf,
+                                   size_t errsz)
+{
+    redisContext *c = cache_dial(cfg, errbuf, errsz);
+    if (c && cache_handshake(cfg, c, errbuf, errsz)) {
+        redisFree(c);
+        c = NULL;
+    }
+    return c;
 }
 
 /* ---- commands ---- */
@@ -410,6 +438,14 @@ static void req_free(struct cache_req *req)
     free(req);
 }
 
+static const char *req_kind_name(enum req_kind kind)
+{
+    static const char *const names[] = { "lookup",  "store",  "mark_done",
+                                         "lock",    "unlock", "undo_put",
+                                         "undo_get" };
+    return names[kind];
+}
+
 static bool req_is_write(const struct cache_req *req)
 {
     return req->kind == REQ_STORE || req->kind == REQ_DONE ||
@@ -460,8 +496,14 @@ static void req_finish_locked(struct cg_cache *cache, struct cache_req *req)
     } else if (req->kind == REQ_LOOKUP && req->err) {
         st->lookup_errors++;
     }
-    if (req->kind == REQ_LOOKUP)
+    if (req->kind == REQ_LOOKUP && req->err) {
+        /* Whatever a failed lookup half read, it answers "not done, no
+         * previous": a wrong "done" would drop a job. */
+        memset(&req->prev, 0, sizeof(req->prev));
+        for (int i = 0; i < CG_RULE_COUNT; i++)
+            req->prev.status[i] = CG_STATUS_NONE;
         req->prev.err = req->err;
+    }
     bool was_empty = cache->done.n == 0;
     list_push(&cache->done, req);
     if (was_empty) {
@@ -574,10 +616,12 @@ static int req_eval_again(redisContext *c, struct cache_req *req,
  * without all their replies then carry CG_EREDIS.
  */
 static int run_batch(struct cg_cache *cache, redisContext *c,
-                     struct cache_req **batch, size_t n, int64_t *last_log)
+                     struct cache_req **batch, size_t n, bool *any_reply,
+                     int64_t *last_log)
 {
     int rc = 0;
     size_t i = 0;
+    *any_reply = false;
     for (i = 0; i < n; i++)
         for (int k = 0; k < batch[i]->ncmd; k++)
             redisAppendCommandArgv(c, batch[i]->cmd[k].argc,
@@ -586,10 +630,12 @@ static int run_batch(struct cg_cache *cache, redisContext *c,
     for (i = 0; i < n && rc == 0; i++) {
         for (int k = 0; k < batch[i]->ncmd && rc == 0; k++) {
             void *reply = NULL;
-            if (redisGetReply(c, &reply) != REDIS_OK || !reply)
+            if (redisGetReply(c, &reply) != REDIS_OK || !reply) {
                 rc = CG_EREDIS;
-            else
+            } else {
                 batch[i]->reply[k] = reply;
+                *any_reply = true;
+            }
         }
     }
     for (size_t j = 0; j < n; j++) {
@@ -616,8 +662,8 @@ static int run_batch(struct cg_cache *cache, redisContext *c,
             for (int k = 0; k < req->ncmd; k++)
                 if (req->reply[k]->type == REDIS_REPLY_ERROR)
                     r = req->reply[k];
-            cg_warn("cache_reply_error", "kind=%d reply=\"%.200s\"",
-                    (int)req->kind,
+            cg_warn("cache_reply_error", "request=%s reply=\"%.200s\"",
+                    req_kind_name(req->kind),
                     r->type == REDIS_REPLY_ERROR ? r->str : "unexpected type");
             *last_log = mono_ms();
         }
@@ -648,6 +694,79 @@ static void cond_wait_until(struct cg_cache *cache, int64_t due_ms)
     pthread_cond_timedwait(&cache->cond, &cache->mu, &ts);
 }
 
+/*
+ * Loads both scripts, so that the first batch after a connection does not
+ * meet NOSCRIPT once per store. A refusal (scripting disabled by ACL) is
+ * left to show on the stores themselves; only a broken connection fails.
+ */
+static int scripts_load(redisContext *c, char *errbuf, size_t errsz)
+{
+    static const char *const scripts[] = { store_lua, unlock_lua };
+    for (size_t i = 0; i < 2; i++) {
+        const char *argv[] = { "SCRIPT", "LOAD", scripts[i] };
+        size_t lens[] = { 6, 4, strlen(scripts[i]) };
+        redisReply *reply = redisCommandArgv(c, 3, argv, lens);
+        if (!reply)
+            return cg_err_set(errbuf, errsz, CG_EREDIS, "SCRIPT LOAD: %s",
+                              c->errstr);
+        freeReplyObject(reply);
+    }
+    return 0;
+}
+
+/*
+ * Connects for the thread. The socket is published under mu between the
+ * dial and the handshake, so that cg_cache_free can cut a handshake stuck
+ * on a server that does not answer. Called and returns with mu held.
+ */
+static redisContext *thread_connect(struct cg_cache *cache, char *err,
+                                    size_t errsz)
+{
+    pthread_mutex_unlock(&cache->mu);
+    redisContext *c = cache_dial(&cache->cfg, err, errsz);
+    pthread_mutex_lock(&cache->mu);
+    if (!c)
+        return NULL;
+    if (cache->stop) {
+        redisFree(c);
+        cg_err_set(err, errsz, CG_ECANCELLED, "stopping");
+        return NULL;
+    }
+    cache->fd = c->fd;
+    pthread_mutex_unlock(&cache->mu);
+    int rc = cache_handshake(&cache->cfg, c, err, errsz);
+    if (rc == 0)
+        rc = scripts_load(c, err, errsz);
+    pthread_mutex_lock(&cache->mu);
+    if (rc) {
+        cache->fd = -1;
+        redisFree(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* Drops a broken connection (mu held). */
+static void thread_disconnect(struct cg_cache *cache, redisContext **c)
+{
+    cache->fd = -1;
+    redisFree(*c);
+    *c = NULL;
+}
+
+/* Forgets what a failed attempt left in the batch, to send it again. */
+static void batch_reset(struct cache_req **batch, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        for (int k = 0; k < CACHE_CMDS_MAX; k++) {
+            if (batch[i]->reply[k])
+                freeReplyObject(batch[i]->reply[k]);
+            batch[i]->reply[k] = NULL;
+        }
+        batch[i]->err = 0;
+    }
+}
+
 static void *cache_thread(void *p)
 {
     struct cg_cache *cache = p;
@@ -657,6 +776,7 @@ static void *cache_thread(void *p)
     unsigned seed = (unsigned)time(NULL) ^ (unsigned)(uintptr_t)cache;
     struct cache_req **batch =
         cg_calloc(CG_CACHE_BATCH_MAX, sizeof(struct cache_req *));
+    char err[256];
 
     pthread_mutex_lock(&cache->mu);
     while (!cache->stop) {
@@ -665,11 +785,10 @@ static void *cache_thread(void *p)
                 cond_wait_until(cache, next_try);
                 continue;
             }
-            char err[256] = "";
-            pthread_mutex_unlock(&cache->mu);
-            c = cache_connect(&cache->cfg, err, sizeof(err));
-            pthread_mutex_lock(&cache->mu);
+            c = thread_connect(cache, err, sizeof(err));
             if (!c) {
+                if (cache->stop)
+                    break;
                 if (cache->state != STATE_DOWN)
                     cg_warn("cache_down", "err=\"%s\" retry_ms=%lld", err,
                             (long long)backoff);
@@ -685,7 +804,6 @@ static void *cache_thread(void *p)
             if (ever_connected)
                 cache->stats.reconnects++;
             ever_connected = true;
-            cache->fd = c->fd;
             cache->state = STATE_UP;
             cache->stats.connected = true;
             backoff = CG_CACHE_BACKOFF_MIN_MS;
@@ -701,30 +819,50 @@ static void *cache_thread(void *p)
         while (n < CG_CACHE_BATCH_MAX && cache->queue.head)
             batch[n++] = list_pop(&cache->queue);
         cache->stats.queue_depth = cache->queue.n;
+        cache->stats.in_flight = n;
         pthread_mutex_unlock(&cache->mu);
-        int rc = run_batch(cache, c, batch, n, &last_log);
+        bool any_reply;
+        int rc = run_batch(cache, c, batch, n, &any_reply, &last_log);
         pthread_mutex_lock(&cache->mu);
+        if (rc && !any_reply && !cache->stop) {
+            /* Nothing came back: most likely a connection the server closed
+             * while we were idle (a restart, an idle timeout). One fresh
+             * connection gets one more try before the batch is failed. */
+            cg_info("cache_reconnect", "err=\"%s\"",
+                    c->errstr[0] ? c->errstr : "connection lost");
+            thread_disconnect(cache, &c);
+            c = thread_connect(cache, err, sizeof(err));
+            if (c) {
+                cache->stats.reconnects++;
+                batch_reset(batch, n);
+                pthread_mutex_unlock(&cache->mu);
+                rc = run_batch(cache, c, batch, n, &any_reply, &last_log);
+                pthread_mutex_lock(&cache->mu);
+            } else {
+                rc = CG_EREDIS;
+            }
+        }
+        cache->stats.in_flight = 0;
         for (size_t i = 0; i < n; i++)
             req_finish_locked(cache, batch[i]);
         if (rc) {
             if (!cache->stop)
                 cg_warn("cache_down", "err=\"%s\" retry_ms=%lld",
-                        c->errstr[0] ? c->errstr : "connection lost",
+                        c && c->errstr[0] ? c->errstr : "connection lost",
                         (long long)backoff);
-            cache->fd = -1;
-            redisFree(c);
-            c = NULL;
+            if (c)
+                thread_disconnect(cache, &c);
             cache->state = STATE_DOWN;
             cache->stats.connected = false;
             queue_fail_locked(cache, CG_EREDIS);
-            /* Try again at once: a broken connection is often just an
-             * idle one the server closed; backoff starts if that fails. */
-            next_try = 0;
+            next_try = mono_ms() + backoff_jitter(backoff, &seed);
+            backoff = backoff * 2 > CG_CACHE_BACKOFF_MAX_MS
+                          ? CG_CACHE_BACKOFF_MAX_MS
+                          : backoff * 2;
         }
     }
-    cache->fd = -1;
     if (c)
-        redisFree(c);
+        thread_disconnect(cache, &c);
     cache->stats.connected = false;
     pthread_mutex_unlock(&cache->mu);
     free(batch);
@@ -758,10 +896,12 @@ static void req_call(struct cache_req *req)
     }
 }
 
-static void cache_drain(struct cg_cache *cache)
+/* Runs the answered requests' callbacks; returns how many ran. */
+static size_t cache_drain(struct cg_cache *cache)
 {
     pthread_mutex_lock(&cache->mu);
     struct cache_req *req = cache->done.head;
+    size_t n = cache->done.n;
     cache->done.head = cache->done.tail = NULL;
     cache->done.n = 0;
     pthread_mutex_unlock(&cache->mu);
@@ -771,6 +911,7 @@ static void cache_drain(struct cg_cache *cache)
         req_free(req);
         req = next;
     }
+    return n;
 }
 
 static void cache_on_event(struct cg_loop *loop, int fd, unsigned events,
@@ -809,12 +950,6 @@ static void cache_submit(struct cg_cache *cache, struct cache_req *req)
     pthread_mutex_unlock(&cache->mu);
 }
 
-static char *key_of(const struct cg_cache *cache, const char *kind,
-                    const char *id)
-{
-    return cg_asprintf("%s%s:%s", cache->cfg.prefix, kind, id);
-}
-
 struct cg_cache *cg_cache_new(struct cg_loop *loop, const struct cg_conf *conf,
                               char *errbuf, size_t errsz)
 {
@@ -823,7 +958,11 @@ struct cg_cache *cg_cache_new(struct cg_loop *loop, const struct cg_conf *conf,
     cache->loop = loop;
     cache->efd = -1;
     cache->fd = -1;
-    cfg_from(&cache->cfg, conf);
+    if (cfg_from(&cache->cfg, conf, errbuf, errsz)) {
+        cfg_free(&cache->cfg);
+        free(cache);
+        return NULL;
+    }
     sha1_hex(store_lua, cache->store_sha);
     sha1_hex(unlock_lua, cache->unlock_sha);
     pthread_mutex_init(&cache->mu, NULL);
@@ -861,9 +1000,11 @@ void cg_cache_lookup(struct cg_cache *cache, const char *tenant_id,
 {
     struct cache_req *req = req_new(REQ_LOOKUP, arg);
     char sub[CG_CACHE_ID_MAX + 1];
+    char tenant[CG_CACHE_ID_MAX + 1];
     req->fn.lookup = fn;
-    (void)tenant_id; /* the subscription's record names its tenant */
-    if (id_norm(subscription_id, sub) || id_norm(job_id, req->job_id)) {
+    /* The tenant is only checked: the subscription's record names it. */
+    if (id_norm(tenant_id, tenant) || id_norm(subscription_id, sub) ||
+        id_norm(job_id, req->job_id)) {
         req->err = CG_EINVAL;
         cache_submit(cache, req);
         return;
@@ -901,6 +1042,27 @@ static char status_letter(enum cg_status s)
     default:
         return '-';
     }
+}
+
+/* The compact line of f, bounded: evidence read from a hostile body can
+ * be large, and the cache is not where it needs to be kept whole. */
+static char *finding_line(const struct cg_finding *f)
+{
+    char *line = cg_finding_compact(f);
+    if (strlen(line) <= CG_CACHE_FINDING_MAX)
+        return line;
+    free(line);
+    struct cg_finding slim;
+    cg_finding_copy(&slim, f);
+    json_decref(slim.evidence);
+    slim.evidence = json_pack("{s:b}", "truncated", 1);
+    line = cg_finding_compact(&slim);
+    cg_finding_clear(&slim);
+    if (strlen(line) > CG_CACHE_FINDING_MAX) {
+        free(line);
+        line = NULL;
+    }
+    return line;
 }
 
 void cg_cache_store(struct cg_cache *cache, const struct cg_cache_entry *e,
@@ -956,7 +1118,7 @@ void cg_cache_store(struct cg_cache *cache, const struct cg_cache_entry *e,
     for (int i = 0; i < CG_RULE_COUNT; i++)
         cmd_str(cmd, a++, cg_rule_info((enum cg_rule)i)->id);
     for (int i = 0; i < CG_RULE_COUNT; i++) {
-        char *line = by_rule[i] ? cg_finding_compact(by_rule[i]) : NULL;
+        char *line = by_rule[i] ? finding_line(by_rule[i]) : NULL;
         cmd_str(cmd, a++, line ? line : "");
         free(line);
     }
@@ -1065,9 +1227,7 @@ void cg_cache_undo_get(struct cg_cache *cache, const char *subscription_id,
     } else {
         cmd_init(&req->cmd[0], 2);
         cmd_str(&req->cmd[0], 0, "GET");
-        char *key = key_of(cache, "undo", sub);
-        cmd_str(&req->cmd[0], 1, key);
-        free(key);
+        cmd_fmt(&req->cmd[0], 1, "%sundo:%s", cache->cfg.prefix, sub);
         req->ncmd = 1;
     }
     cache_submit(cache, req);
@@ -1078,6 +1238,40 @@ void cg_cache_stats(struct cg_cache *cache, struct cg_cache_stats *out)
     pthread_mutex_lock(&cache->mu);
     *out = cache->stats;
     pthread_mutex_unlock(&cache->mu);
+}
+
+void cg_cache_metrics(struct cg_cache *cache, struct cg_buf *out)
+{
+    struct cg_cache_stats st;
+    cg_cache_stats(cache, &st);
+    static const char writes_help[] =
+        "Cache writes (stores, done markers, undo bodies) by result";
+    cg_metrics_counter(out, "contactguard_cache_writes_total", writes_help,
+                       "result=\"ok\"", st.writes_ok);
+    cg_metrics_counter(out, "contactguard_cache_writes_total", writes_help,
+                       "result=\"error\"", st.write_errors);
+    cg_metrics_counter(out, "contactguard_cache_writes_total", writes_help,
+                       "result=\"dropped\"", st.dropped);
+    cg_metrics_counter(out, "contactguard_cache_stale_writes_total",
+                       "Stores ignored because a newer scan was cached", "",
+                       st.stale);
+    cg_metrics_counter(out, "contactguard_cache_lookups_total",
+                       "Cache lookups asked", "", st.lookups);
+    cg_metrics_counter(out, "contactguard_cache_lookup_errors_total",
+                       "Cache lookups answered with an error", "",
+                       st.lookup_errors);
+    cg_metrics_counter(out, "contactguard_cache_reconnects_total",
+                       "Redis connections made after the first", "",
+                       st.reconnects);
+    cg_metrics_gauge(out, "contactguard_cache_queue_depth",
+                     "Cache requests waiting for the Redis thread", "",
+                     (double)st.queue_depth);
+    cg_metrics_gauge(out, "contactguard_cache_in_flight",
+                     "Cache requests the Redis thread is sending", "",
+                     (double)st.in_flight);
+    cg_metrics_gauge(out, "contactguard_cache_connected",
+                     "1 when the cache connection is up", "",
+                     st.connected ? 1 : 0);
 }
 
 void cg_cache_free(struct cg_cache *cache)
@@ -1100,7 +1294,10 @@ void cg_cache_free(struct cg_cache *cache)
     pthread_mutex_lock(&cache->mu);
     queue_fail_locked(cache, CG_ECANCELLED);
     pthread_mutex_unlock(&cache->mu);
-    cache_drain(cache);
+    /* A callback may queue more (a remediation releasing its lock): those
+     * are answered CG_ECANCELLED and run here too. */
+    while (cache_drain(cache) > 0)
+        ;
     if (cache->efd >= 0)
         close(cache->efd);
     pthread_cond_destroy(&cache->cond);
@@ -1120,8 +1317,8 @@ struct cg_cache_reader *cg_cache_reader_new(const struct cg_conf *conf,
                                             char *errbuf, size_t errsz)
 {
     struct cg_cache_reader *r = cg_calloc(1, sizeof(*r));
-    cfg_from(&r->cfg, conf);
-    r->c = cache_connect(&r->cfg, errbuf, errsz);
+    if (cfg_from(&r->cfg, conf, errbuf, errsz) == 0)
+        r->c = cache_connect(&r->cfg, errbuf, errsz);
     if (!r->c) {
         cg_cache_reader_free(r);
         return NULL;
@@ -1322,10 +1519,7 @@ int cg_cache_reader_tenants(struct cg_cache_reader *r,
                             struct cg_cache_list *out, char *errbuf,
                             size_t errsz)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    long long horizon = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 -
-                        r->cfg.ttl_s * 1000;
+    long long horizon = cg_now_ms() - r->cfg.ttl_s * 1000;
     char *key = cg_asprintf("%stenants", r->cfg.prefix);
     redisReply *reply =
         redisCommand(r->c, "ZRANGEBYSCORE %s %lld +inf", key, horizon);

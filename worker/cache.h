@@ -21,7 +21,9 @@
  * and counted. When Redis is down (a connection failed or broke) requests
  * are answered on the next loop turn with CG_EREDIS without touching the
  * queue, writes are counted as failed, and the thread reconnects with capped
- * exponential backoff. Until the first connection attempt has finished,
+ * exponential backoff. A batch that got no reply at all (a restart behind an
+ * idle connection) is sent once more on a fresh connection before it is
+ * failed. Until the first connection attempt has finished,
  * requests queue, so a worker that starts with Redis gets its first lookups
  * answered.
  *
@@ -72,22 +74,25 @@
 
 struct cg_loop;
 struct cg_conf;
+struct cg_buf;
 
-#define CG_CACHE_QUEUE_MAX      10000     /* default of redis.queue_max */
-#define CG_CACHE_BATCH_MAX      256       /* requests pipelined at once */
-#define CG_CACHE_ID_MAX         64        /* tenant, subscription, job ids */
-#define CG_CACHE_OWNER_MAX      128       /* lock owner string */
-#define CG_CACHE_BODY_MAX       (4 << 20) /* undo body */
-#define CG_CACHE_BACKOFF_MIN_MS 100       /* first reconnect delay */
-#define CG_CACHE_BACKOFF_MAX_MS 5000      /* reconnect delay cap */
-#define CG_CACHE_HASH_LEN       64        /* hex SHA-256 */
+#define CG_CACHE_QUEUE_MAX      10000        /* default of redis.queue_max */
+#define CG_CACHE_BATCH_MAX      256          /* requests pipelined at once */
+#define CG_CACHE_ID_MAX         64           /* tenant, subscription, job ids */
+#define CG_CACHE_OWNER_MAX      128          /* lock owner string */
+#define CG_CACHE_PREFIX_MAX     64           /* redis.prefix */
+#define CG_CACHE_BODY_MAX       (4 << 20)    /* undo body */
+#define CG_CACHE_FINDING_MAX    (256 * 1024) /* cached finding line */
+#define CG_CACHE_BACKOFF_MIN_MS 100          /* first reconnect delay */
+#define CG_CACHE_BACKOFF_MAX_MS 5000         /* reconnect delay cap */
+#define CG_CACHE_HASH_LEN       64           /* hex SHA-256 */
 
 struct cg_cache;
 
 /* What the cache knew about a subscription before this job. */
 struct cg_cache_prev {
-    int err;       /* 0, or CG_EREDIS / CG_EBUSY / CG_ECANCELLED: the rest
-                      then says "not done, no previous" */
+    int err;       /* 0, or CG_EREDIS / CG_EBUSY / CG_ECANCELLED /
+                      CG_EINVAL: the rest then says "not done, no previous" */
     bool job_done; /* this job's findings were already delivered */
     enum cg_status status[CG_RULE_COUNT];      /* CG_STATUS_NONE: unknown */
     char contacts_hash[CG_CACHE_HASH_LEN + 1]; /* "" when unknown */
@@ -118,6 +123,7 @@ struct cg_cache_stats {
     uint64_t lookup_errors; /* lookups answered with an error */
     uint64_t reconnects;    /* connections made after the first */
     size_t queue_depth;     /* requests waiting for the thread */
+    size_t in_flight;       /* requests the thread is sending */
     bool connected;
 };
 
@@ -143,7 +149,8 @@ struct cg_cache *cg_cache_new(struct cg_loop *loop, const struct cg_conf *conf,
 /*
  * Asks, in one round trip, whether job_id is done and what each rule of
  * subscription said before this job (a redelivered job gets the statuses
- * from before its first attempt). fn is required. On any failure
+ * from before its first attempt). tenant_id is only checked: the record
+ * names its tenant. fn is required. On any failure
  * prev->err is set and the rest reads "not done, no previous".
  */
 void cg_cache_lookup(struct cg_cache *cache, const char *tenant_id,
@@ -153,7 +160,9 @@ void cg_cache_lookup(struct cg_cache *cache, const char *tenant_id,
 /*
  * Stores a job's verdicts (copied before return) and adjusts the tenant's
  * counts, atomically (a Lua script). A store older than the cached scan of
- * the subscription is ignored (counted as stale, err 0). fn may be NULL.
+ * the subscription is ignored (counted as stale, err 0). A finding whose
+ * compact line exceeds CG_CACHE_FINDING_MAX is cached without its
+ * evidence. fn may be NULL.
  */
 void cg_cache_store(struct cg_cache *cache, const struct cg_cache_entry *e,
                     cg_cache_done_fn fn, void *arg);
@@ -189,10 +198,22 @@ void cg_cache_undo_get(struct cg_cache *cache, const char *subscription_id,
 void cg_cache_stats(struct cg_cache *cache, struct cg_cache_stats *out);
 
 /*
+ * Appends the counters to a /metrics page (Prometheus text, metrics.h):
+ * contactguard_cache_writes_total{result="ok|error|dropped"},
+ * contactguard_cache_stale_writes_total, contactguard_cache_lookups_total,
+ * contactguard_cache_lookup_errors_total, contactguard_cache_reconnects_total,
+ * and the gauges contactguard_cache_queue_depth,
+ * contactguard_cache_in_flight and contactguard_cache_connected.
+ */
+void cg_cache_metrics(struct cg_cache *cache, struct cg_buf *out);
+
+/*
  * Stops the thread (bounded by redis.timeout_ms: a command in flight is cut
  * off), then runs every callback not yet run, on this thread: answers that
  * had arrived with their result, requests still queued with
- * CG_ECANCELLED. Call on the loop thread. NULL is fine.
+ * CG_ECANCELLED. Those callbacks may still call the cache: what they ask
+ * is answered CG_ECANCELLED before free returns. Call on the loop thread,
+ * not from one of the cache's callbacks. NULL is fine.
  */
 void cg_cache_free(struct cg_cache *cache);
 

@@ -41,7 +41,8 @@ struct cg_metrics {
 };
 
 static const double bucket_bounds[CG_METRICS_BUCKETS] = {
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+    0.5,   1,      2.5,   5,    10,    20,   30,  60
 };
 
 void cg_histogram_init(struct cg_histogram *h)

@@ -20,7 +20,7 @@
 struct cg_loop;
 struct cg_metrics;
 
-#define CG_METRICS_BUCKETS 12
+#define CG_METRICS_BUCKETS 16
 
 /* Cumulative histogram with fixed upper bounds (seconds). */
 struct cg_histogram {
@@ -31,7 +31,7 @@ struct cg_histogram {
     uint64_t count;
 };
 
-/* Bounds from 5 ms to 60 s. */
+/* Bounds from 1 ms to 60 s. */
 void cg_histogram_init(struct cg_histogram *h);
 void cg_histogram_observe(struct cg_histogram *h, double seconds);
 /* The value under which fraction q (0..1) of observations fall, from the

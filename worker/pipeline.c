@@ -396,14 +396,7 @@ static void render(struct cg_buf *b, void *arg)
     cg_metrics_counter(b, "contactguard_token_failures_total",
                        "Entra ID token requests that failed", "",
                        as.token_failures);
-    struct cg_cache_stats cs;
-    cg_cache_stats(pl->cache, &cs);
-    cg_metrics_counter(b, "contactguard_cache_errors_total",
-                       "Cache reads and writes that failed or were dropped", "",
-                       cs.write_errors + cs.lookup_errors + cs.dropped);
-    cg_metrics_gauge(b, "contactguard_cache_connected",
-                     "1 when the cache connection is up", "",
-                     cs.connected ? 1 : 0);
+    cg_cache_metrics(pl->cache, b);
     struct cg_publish_stats ps;
     cg_publish_stats(pl->publish, &ps);
     cg_metrics_counter(b, "contactguard_publish_failures_total",

@@ -428,6 +428,15 @@ static char **build_env(const char *const *add)
     return envp;
 }
 
+/* dup2() that also works when fd already is `to` (a test that closed its
+ * stdin gets /dev/null as fd 0): dup2 would leave close-on-exec set. */
+static int move_fd(int fd, int to)
+{
+    if (fd == to)
+        return fcntl(fd, F_SETFD, 0);
+    return dup2(fd, to);
+}
+
 /*
  * Between fork and exec in a threaded parent only async-signal-safe calls
  * are allowed: no malloc, no stdio. Failures are reported through errpipe,
@@ -445,7 +454,7 @@ static void child_exec(const char *path, char *const *argv, char *const *envp,
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent)
         _exit(127); /* the parent died before prctl took effect */
-    if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
+    if (move_fd(in, 0) < 0 || move_fd(out, 1) < 0 || move_fd(err, 2) < 0)
         goto fail;
     /* Nothing else of the test's (other children's pipes, sockets) may
      * leak into the child: a leaked pipe end would hide another child's

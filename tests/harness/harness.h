@@ -41,8 +41,9 @@
 /* ---- any process ------------------------------------------------------ */
 
 struct cg_harness_proc_opts {
-    /* Names the files (NAME-PID.stderr) and error messages; default: the
-     * base name of argv[0]. */
+    /* Names the files (NAME-N.stdout, NAME-N.stderr, N counting the
+     * children of this test) and error messages; default: the base name
+     * of argv[0]. */
     const char *name;
     /* "NAME=value" entries set in the child's environment on top of ours,
      * NULL-terminated; may be NULL. */
@@ -103,8 +104,11 @@ int cg_harness_proc_kill(struct cg_harness_proc *p, int sig);
 
 /*
  * Waits up to timeout_ms (negative: forever) for the child to exit and
- * reaps it. 0 with *status (may be NULL) set as by waitpid(), or
- * CG_ETIMEOUT. Once reaped, returns the same status again.
+ * reaps it; whatever it left running in its process group gets SIGKILL
+ * first. 0 with *status (may be NULL) set as by waitpid(), CG_ETIMEOUT, or
+ * CG_EIO (the test reaps children itself, e.g. SIGCHLD ignored). Once
+ * reaped, returns the same status again. A test that waits for a worker to
+ * exit by itself (after SIGTERM, say) uses this; stop() does both.
  */
 int cg_harness_proc_wait(struct cg_harness_proc *p, int timeout_ms,
                          int *status);

@@ -109,10 +109,11 @@ int cg_stack_start(struct cg_stack *s, const struct cg_stack_opts *o,
     if (!(s->fake = cg_harness_proc_start(argv, &po, errbuf, errsz)))
         goto fail;
     cg_strlcpy(s->base, cg_harness_proc_first_line(s->fake), sizeof(s->base));
-    if (load_truth(s) || s->nsubs != (size_t)(o->tenants * o->subs_per_tenant)) {
+    if (load_truth(s) ||
+        s->nsubs != (size_t)(o->tenants * o->subs_per_tenant)) {
         cg_err_set(errbuf, errsz, CG_EIO,
-                   "the fake's truth lists %zu subscriptions, not %d",
-                   s->nsubs, o->tenants * o->subs_per_tenant);
+                   "the fake's truth lists %zu subscriptions, not %d", s->nsubs,
+                   o->tenants * o->subs_per_tenant);
         goto fail;
     }
     load_secrets(s);
@@ -123,24 +124,32 @@ fail:
 }
 
 struct cg_harness_proc *cg_stack_worker(struct cg_stack *s, const char *name,
-                                        const char *const *extra,
-                                        char *errbuf, size_t errsz)
+                                        const char *const *extra, char *errbuf,
+                                        size_t errsz)
 {
     char bs[300], rp[64];
     snprintf(bs, sizeof(bs), "kafka.bootstrap.servers=%s",
              cg_harness_devbroker_bootstrap(s->kafka));
-    snprintf(rp, sizeof(rp), "redis.port=%d",
-             cg_harness_redis_port(s->redis));
+    snprintf(rp, sizeof(rp), "redis.port=%d", cg_harness_redis_port(s->redis));
     const char *argv[64] = { CG_BIN_CONTACTGUARD_WORKER,
-                             "--config", s->creds,
-                             "--set", bs,
-                             "--set", rp,
-                             "--set", "output.format=compact",
-                             "--set", "worker.metrics_listen=127.0.0.1:0",
-                             "--set", "log.level=info",
-                             "--set", "kafka.session.timeout.ms=6000",
-                             "--set", "kafka.heartbeat.interval.ms=500",
-                             "--set", "worker.job_deadline_ms=60000" };
+                             "--config",
+                             s->creds,
+                             "--set",
+                             bs,
+                             "--set",
+                             rp,
+                             "--set",
+                             "output.format=compact",
+                             "--set",
+                             "worker.metrics_listen=127.0.0.1:0",
+                             "--set",
+                             "log.level=info",
+                             "--set",
+                             "kafka.session.timeout.ms=6000",
+                             "--set",
+                             "kafka.heartbeat.interval.ms=500",
+                             "--set",
+                             "worker.job_deadline_ms=60000" };
     int n = 19;
     for (const char *const *e = extra; e && *e && n < 62; e++)
         argv[n++] = *e;
@@ -174,8 +183,8 @@ int cg_stack_produce_jobs(struct cg_stack *s, size_t poison, char *errbuf,
             vals[i] = cg_job_encode(&job);
             m->key = s->subs[i].sub;
         } else {
-            vals[i] = cg_strdup(bad[(i - s->nsubs) % (sizeof(bad) /
-                                                      sizeof(bad[0]))]);
+            vals[i] =
+                cg_strdup(bad[(i - s->nsubs) % (sizeof(bad) / sizeof(bad[0]))]);
             m->key = "poison";
             m->nheaders = 1;
             m->headers[0].name = "origin";

@@ -59,8 +59,8 @@ int cg_stack_start(struct cg_stack *s, const struct cg_stack_opts *o,
  * terminated. Compact findings, metrics on a free port.
  */
 struct cg_harness_proc *cg_stack_worker(struct cg_stack *s, const char *name,
-                                        const char *const *extra,
-                                        char *errbuf, size_t errsz);
+                                        const char *const *extra, char *errbuf,
+                                        size_t errsz);
 
 /* Produces one job per subscription of the truth, then `poison`
  * undecodable messages (key "poison", header origin=test). */

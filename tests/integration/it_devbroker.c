@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #define PARTITIONS 4
 #define NMSG       200
@@ -210,6 +211,45 @@ static void test_stops_on_sigterm(struct cg_harness_devbroker *db)
           "devbroker logs its stop");
 }
 
+/* --stdin: commands on stdin, replies on stdout after the two address
+ * lines; end of stdin stops reading it, not the broker. */
+static void test_stdin_control(void)
+{
+    const char *const argv[] = { CG_BIN_CONTACTGUARD_DEVBROKER, "--stdin",
+                                 NULL };
+    const struct cg_harness_proc_opts opts = { .name = "devbroker-stdin",
+                                               .stdin_pipe = true };
+    static const char cmds[] = "ping\ndown 1\nup 1\nbogus\n";
+    static const char *const want[] = { "ok", "ok", "ok",
+                                        "error unknown command bogus" };
+    char errbuf[256], line[256];
+    struct cg_harness_proc *p =
+        cg_harness_proc_start(argv, &opts, errbuf, sizeof(errbuf));
+    int status;
+
+    CHECK(p != NULL, "devbroker --stdin starts: %s", errbuf);
+    if (!p)
+        return;
+    CHECK(cg_harness_proc_read_line(p, line, sizeof(line), 10000) == 0 &&
+              strncmp(line, "control=127.0.0.1:", 18) == 0,
+          "second line is the control address (`%s`)", line);
+    CHECK(write(cg_harness_proc_stdin(p), cmds, sizeof(cmds) - 1) ==
+              (ssize_t)(sizeof(cmds) - 1),
+          "commands written");
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        int rc = cg_harness_proc_read_line(p, line, sizeof(line), 10000);
+        CHECK(rc == 0 && strcmp(line, want[i]) == 0,
+              "stdin reply %zu is `%s` (`%s`, %d)", i, want[i], line, rc);
+    }
+    close(cg_harness_proc_stdin(p));
+    CHECK(cg_harness_proc_wait(p, 500, NULL) == CG_ETIMEOUT,
+          "end of stdin does not stop the broker");
+    status = cg_harness_proc_stop(p, 10000);
+    CHECK(status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+          "and SIGTERM does (status %d)", status);
+    cg_harness_proc_free(p);
+}
+
 int main(void)
 {
     char errbuf[256];
@@ -225,5 +265,6 @@ int main(void)
     }
     cg_harness_devbroker_free(db);
     test_topic_names();
+    test_stdin_control();
     return check_done("it_devbroker");
 }

@@ -297,6 +297,197 @@ static void test_latency(struct cg_harness_devbroker *db, const char *bs)
     rd_kafka_destroy(rk);
 }
 
+#define GROUP_KEYS 30
+
+struct group_state {
+    int assigned;
+    int lost; /* partitions lost (session expired), not revoked */
+    int got[GROUP_KEYS];
+};
+
+static void group_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                            rd_kafka_topic_partition_list_t *parts,
+                            void *opaque)
+{
+    struct group_state *gs = opaque;
+    rd_kafka_error_t *error;
+
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        error = rd_kafka_incremental_assign(rk, parts);
+        gs->assigned += parts->cnt;
+    } else {
+        if (rd_kafka_assignment_lost(rk))
+            gs->lost += parts->cnt;
+        else
+            rd_kafka_commit(rk, NULL, 0);
+        error = rd_kafka_incremental_unassign(rk, parts);
+        gs->assigned -= parts->cnt;
+    }
+    if (error)
+        rd_kafka_error_destroy(error);
+}
+
+static void group_poll(rd_kafka_t *rk, struct group_state *gs, int ms)
+{
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, ms);
+    long n;
+
+    if (!m)
+        return;
+    if (!m->err && m->key_len > 4 && memcmp(m->key, "grp-", 4) == 0) {
+        char key[16] = "";
+        memcpy(key, m->key, m->key_len < 15 ? m->key_len : 15);
+        n = strtol(key + 4, NULL, 10);
+        if (n >= 0 && n < GROUP_KEYS)
+            gs->got[n]++;
+    }
+    if (!m->err) {
+        rd_kafka_topic_partition_list_t *o =
+            rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(o, rd_kafka_topic_name(m->rkt),
+                                          m->partition)
+            ->offset = m->offset + 1;
+        rd_kafka_offsets_store(rk, o);
+        rd_kafka_topic_partition_list_destroy(o);
+    }
+    rd_kafka_message_destroy(m);
+}
+
+static int group_count(const struct group_state *gs, int from, int to,
+                       int *dups)
+{
+    int n = 0;
+
+    for (int i = from; i < to; i++) {
+        n += gs->got[i] > 0;
+        if (dups && gs->got[i] > 1)
+            (*dups)++;
+    }
+    return n;
+}
+
+static int produce_keys(const char *bs, int from, int to)
+{
+    struct cg_harness_msg msgs[GROUP_KEYS];
+    char keys[GROUP_KEYS][16];
+    char errbuf[256];
+    int rc;
+
+    for (int i = from; i < to; i++) {
+        struct cg_harness_msg *m = &msgs[i - from];
+        memset(m, 0, sizeof(*m));
+        snprintf(keys[i - from], sizeof(keys[0]), "grp-%d", i);
+        m->key = m->value = keys[i - from];
+        m->key_len = m->value_len = strlen(keys[i - from]);
+        m->partition = -1;
+    }
+    rc = cg_harness_kafka_produce(bs, TOPIC, msgs, (size_t)(to - from), 30000,
+                                  errbuf, sizeof(errbuf));
+    if (rc)
+        fprintf(stderr, "produce: %s\n", errbuf);
+    return rc;
+}
+
+/* Takes the only broker down for outage_ms while the member polls, brings
+ * it back, and expects the member to read keys from..to produced after. */
+static void outage(struct cg_harness_devbroker *db, const char *bs,
+                   rd_kafka_t *rk, struct group_state *gs, int outage_ms,
+                   int from, int to)
+{
+    int64_t t0, deadline, ms;
+
+    CHECK(cg_harness_devbroker_cmd(db, "down 1", NULL, 0) == 0, "down 1");
+    /* The outage itself has to last: the member keeps polling through it. */
+    t0 = cg_harness_now_ms();
+    while (cg_harness_now_ms() - t0 < outage_ms)
+        group_poll(rk, gs, 100);
+    CHECK(cg_harness_devbroker_cmd(db, "up 1", NULL, 0) == 0, "up 1");
+
+    t0 = cg_harness_now_ms();
+    CHECK(produce_keys(bs, from, to) == 0, "produce after the outage");
+    deadline = cg_harness_now_ms() + 60000;
+    while (group_count(gs, from, to, NULL) < to - from &&
+           cg_harness_now_ms() < deadline)
+        group_poll(rk, gs, 100);
+    ms = cg_harness_now_ms() - t0;
+    CHECK(group_count(gs, from, to, NULL) == to - from,
+          "[outage %d ms] member read %d of %d produced after it", outage_ms,
+          group_count(gs, from, to, NULL), to - from);
+    printf("group_outage_ms=%d resumed_after_ms=%lld assigned=%d lost=%d\n",
+           outage_ms, (long long)ms, gs->assigned, gs->lost);
+    rd_kafka_commit(rk, NULL, 0);
+}
+
+/*
+ * The worker's situation when "a broker is taken down and brought back":
+ * a cooperative-sticky member with committed offsets loses its only broker
+ * (the group coordinator too), then gets the messages produced after the
+ * outage and none of those before it again.
+ */
+static void test_group_survives_down(struct cg_harness_devbroker *db,
+                                     const char *bs)
+{
+    struct group_state gs = { 0 };
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    const char *kv[] = { "bootstrap.servers",
+                         bs,
+                         "group.id",
+                         "cg-it-down",
+                         "partition.assignment.strategy",
+                         "cooperative-sticky",
+                         "enable.auto.offset.store",
+                         "false",
+                         "auto.offset.reset",
+                         "earliest",
+                         "session.timeout.ms",
+                         "6000",
+                         "heartbeat.interval.ms",
+                         "500",
+                         "reconnect.backoff.max.ms",
+                         "500",
+                         "log_level",
+                         "2",
+                         NULL };
+    rd_kafka_topic_partition_list_t *topics;
+    char errstr[256];
+    rd_kafka_t *rk;
+    int64_t deadline;
+    int dups = 0;
+
+    for (size_t i = 0; kv[i]; i += 2)
+        rd_kafka_conf_set(conf, kv[i], kv[i + 1], errstr, sizeof(errstr));
+    rd_kafka_conf_set_rebalance_cb(conf, group_rebalance);
+    rd_kafka_conf_set_opaque(conf, &gs);
+    rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    CHECK(rk != NULL, "group consumer: %s", errstr);
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        return;
+    }
+    rd_kafka_poll_set_consumer(rk);
+    topics = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(topics, TOPIC, RD_KAFKA_PARTITION_UA);
+    rd_kafka_subscribe(rk, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+
+    CHECK(produce_keys(bs, 0, 10) == 0, "produce before the outage");
+    deadline = cg_harness_now_ms() + 60000;
+    while (group_count(&gs, 0, 10, NULL) < 10 && cg_harness_now_ms() < deadline)
+        group_poll(rk, &gs, 100);
+    CHECK(group_count(&gs, 0, 10, NULL) == 10,
+          "group member read the first 10 (%d)", group_count(&gs, 0, 10, NULL));
+    CHECK(rd_kafka_commit(rk, NULL, 0) == 0, "commit before the outage");
+
+    /* Shorter than the session timeout, then longer: the member either
+     * stays in the group or loses its partitions and rejoins. */
+    outage(db, bs, rk, &gs, 3000, 10, 20);
+    outage(db, bs, rk, &gs, 9000, 20, 30);
+    group_count(&gs, 0, GROUP_KEYS, &dups);
+    CHECK(dups == 0, "nothing read twice across the outages (%d)", dups);
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+}
+
 /* A topic whose metadata carries an error takes no messages (librdkafka
  * 2.0.2 holds them until message.timeout.ms rather than failing them at
  * once), and works again once the error is cleared. */
@@ -343,6 +534,7 @@ int main(void)
     test_idempotent_timeout(db, bs);
     test_latency(db, bs);
     test_topic_error(db, bs);
+    test_group_survives_down(db, bs);
 
     cg_harness_devbroker_free(db);
     return check_done();

@@ -5,7 +5,10 @@
  * when one member leaves the other takes over its partitions from the
  * committed offsets, so nothing is read twice. With cooperative-sticky the
  * first member must keep some partitions while the second joins (the
- * rebalance is incremental, not stop-the-world).
+ * rebalance is incremental, not stop-the-world). Then a third member
+ * crashes (no LeaveGroup, nothing committed): once its session expires the
+ * survivor owns everything again and reads exactly what the crashed member
+ * had read but not committed a second time, nothing less, nothing more.
  *
  * usage: it_devbroker_group STRATEGY   (cooperative-sticky, range, ...)
  */
@@ -22,6 +25,8 @@
 #define PARTITIONS 6
 #define FIRST      300 /* messages while both members are in the group */
 #define SECOND     100 /* messages after one left */
+#define THIRD      60  /* messages while a member that will crash is in */
+#define TOTAL      (FIRST + SECOND + THIRD)
 #define DEADLINE   60000
 
 struct member {
@@ -34,9 +39,10 @@ struct member {
     int assigns, revokes;
     char protocol[32];
     size_t consumed;
+    int got[TOTAL]; /* by this member */
 };
 
-static int seen[FIRST + SECOND];
+static int seen[TOTAL]; /* by anyone */
 
 static void set_owned(struct member *m,
                       const rd_kafka_topic_partition_list_t *parts, bool owned)
@@ -171,8 +177,10 @@ static void member_poll(struct member *m, int timeout_ms)
         key[msg->key_len] = '\0';
     }
     n = strncmp(key, "job-", 4) == 0 ? strtol(key + 4, NULL, 10) : -1;
-    if (n >= 0 && n < FIRST + SECOND)
+    if (n >= 0 && n < TOTAL) {
         seen[n]++;
+        m->got[n]++;
+    }
     m->consumed++;
     offs = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(offs, TOPIC, msg->partition)->offset =
@@ -234,6 +242,77 @@ static int64_t committed_total(rd_kafka_t *rk)
     return total;
 }
 
+/*
+ * c joins a, both read THIRD new jobs, a commits and c does not, c crashes
+ * (destroyed without leaving the group). Returns the milliseconds from the
+ * crash until a owned every partition again.
+ */
+static int64_t crash_phase(const char *bs, const char *strategy,
+                           struct member *a)
+{
+    struct member *c = cg_calloc(1, sizeof(*c));
+    int64_t deadline, t0, takeover_ms = -1;
+    int c_read = 0, redelivered, extra = 0;
+
+    c->name = "member-c";
+    CHECK(member_new(c, bs, strategy) != NULL, "member c subscribes");
+    deadline = cg_harness_now_ms() + DEADLINE;
+    while ((a->nowned + c->nowned != PARTITIONS || c->nowned == 0) &&
+           cg_harness_now_ms() < deadline) {
+        member_poll(a, 50);
+        member_poll(c, 50);
+    }
+    CHECK(c->nowned > 0 && a->nowned > 0, "[%s] c joined: a owns %d, c owns %d",
+          strategy, a->nowned, c->nowned);
+
+    CHECK(produce_range(bs, FIRST + SECOND, TOTAL) == 0, "produce %d more",
+          THIRD);
+    deadline = cg_harness_now_ms() + DEADLINE;
+    while (distinct_seen(TOTAL) < TOTAL && cg_harness_now_ms() < deadline) {
+        member_poll(a, 20);
+        member_poll(c, 20);
+    }
+    CHECK(distinct_seen(TOTAL) == TOTAL, "[%s] %d of %d read with c in",
+          strategy, distinct_seen(TOTAL), TOTAL);
+    CHECK(rd_kafka_commit(a->rk, NULL, 0) == 0, "a commits its share");
+    for (int i = 0; i < TOTAL; i++)
+        c_read += c->got[i] > 0;
+    CHECK(c_read > 0, "[%s] c read some jobs (%d)", strategy, c_read);
+
+    /* A crash: no LeaveGroup, no commit. The group notices only when the
+     * session times out. */
+    t0 = cg_harness_now_ms();
+    rd_kafka_destroy_flags(c->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    c->rk = NULL;
+    deadline = cg_harness_now_ms() + DEADLINE;
+    while (a->nowned < PARTITIONS && cg_harness_now_ms() < deadline)
+        member_poll(a, 100);
+    if (a->nowned == PARTITIONS)
+        takeover_ms = cg_harness_now_ms() - t0;
+    CHECK(a->nowned == PARTITIONS, "[%s] after c crashed a owns %d of %d",
+          strategy, a->nowned, PARTITIONS);
+
+    /* Everything c read comes again, from a's side. */
+    deadline = cg_harness_now_ms() + DEADLINE;
+    for (;;) {
+        redelivered = 0;
+        for (int i = 0; i < TOTAL; i++)
+            redelivered += c->got[i] > 0 && seen[i] > 1;
+        if (redelivered == c_read || cg_harness_now_ms() >= deadline)
+            break;
+        member_poll(a, 100);
+    }
+    CHECK(redelivered == c_read,
+          "[%s] %d of the %d jobs c read uncommitted were read again", strategy,
+          redelivered, c_read);
+    for (int i = 0; i < TOTAL; i++)
+        extra += !c->got[i] && seen[i] > 1;
+    CHECK(extra == 0, "[%s] %d jobs c never read were read twice", strategy,
+          extra);
+    free(c);
+    return takeover_ms;
+}
+
 int main(int argc, char **argv)
 {
     const char *strategy = argc > 1 ? argv[1] : "cooperative-sticky";
@@ -243,7 +322,7 @@ int main(int argc, char **argv)
     struct cg_harness_msgs all = { 0 };
     char errbuf[256];
     const char *bs;
-    int64_t deadline, t0, join_ms, second_ms, leave_ms;
+    int64_t deadline, t0, join_ms, second_ms, leave_ms, crash_ms;
     int dups = 0, kept;
 
     db =
@@ -336,20 +415,27 @@ int main(int argc, char **argv)
     CHECK(committed_total(a.rk) == FIRST + SECOND,
           "[%s] committed offsets add up to %d (got %lld)", strategy,
           FIRST + SECOND, (long long)committed_total(a.rk));
+
+    crash_ms = crash_phase(bs, strategy, &a);
+    CHECK(rd_kafka_commit(a.rk, NULL, 0) == 0, "a commits after the crash");
+    CHECK(committed_total(a.rk) == TOTAL,
+          "[%s] committed offsets add up to %d (got %lld)", strategy, TOTAL,
+          (long long)committed_total(a.rk));
     rd_kafka_consumer_close(a.rk);
     rd_kafka_destroy(a.rk);
 
-    CHECK(cg_harness_kafka_consume(bs, TOPIC, FIRST + SECOND, 30000, &all,
-                                   errbuf, sizeof(errbuf)) == 0 &&
-              all.n == FIRST + SECOND,
-          "topic holds exactly %d messages (got %zu)", FIRST + SECOND, all.n);
+    CHECK(cg_harness_kafka_consume(bs, TOPIC, TOTAL, 30000, &all, errbuf,
+                                   sizeof(errbuf)) == 0 &&
+              all.n == TOTAL,
+          "topic holds exactly %d messages (got %zu)", TOTAL, all.n);
     cg_harness_msgs_free(&all);
     /* What the mock cluster did, for whoever tunes the worker against it. */
     printf("strategy=%s protocol=%s first_join_ms=%lld second_join_ms=%lld "
-           "leave_ms=%lld a_min_kept=%d a_assigns=%d a_revokes=%d "
-           "b_consumed=%zu\n",
+           "leave_ms=%lld crash_takeover_ms=%lld a_min_kept=%d a_assigns=%d "
+           "a_revokes=%d b_consumed=%zu\n",
            strategy, a.protocol, (long long)join_ms, (long long)second_ms,
-           (long long)leave_ms, kept, a.assigns, a.revokes, b.consumed);
+           (long long)leave_ms, (long long)crash_ms, kept, a.assigns, a.revokes,
+           b.consumed);
     cg_harness_devbroker_free(db);
     return check_done("it_devbroker_group");
 }

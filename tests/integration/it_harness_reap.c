@@ -22,9 +22,12 @@ enum ending { DIES_BY_SIGKILL, EXITS, ABORTS };
 
 static const char *const ending_names[] = { "sigkill", "exit", "abort" };
 
-/* The forked test: start both servers, report them, then end as told. */
-static void child(int fd, enum ending how)
+/* The forked test: start both servers, report them, wait for the word
+ * (end of file on go), then end as told. */
+static void child(int fd, int go, enum ending how)
 {
+    char c;
+
     char errbuf[256];
     struct cg_harness_redis *r = cg_harness_redis_start(errbuf, sizeof(errbuf));
     struct cg_harness_devbroker *db =
@@ -41,6 +44,8 @@ static void child(int fd, enum ending how)
             (int)cg_harness_proc_pid(cg_harness_devbroker_proc(db)),
             cg_harness_devbroker_bootstrap(db));
     close(fd);
+    while (read(go, &c, 1) > 0)
+        ;
     switch (how) {
     case EXITS:
         exit(0); /* without freeing r or db */
@@ -85,25 +90,28 @@ static void scenario(enum ending how)
 {
     const char *name = ending_names[how];
     char report[512] = "";
-    int fds[2], redis_pid, redis_port, db_pid, db_port, status;
+    int fds[2], go[2], redis_pid, redis_port, db_pid, db_port, status;
     char bootstrap[256];
     const char *colon;
     pid_t kid;
 
-    if (pipe(fds) < 0)
+    if (pipe(fds) < 0 || pipe(go) < 0)
         return;
     kid = fork();
     if (kid == 0) {
         close(fds[0]);
-        child(fds[1], how);
+        close(go[1]);
+        child(fds[1], go[0], how);
     }
     close(fds[1]);
+    close(go[0]);
     CHECK(read_report(fds[0], report, sizeof(report), 60000) == 0,
           "[%s] the test process reports its servers", name);
     close(fds[0]);
     if (sscanf(report, "%d %d %d %255s", &redis_pid, &redis_port, &db_pid,
                bootstrap) != 4) {
         CHECK(false, "[%s] report: %s", name, report);
+        close(go[1]);
         kill(kid, SIGKILL);
         waitpid(kid, NULL, 0);
         return;
@@ -117,6 +125,7 @@ static void scenario(enum ending how)
 
     if (how == DIES_BY_SIGKILL)
         kill(kid, SIGKILL);
+    close(go[1]);
     waitpid(kid, &status, 0);
     if (how == EXITS)
         CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,

@@ -14,6 +14,8 @@
  *   broker    the Kafka broker taken down and brought back mid-run
  *   poison    undecodable jobs land in the dead-letter topic; every good
  *             job completes
+ *   cert      certificate credentials (a signed client assertion)
+ *   federated workload identity federation (a projected token file)
  */
 #include "../check.h"
 #include "cache.h"
@@ -357,6 +359,32 @@ int main(int argc, char **argv)
                                            sizeof(reply)) == 0,
                   "up: %s", reply);
             check_findings(&s, false);
+            CHECK(stop_worker(workers[0]) == 0, "exit status");
+        }
+    } else if (!strcmp(scenario, "cert") || !strcmp(scenario, "federated")) {
+        /* The same run with certificate assertions (PS256, x5t#S256) or
+         * workload identity federation instead of client secrets. */
+        if (stack_up(&s, 3, 10,
+                     (const char *const[]){ "--credentials-auth",
+                                            !strcmp(scenario, "cert")
+                                                ? "certificate"
+                                                : "federated",
+                                            NULL },
+                     4)) {
+            produce_jobs(&s, 0);
+            workers[0] = worker_start(&s, "worker", NULL);
+            check_findings(&s, true);
+            json_t *st = cg_stack_fake_json(&s, "stats");
+            json_t *tok = cg_json_member(st, "tokens");
+            long long by_kind = 0, by_secret = -1;
+            cg_json_int(tok,
+                        !strcmp(scenario, "cert") ? "certificate" : "federated",
+                        &by_kind);
+            cg_json_int(tok, "client_secret", &by_secret);
+            CHECK(by_kind >= 3 && by_secret == 0,
+                  "tokens: %lld by %s, %lld by secret", by_kind, scenario,
+                  by_secret);
+            json_decref(st);
             CHECK(stop_worker(workers[0]) == 0, "exit status");
         }
     } else if (!strcmp(scenario, "poison")) {
