@@ -598,7 +598,7 @@ static void token_done(const struct cg_http_response *res, void *arg)
     t->refresh_ms = t->expires_ms - margin;
     t->err = 0;
     t->err_until_ms = 0;
-    cg_info("token_acquired", "tenant=%s expires_in=%lld", t->id, expires_in);
+    cg_debug("token_acquired", "tenant=%s expires_in=%lld", t->id, expires_in);
 out:
     json_decref(j);
     tenant_deliver(t->auth->loop, t);

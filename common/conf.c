@@ -198,6 +198,8 @@ static void tenant_free(struct cg_tenant *t)
     free(t->name);
     cred_free(&t->cred);
     free(t->remediation_emails);
+    free(t->remediation_alert_severity);
+    free(t->remediation_attack_paths);
     free(t->alert_severity_level);
     free(t->attack_paths_level);
 }
@@ -628,10 +630,23 @@ static int parse_tenant(struct cg_conf *conf, const json_t *o,
         }
         char canon[16];
         const char *sev = cg_json_str(rem, "alert_severity");
-        if (sev && !choice_ok(SEVERITIES, sev, canon, sizeof(canon)))
-            return cg_err_set(errbuf, errsz, CG_ECONF,
-                              "%s: alert_severity '%s' is not %s", where, sev,
-                              SEVERITIES);
+        if (sev) {
+            if (!choice_ok(SEVERITIES, sev, canon, sizeof(canon)))
+                return cg_err_set(errbuf, errsz, CG_ECONF,
+                                  "%s: remediation.alert_severity '%s' is "
+                                  "not %s",
+                                  where, sev, SEVERITIES);
+            t->remediation_alert_severity = cg_strdup(canon);
+        }
+        const char *risk = cg_json_str(rem, "attack_paths");
+        if (risk) {
+            if (!choice_ok(RISKS, risk, canon, sizeof(canon)))
+                return cg_err_set(errbuf, errsz, CG_ECONF,
+                                  "%s: remediation.attack_paths '%s' is "
+                                  "not %s",
+                                  where, risk, RISKS);
+            t->remediation_attack_paths = cg_strdup(canon);
+        }
     }
     json_t *rules = cg_json_member(o, "rules");
     if (rules) {
@@ -945,6 +960,15 @@ void cg_conf_dump(const struct cg_conf *conf, FILE *out)
             json_object_set_new(
                 o, "remediation.mode",
                 json_string(cg_remediation_mode_name(t->remediation_mode)));
+        if (t->remediation_emails)
+            json_object_set_new(o, "remediation.emails",
+                                json_string(t->remediation_emails));
+        if (t->remediation_alert_severity)
+            json_object_set_new(o, "remediation.alert_severity",
+                                json_string(t->remediation_alert_severity));
+        if (t->remediation_attack_paths)
+            json_object_set_new(o, "remediation.attack_paths",
+                                json_string(t->remediation_attack_paths));
         json_array_append_new(ts, o);
     }
     json_object_set_new(root, "tenants", ts);

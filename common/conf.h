@@ -69,6 +69,8 @@ struct cg_tenant {
     struct cg_credentials cred; /* method NONE: use the global credentials */
     int remediation_mode;       /* enum cg_remediation_mode or -1 */
     char *remediation_emails;   /* ";"-separated, or NULL */
+    char *remediation_alert_severity; /* level to ensure: Low..High */
+    char *remediation_attack_paths;   /* level to ensure: Low..Critical */
     char *alert_severity_level;
     int alert_severity_exact;
     char *attack_paths_level;

@@ -6,6 +6,7 @@
 #include "mem.h"
 
 #include <ctype.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <time.h>
 #include <openssl/evp.h>
@@ -194,7 +195,62 @@ static json_t *refs_json(const struct cg_rule_info *ri)
     return a;
 }
 
-char *cg_finding_compact(const struct cg_finding *f)
+/*
+ * What every finding of a rule repeats — its references, and the OCSF
+ * standards and requirements derived from them — built once per process.
+ * Written once under pthread_once, read-only afterwards (shared json_t
+ * values are only ever incref'd, which Jansson does atomically).
+ */
+struct rule_shared {
+    json_t *refs;
+    char *refs_text;
+    json_t *standards;
+    json_t *requirements;
+};
+
+static struct rule_shared rule_shared[CG_RULE_COUNT];
+static pthread_once_t rule_shared_once = PTHREAD_ONCE_INIT;
+
+static void rule_shared_init(void)
+{
+    for (int r = 0; r < CG_RULE_COUNT; r++) {
+        const struct cg_rule_info *ri = &rules[r];
+        struct rule_shared *rs = &rule_shared[r];
+        rs->refs = refs_json(ri);
+        rs->refs_text =
+            json_dumps(rs->refs, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        rs->standards = json_array();
+        rs->requirements = json_array();
+        for (size_t i = 0; i < ri->nrefs; i++) {
+            const struct cg_rule_ref *ref = &ri->refs[i];
+            char *std = ref->version
+                            ? cg_asprintf("%s %s", ref->source, ref->version)
+                            : cg_strdup(ref->source);
+            bool dup = false;
+            size_t j;
+            json_t *e;
+            json_array_foreach(rs->standards, j, e)
+            {
+                if (strcmp(json_string_value(e), std) == 0)
+                    dup = true;
+            }
+            if (!dup)
+                json_array_append_new(rs->standards, json_string(std));
+            char *req = cg_asprintf("%s %s", std, ref->control);
+            json_array_append_new(rs->requirements, json_string(req));
+            free(req);
+            free(std);
+        }
+    }
+}
+
+static const struct rule_shared *shared(enum cg_rule rule)
+{
+    pthread_once(&rule_shared_once, rule_shared_init);
+    return (unsigned)rule < CG_RULE_COUNT ? &rule_shared[rule] : NULL;
+}
+
+static char *finding_compact(const struct cg_finding *f, bool with_refs)
 {
     const struct cg_rule_info *ri = cg_rule_info(f->rule);
     char when[40];
@@ -218,9 +274,33 @@ char *cg_finding_compact(const struct cg_finding *f)
                             json_string(cg_status_name(f->previous)));
     if (f->job_id[0])
         json_object_set_new(o, "job_id", json_string(f->job_id));
-    char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    char *body = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(o);
-    return s;
+    /* The references are the same for every finding of a rule: splice
+     * their text in rather than build and serialise them each time. */
+    if (!with_refs)
+        return body;
+    const struct rule_shared *rs = shared(f->rule);
+    const char *refs = rs ? rs->refs_text : "[]";
+    static const char key[] = ",\"references\":";
+    size_t bl = strlen(body), kl = sizeof(key) - 1, rl = strlen(refs);
+    char *line = cg_malloc(bl + kl + rl + 1);
+    memcpy(line, body, bl - 1); /* all but the closing brace */
+    memcpy(line + bl - 1, key, kl);
+    memcpy(line + bl - 1 + kl, refs, rl);
+    memcpy(line + bl - 1 + kl + rl, "}", 2);
+    free(body);
+    return line;
+}
+
+char *cg_finding_compact(const struct cg_finding *f)
+{
+    return finding_compact(f, true);
+}
+
+char *cg_finding_compact_lean(const struct cg_finding *f)
+{
+    return finding_compact(f, false);
 }
 
 void cg_finding_uid(enum cg_rule rule, const char *subscription_id,
@@ -321,30 +401,10 @@ char *cg_finding_ocsf(const struct cg_finding *f)
     json_object_set_new(fi, "types", types);
     json_object_set_new(o, "finding_info", fi);
 
+    const struct rule_shared *rs = shared(f->rule);
     json_t *comp = json_object();
-    json_t *standards = json_array();
-    json_t *reqs = json_array();
-    for (size_t i = 0; i < ri->nrefs; i++) {
-        const struct cg_rule_ref *r = &ri->refs[i];
-        char *std = r->version ? cg_asprintf("%s %s", r->source, r->version)
-                               : cg_strdup(r->source);
-        bool dup = false;
-        size_t j;
-        json_t *e;
-        json_array_foreach(standards, j, e)
-        {
-            if (strcmp(json_string_value(e), std) == 0)
-                dup = true;
-        }
-        if (!dup)
-            json_array_append_new(standards, json_string(std));
-        char *req = cg_asprintf("%s %s", std, r->control);
-        json_array_append_new(reqs, json_string(req));
-        free(req);
-        free(std);
-    }
-    json_object_set_new(comp, "standards", standards);
-    json_object_set_new(comp, "requirements", reqs);
+    json_object_set(comp, "standards", rs->standards);
+    json_object_set(comp, "requirements", rs->requirements);
     json_object_set_new(comp, "control", json_string(ri->id));
     json_object_set_new(comp, "status_id",
                         json_integer(ocsf_compliance_status(f->status)));
@@ -396,7 +456,7 @@ char *cg_finding_ocsf(const struct cg_finding *f)
     json_object_set_new(um, "rule", json_string(ri->id));
     json_object_set_new(um, "reason_code", json_string(f->reason_code));
     json_object_set_new(um, "api_version", json_string(f->api_version));
-    json_object_set_new(um, "references", refs_json(ri));
+    json_object_set(um, "references", rs->refs);
     if (f->previous != CG_STATUS_NONE)
         json_object_set_new(um, "previous_status",
                             json_string(cg_status_name(f->previous)));

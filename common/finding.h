@@ -88,6 +88,10 @@ void cg_finding_copy(struct cg_finding *dst, const struct cg_finding *src);
 /* Compact JSON line (no newline); heap string. */
 char *cg_finding_compact(const struct cg_finding *f);
 
+/* The same without "references" (they follow from the rule): what the
+ * cache keeps. cg_finding_parse reads both. */
+char *cg_finding_compact_lean(const struct cg_finding *f);
+
 /* OCSF Compliance Finding JSON (no newline); heap string. */
 char *cg_finding_ocsf(const struct cg_finding *f);
 

@@ -1048,7 +1048,7 @@ static char status_letter(enum cg_status s)
  * be large, and the cache is not where it needs to be kept whole. */
 static char *finding_line(const struct cg_finding *f)
 {
-    char *line = cg_finding_compact(f);
+    char *line = cg_finding_compact_lean(f);
     if (strlen(line) <= CG_CACHE_FINDING_MAX)
         return line;
     free(line);
@@ -1056,7 +1056,7 @@ static char *finding_line(const struct cg_finding *f)
     cg_finding_copy(&slim, f);
     json_decref(slim.evidence);
     slim.evidence = json_pack("{s:b}", "truncated", 1);
-    line = cg_finding_compact(&slim);
+    line = cg_finding_compact_lean(&slim);
     cg_finding_clear(&slim);
     if (strlen(line) > CG_CACHE_FINDING_MAX) {
         free(line);

@@ -18,10 +18,12 @@
 #include "mem.h"
 #include "metrics.h"
 #include "publish.h"
+#include "remediate.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define RETRY_BASE_MS 500
 #define RETRY_CAP_MS  30000
@@ -43,9 +45,13 @@ struct job_ctx {
     int64_t offset;
     rd_kafka_message_t *msg; /* kept only for a dead-letter send */
     struct cg_job job;
-    const struct cg_tenant *tenant; /* NULL: not configured */
-    int64_t started_ms;             /* loop clock */
+    const struct cg_tenant *tenant;            /* NULL: not configured */
+    int64_t started_ms;                        /* loop clock */
+    int64_t looked_up_ms, fetched_ms, sent_ms; /* stage ends, for the log */
     struct cg_fetch_call *fetch;
+    struct cg_remediate_call *remediate;
+    struct cg_remediation event; /* the remediation event, if any */
+    bool has_event;
     enum cg_status previous[CG_RULE_COUNT];
     struct cg_finding findings[CG_RULE_COUNT];
     size_t nfindings;
@@ -54,6 +60,7 @@ struct job_ctx {
     int attempts;
     struct cg_loop_timer retry;
     char dlq_reason[256];
+    char hash[65]; /* of the contacts evaluated */
 };
 
 struct cg_pipeline {
@@ -63,6 +70,7 @@ struct cg_pipeline {
     struct cg_auth *auth;
     struct cg_arm *arm;
     struct cg_fetch *fetch;
+    struct cg_remediate *remediate;
     struct cg_cache *cache;
     struct cg_publish *publish;
     struct cg_consume *consume;
@@ -77,6 +85,8 @@ struct cg_pipeline {
     uint64_t outcomes[OUT_COUNT];
     uint64_t findings_by_status[CG_STATUS_NONE];
     uint64_t publish_retries;
+    uint64_t remediations[CG_REM_OUTCOME_COUNT];
+    char host[64]; /* for lock owners */
     struct cg_histogram job_latency;
     struct cg_histogram fetch_latency;
 };
@@ -92,6 +102,7 @@ static struct job_ctx *job_new(struct cg_pipeline *pl, rd_kafka_message_t *m)
     j->started_ms = cg_loop_now_ms();
     for (int r = 0; r < CG_RULE_COUNT; r++)
         j->previous[r] = CG_STATUS_NONE;
+    cg_remediation_init(&j->event);
     j->next = pl->jobs;
     if (pl->jobs)
         pl->jobs->prev = j;
@@ -112,6 +123,8 @@ static void job_free(struct job_ctx *j)
     pl->njobs--;
     cg_loop_timer_cancel(pl->loop, &j->retry);
     cg_fetch_cancel(pl->fetch, j->fetch);
+    cg_remediate_cancel(pl->remediate, j->remediate);
+    cg_remediation_clear(&j->event);
     for (size_t i = 0; i < j->nfindings; i++)
         cg_finding_clear(&j->findings[i]);
     cg_publish_batch_clear(&j->batch);
@@ -128,9 +141,17 @@ static void job_finish(struct job_ctx *j, enum outcome o)
     double secs = (double)(cg_loop_now_ms() - j->started_ms) / 1000.0;
     cg_histogram_observe(&pl->job_latency, secs);
     cg_consume_finished(pl->consume, j->partition, j->offset);
-    cg_debug("job.finished", "job=%s subscription=%s outcome=%s ms=%.0f",
-             j->job.job_id, j->job.subscription_id, outcome_names[o],
-             secs * 1000);
+    int64_t now = cg_loop_now_ms();
+    cg_debug(
+        "job.finished",
+        "job=%s subscription=%s outcome=%s ms=%.0f lookup_ms=%lld "
+        "fetch_ms=%lld verdict_ms=%lld publish_ms=%lld",
+        j->job.job_id, j->job.subscription_id, outcome_names[o], secs * 1000,
+        (long long)(j->looked_up_ms ? j->looked_up_ms - j->started_ms : 0),
+        (long long)(j->fetched_ms ? j->fetched_ms - j->looked_up_ms : 0),
+        (long long)(j->sent_ms && j->fetched_ms ? j->sent_ms - j->fetched_ms
+                                                : 0),
+        (long long)(j->sent_ms ? now - j->sent_ms : 0));
     job_free(j);
 }
 
@@ -200,6 +221,8 @@ static void stage_publish(struct job_ctx *j)
         return;
     }
     j->sending = true;
+    if (!j->sent_ms)
+        j->sent_ms = cg_loop_now_ms();
 }
 
 /* ---- stage 5: cache ---------------------------------------------------- */
@@ -218,6 +241,106 @@ static void stage_cache(struct job_ctx *j, const char *hash)
     e.findings = j->findings;
     e.nfindings = j->nfindings;
     cg_cache_store(j->pl->cache, &e, NULL, NULL);
+}
+
+/* ---- after the verdict: cache, then publish ---------------------------- */
+
+static void stages_after_verdict(struct job_ctx *j, const char *hash)
+{
+    struct cg_pipeline *pl = j->pl;
+    stage_cache(j, hash);
+    cg_publish_batch_fill(pl->publish, &j->batch, j->findings, j->nfindings);
+    if (j->has_event)
+        cg_publish_batch_add_remediation(&j->batch, &j->event);
+    stage_publish(j);
+}
+
+/* ---- stage 4: remediate ------------------------------------------------ */
+
+/* After a write the findings say what the contact is now: the verdicts of
+ * the read-back replace those of the scan (identity and previous stay). */
+static void findings_take_after(struct job_ctx *j,
+                                struct cg_finding after[CG_RULE_COUNT])
+{
+    struct cg_pipeline *pl = j->pl;
+    long long now = cg_now_ms();
+    for (size_t i = 0; i < j->nfindings; i++) {
+        struct cg_finding *f = &j->findings[i];
+        for (int k = 0; k < CG_RULE_COUNT; k++) {
+            struct cg_finding *a = &after[k];
+            if (a->rule != f->rule)
+                continue;
+            pl->findings_by_status[f->status]--;
+            f->status = a->status;
+            cg_strlcpy(f->reason_code, a->reason_code, sizeof(f->reason_code));
+            free(f->reason);
+            f->reason = a->reason;
+            a->reason = NULL;
+            json_decref(f->evidence);
+            f->evidence = a->evidence;
+            a->evidence = NULL;
+            cg_strlcpy(f->api_version, CG_REMEDIATE_API_VERSION,
+                       sizeof(f->api_version));
+            f->time_ms = now;
+            pl->findings_by_status[f->status]++;
+        }
+    }
+}
+
+static void on_remediated(struct cg_remediate_result *res, void *arg)
+{
+    struct job_ctx *j = arg;
+    struct cg_pipeline *pl = j->pl;
+    j->remediate = NULL;
+    j->event = res->event;
+    cg_remediation_init(&res->event);
+    j->has_event = true;
+    pl->remediations[j->event.outcome]++;
+    if (res->reevaluated) {
+        findings_take_after(j, res->after);
+        stages_after_verdict(j, res->after_hash);
+        return;
+    }
+    stages_after_verdict(j, j->hash);
+}
+
+/* Only a subscription that fails, was read without error, and is Enabled
+ * is touched; everything else goes straight on to the cache. */
+static void stage_remediate(struct job_ctx *j, const struct cg_rules_conf *rc)
+{
+    struct cg_pipeline *pl = j->pl;
+    struct cg_remediate_policy pol;
+    cg_remediate_policy(pl->conf, j->tenant, j->job.remediation, &pol);
+    char why[256];
+    if (!cg_remediate_wanted(pol.mode, j->findings, j->nfindings, j->job.state,
+                             why, sizeof(why))) {
+        if (pol.mode != CG_REMEDIATION_OFF)
+            cg_debug("remediation.not_wanted",
+                     "job=%s subscription=%s "
+                     "why=\"%s\"",
+                     j->job.job_id, j->job.subscription_id, why);
+        stages_after_verdict(j, j->hash);
+        return;
+    }
+    char owner[CG_REMEDIATE_OWNER_MAX + 1];
+    snprintf(owner, sizeof(owner), "worker:%.32s:%ld:%.63s", pl->host,
+             (long)getpid(), j->job.job_id);
+    struct cg_remediate_req req;
+    memset(&req, 0, sizeof(req));
+    req.tenant_id = j->job.tenant_id;
+    req.auth_tenant_id = j->job.auth_tenant_id;
+    req.subscription_id = j->job.subscription_id;
+    req.job_id = j->job.job_id;
+    req.owner = owner;
+    req.policy = &pol;
+    req.rules = rc;
+    req.findings = j->findings;
+    req.nfindings = j->nfindings;
+    req.contacts_hash = j->hash;
+    req.deadline_ms = j->started_ms + pl->job_deadline_ms;
+    j->remediate = cg_remediate_start(pl->remediate, &req, on_remediated, j);
+    if (!j->remediate)
+        stages_after_verdict(j, j->hash);
 }
 
 /* ---- stage 3: evaluate (and the identity every finding carries) -------- */
@@ -239,14 +362,6 @@ static void findings_stamp(struct job_ctx *j, const char *api_version)
     }
 }
 
-static void stages_after_verdict(struct job_ctx *j, const char *hash)
-{
-    struct cg_pipeline *pl = j->pl;
-    stage_cache(j, hash);
-    cg_publish_batch_fill(pl->publish, &j->batch, j->findings, j->nfindings);
-    stage_publish(j);
-}
-
 static void verdict_all(struct job_ctx *j, enum cg_status st, const char *code,
                         const char *reason, const char *api_version)
 {
@@ -262,6 +377,7 @@ static void on_fetched(struct cg_fetch_result *res, void *arg)
     struct job_ctx *j = arg;
     struct cg_pipeline *pl = j->pl;
     j->fetch = NULL;
+    j->fetched_ms = cg_loop_now_ms();
     cg_histogram_observe(&pl->fetch_latency, (double)res->elapsed_ms / 1000);
     const char *version = cg_api_version_name(res->version);
     if (res->err) {
@@ -277,9 +393,8 @@ static void on_fetched(struct cg_fetch_result *res, void *arg)
     cg_rules_conf_from(&rc, pl->conf, j->tenant);
     cg_evaluate(&res->ct, &rc, j->findings);
     findings_stamp(j, version);
-    char hash[65];
-    cg_contacts_hash(&res->ct, hash);
-    stages_after_verdict(j, hash);
+    cg_contacts_hash(&res->ct, j->hash);
+    stage_remediate(j, &rc);
 }
 
 static void stage_fetch(struct job_ctx *j)
@@ -297,6 +412,7 @@ static void stage_fetch(struct job_ctx *j)
 static void on_lookup(const struct cg_cache_prev *res, void *arg)
 {
     struct job_ctx *j = arg;
+    j->looked_up_ms = cg_loop_now_ms();
     if (res->err == 0 && res->job_done) {
         cg_info("job.duplicate", "job=%s subscription=%s", j->job.job_id,
                 j->job.subscription_id);
@@ -357,6 +473,13 @@ static void render(struct cg_buf *b, void *arg)
         cg_metrics_counter(b, "contactguard_findings_total",
                            "Findings produced, by status", labels,
                            pl->findings_by_status[s]);
+    }
+    for (int o = 0; o < CG_REM_OUTCOME_COUNT; o++) {
+        snprintf(labels, sizeof(labels), "outcome=\"%s\"",
+                 cg_remediation_outcome_name((enum cg_remediation_outcome)o));
+        cg_metrics_counter(b, "contactguard_remediations_total",
+                           "Remediations, by outcome", labels,
+                           pl->remediations[o]);
     }
     cg_metrics_gauge(b, "contactguard_jobs_in_flight", "Jobs being worked on",
                      "", (double)pl->njobs);
@@ -455,6 +578,9 @@ struct cg_pipeline *cg_pipeline_new(struct cg_loop *loop,
     pl->conf = conf;
     pl->job_deadline_ms = cg_conf_int(conf, "worker.job_deadline_ms");
     pl->rng = (uint64_t)cg_now_ms() | 1;
+    if (gethostname(pl->host, sizeof(pl->host)) != 0)
+        cg_strlcpy(pl->host, "unknown", sizeof(pl->host));
+    pl->host[sizeof(pl->host) - 1] = '\0';
     cg_histogram_init(&pl->job_latency);
     cg_histogram_init(&pl->fetch_latency);
     struct cg_http_opts ho;
@@ -466,6 +592,8 @@ struct cg_pipeline *cg_pipeline_new(struct cg_loop *loop,
               cg_arm_new(loop, pl->http, pl->auth, conf, errbuf, errsz)) ||
         !(pl->fetch = cg_fetch_new(pl->arm, conf, errbuf, errsz)) ||
         !(pl->cache = cg_cache_new(loop, conf, errbuf, errsz)) ||
+        !(pl->remediate = cg_remediate_new(loop, pl->arm, pl->cache, conf,
+                                           errbuf, errsz)) ||
         !(pl->publish = cg_publish_new(loop, conf, errbuf, errsz)))
         goto fail;
     if (*listen && !(pl->metrics = cg_metrics_new(loop, listen, render, ready,
@@ -524,6 +652,9 @@ void cg_pipeline_free(struct cg_pipeline *pl)
         job_free(pl->jobs);
     cg_consume_free(pl->consume);
     cg_metrics_free(pl->metrics);
+    /* Before the cache: a remediation waiting for Redis is answered (and
+     * freed) by cg_cache_free. */
+    cg_remediate_free(pl->remediate);
     cg_cache_free(pl->cache);
     cg_fetch_free(pl->fetch);
     cg_arm_free(pl->arm);

@@ -1,8 +1,8 @@
 /*
  * pipeline — the worker: one file that owns the order of the stages.
  *
- *   consume -> job -> (cache lookup) -> fetch -> evaluate -> cache -> publish
- *        \-> dead letter (undecodable)                        \-> commit
+ *   consume -> job -> (cache lookup) -> fetch -> evaluate -> remediate
+ *        \-> dead letter (undecodable)        -> cache -> publish -> commit
  *
  * One event loop drives everything: Kafka (consumer and producer queues),
  * libcurl (every Azure request), the cache thread's completions, timers and
@@ -11,7 +11,9 @@
  * a job whose findings were already delivered (a redelivery) is recognised
  * in the cache and skipped. Nothing is ever dropped: a failure either
  * becomes an ERROR finding (final) or leaves the job unfinished to be
- * retried (retryable), as common/err.h's table says.
+ * retried (retryable), as common/err.h's table says. Remediation (stage 4,
+ * remediate.h) runs only for a tenant that asks for it; its event travels
+ * in the job's batch, so it is delivered, or not, with the findings.
  */
 #ifndef CG_PIPELINE_H
 #define CG_PIPELINE_H

@@ -202,11 +202,37 @@ void cg_publish_batch_fill(struct cg_publish *p, struct cg_publish_batch *b,
     }
 }
 
+void cg_publish_batch_add_remediation(struct cg_publish_batch *b,
+                                      const struct cg_remediation *r)
+{
+    if (b->n >= CG_PUBLISH_BATCH_MAX)
+        return;
+    size_t i = b->n++;
+    b->payload[i] = cg_remediation_ocsf(r);
+    b->event[i] = true;
+    b->rule[i] = CG_RULE_COUNT;
+    b->status[i] = CG_STATUS_NONE;
+    cg_strlcpy(b->outcome, cg_remediation_outcome_name(r->outcome),
+               sizeof(b->outcome));
+    if (!b->key[0]) {
+        cg_strlcpy(b->key, r->subscription_id, sizeof(b->key));
+        cg_strlcpy(b->tenant, r->tenant_id, sizeof(b->tenant));
+    }
+}
+
 static rd_kafka_headers_t *finding_headers(struct cg_publish *p,
                                            const struct cg_publish_batch *b,
                                            size_t i)
 {
-    rd_kafka_headers_t *h = rd_kafka_headers_new(4);
+    rd_kafka_headers_t *h = rd_kafka_headers_new(5);
+    if (b->event[i]) {
+        rd_kafka_header_add(h, "kind", -1, "remediation", -1);
+        rd_kafka_header_add(h, "outcome", -1, b->outcome, -1);
+        rd_kafka_header_add(h, "tenant", -1, b->tenant, -1);
+        rd_kafka_header_add(h, "format", -1, "ocsf-2003", -1);
+        return h;
+    }
+    rd_kafka_header_add(h, "kind", -1, "finding", -1);
     const struct cg_rule_info *ri = cg_rule_info(b->rule[i]);
     rd_kafka_header_add(h, "rule", -1, ri ? ri->id : "", -1);
     rd_kafka_header_add(h, "status", -1, cg_status_name(b->status[i]), -1);

@@ -5,9 +5,11 @@
  * queue's event fd wakes the loop for delivery reports). A batch is a job's
  * findings: key = subscription id, headers for rule, status, tenant and
  * format, the serialised finding as value (OCSF by default,
- * `output.format=compact` for the compact line). The batch's callback runs
- * once every message has a delivery report; a message that failed keeps its
- * `delivered` flag false so the pipeline can send just that one again — a
+ * `output.format=compact` for the compact line). Every message carries a
+ * `kind` header: `finding`, or `remediation` for the remediation event a
+ * batch may end with (common/remediation.h; always OCSF). The batch's callback
+ * runs once every message has a delivery report; a message that failed keeps
+ * its `delivered` flag false so the pipeline can send just that one again — a
  * job is finished only when all of its findings are delivered.
  * The same producer writes the dead-letter topic.
  */
@@ -15,6 +17,7 @@
 #define CG_PUBLISH_H
 
 #include "finding.h"
+#include "remediation.h"
 
 #include <librdkafka/rdkafka.h>
 #include <stdbool.h>
@@ -43,6 +46,8 @@ struct cg_publish_batch {
     enum cg_rule rule[CG_PUBLISH_BATCH_MAX];
     enum cg_status status[CG_PUBLISH_BATCH_MAX];
     bool delivered[CG_PUBLISH_BATCH_MAX];
+    bool event[CG_PUBLISH_BATCH_MAX]; /* a remediation event, not a finding */
+    char outcome[24];                 /* of the remediation event */
     char key[40];
     char tenant[40];
     int err;       /* after the callback: 0 when all delivered */
@@ -68,6 +73,11 @@ void cg_publish_free(struct cg_publish *p, int timeout_ms);
 void cg_publish_batch_fill(struct cg_publish *p, struct cg_publish_batch *b,
                            const struct cg_finding *f, size_t n);
 void cg_publish_batch_clear(struct cg_publish_batch *b);
+
+/* Appends the remediation event r to a filled batch (headers kind,
+ * outcome, tenant, format); ignored when the batch is full. */
+void cg_publish_batch_add_remediation(struct cg_publish_batch *b,
+                                      const struct cg_remediation *r);
 
 /*
  * Produces every message of b not yet delivered. fn runs once from the loop

@@ -19,6 +19,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -316,6 +317,8 @@ static int parse_top(const char *s, size_t *out)
 
 int main(int argc, char **argv)
 {
+    /* Redis closing the connection mid-write is an error, not a death. */
+    signal(SIGPIPE, SIG_IGN);
     char err[512];
     bool dump = false, json = false;
     const char *tenant = NULL;

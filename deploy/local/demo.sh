@@ -30,20 +30,29 @@ remediation=${CG_DEMO_REMEDIATION:-off}
 keep=${CG_DEMO_KEEP:-0}
 
 tmp=$(mktemp -d /tmp/contactguard-demo.XXXXXX)
-pids=()
+pids=()        # servers, in start order
+worker_pids=() # workers
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# stop PID...: SIGTERM to each process group, then up to 10 s for all of
+# them to go, then SIGKILL to whatever is left.
+stop() {
+    local pid
+    for pid in "$@"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
+    for pid in "$@"; do
+        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL -- "-$pid" 2>/dev/null || true
+    done
+}
 
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
-    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-        kill -TERM -- "-${pids[i]}" 2>/dev/null || kill -TERM "${pids[i]}" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL -- "-$pid" 2>/dev/null || true
-    done
+    # Workers first, together, so they leave the group while the broker is
+    # still there to hear it; then the servers, last started first.
+    stop "${worker_pids[@]}"
+    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do stop "${pids[i]}"; done
     if [ "$rc" -eq 0 ] || [ -z "${CG_DEMO_KEEP_FILES:-}" ]; then
         rm -rf "$tmp"
     else
@@ -59,7 +68,11 @@ start() {
     local name=$1
     shift
     setsid "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" &
-    pids+=($!)
+    case $name in
+    worker-*) worker_pids+=($!) ;;
+    *) pids+=($!) ;;
+    esac
+    disown "$!"
 }
 
 # first_line NAME: waits (bounded) for the first stdout line of NAME.
@@ -132,8 +145,8 @@ if ! "$bin/producer/contactguard-producer" sweep "${common[@]}" --json \
     cat "$tmp/sweep.json" >&2
     exit 1
 fi
-jobs=$(jq -r '.jobs_delivered // .jobs_sent // .jobs' "$tmp/sweep.json")
-skipped=$(jq -r '.skipped_state // .not_auditable // 0' "$tmp/sweep.json")
+jobs=$(jq -r '.jobs.delivered' "$tmp/sweep.json")
+skipped=$(jq -r '.subscriptions.disabled + .subscriptions.deleted' "$tmp/sweep.json")
 say "Sweep: $jobs jobs sent, $skipped subscriptions not auditable (Disabled/Deleted)"
 
 # ---- wait for every job ------------------------------------------------------
@@ -158,9 +171,10 @@ while :; do
     fi
     sleep 0.2
 done
-elapsed=$(echo "$(date +%s.%N) - $started" | bc)
+finished=$(date +%s.%N)
 printf '\n' >&2
-say "All $jobs jobs finished in ${elapsed%.*}.${elapsed#*.} s ($(echo "$jobs / $elapsed" | bc) subscriptions/s)"
+say "$(awk -v a="$started" -v b="$finished" -v n="$jobs" \
+    'BEGIN { s = b - a; printf "All %d jobs finished in %.1f s (%.0f subscriptions/s)", n, s, n / s }')"
 
 # ---- report and ground truth -----------------------------------------------------
 say "Report (contactguard-report)"
@@ -200,7 +214,10 @@ if [ "$keep" = 1 ]; then
   curl -s --cacert $tmp/azure/ca.pem $azure/_fake/stats | jq .requests_total
   curl -s http://${metrics[0]}/metrics | grep contactguard_jobs_total
 EOT
-    while :; do sleep 3600; done
+    while :; do
+        sleep 3600 &
+        wait $! # a trap runs at once, not after a foreground sleep
+    done
 fi
 [ "$status" -eq 0 ] && say "Demo complete: zero mismatches with the ground truth"
 exit "$status"

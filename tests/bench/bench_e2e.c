@@ -9,6 +9,9 @@
  *     wall_s=... ceiling_ratio=...
  *
  * usage: bench_e2e SUBSCRIPTIONS LATENCY_MS WORKERS [CEILING_REQ_PER_S]
+ * Environment: BENCH_WORKER_SET=key=value (one more --set for the workers),
+ * BENCH_FAKE_ARG (one more fake flag), BENCH_PER_TENANT (default 100),
+ * BENCH_PLAIN_HTTP=1 (no TLS).
  * The rate is measured from the first finished job to the last, so the
  * consumer group's join is not counted; wall_s includes it.
  */
@@ -114,9 +117,15 @@ int main(int argc, char **argv)
     curl_global_init(CURL_GLOBAL_DEFAULT);
     char err[512], lat[32];
     snprintf(lat, sizeof(lat), "%ld", latency);
-    int per = 100, tenants = (int)((subs + per - 1) / per);
-    const char *fake_args[] = { "--latency-ms", lat, "--seed", "7", NULL };
-    struct cg_stack_opts o = { tenants, per, 6, fake_args, false };
+    int per =
+        getenv("BENCH_PER_TENANT") ? atoi(getenv("BENCH_PER_TENANT")) : 100;
+    int tenants = (int)((subs + per - 1) / per);
+    const char *fake_args[] = { "--latency-ms",           lat, "--seed", "7",
+                                getenv("BENCH_FAKE_ARG"), NULL };
+    /* BENCH_PLAIN_HTTP=1 takes TLS out of the picture. */
+    bool plain =
+        getenv("BENCH_PLAIN_HTTP") && *getenv("BENCH_PLAIN_HTTP") == '1';
+    struct cg_stack_opts o = { tenants, per, 6, fake_args, plain };
     struct cg_stack s;
     if (cg_stack_start(&s, &o, err, sizeof(err))) {
         fprintf(stderr, "bench_e2e: %s\n", err);
@@ -134,7 +143,9 @@ int main(int argc, char **argv)
     for (int i = 0; i < nworkers; i++) {
         char name[32];
         snprintf(name, sizeof(name), "worker-%d", i);
-        const char *extra[] = { "--set", "log.level=warn", NULL };
+        const char *env_extra = getenv("BENCH_WORKER_SET");
+        const char *extra[] = { "--set", "log.level=warn",
+                                env_extra ? "--set" : NULL, env_extra, NULL };
         if (!(w[i] = cg_stack_worker(&s, name, extra, err, sizeof(err)))) {
             fprintf(stderr, "bench_e2e: %s: %s\n", name, err);
             goto out;
@@ -170,7 +181,7 @@ int main(int argc, char **argv)
             t_last = now;
             break;
         }
-        usleep(50 * 1000); /* a sampling period, not a synchronisation */
+        usleep(100 * 1000); /* a sampling period, not a synchronisation */
     }
     long rss = 0;
     for (int i = 0; i < nworkers; i++) {

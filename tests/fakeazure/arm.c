@@ -211,6 +211,18 @@ static void page_contacts(struct cg_fa *fa, const struct cg_fa_req *req,
     json_decref(all);
 }
 
+/* The control API's "edit right after the next read": the answer already
+ * holds what was read, the edit lands before the client can act on it. */
+static void after_read(struct cg_fa *fa, struct cg_fa_sub *sub)
+{
+    if (!sub->after_read_set)
+        return;
+    cg_fa_store_portal_edit(fa->store, sub, sub->after_read);
+    json_decref(sub->after_read);
+    sub->after_read = NULL;
+    sub->after_read_set = false;
+}
+
 static bool version_in(const char *v, const char *const *list)
 {
     for (int i = 0; list[i]; i++)
@@ -381,6 +393,25 @@ const char *cg_fa_arm_handle(struct cg_fa *fa, const struct cg_fa_req *req,
             sub->id);
         return rname;
     }
+    if (write && cg_fa_store_tenant(fa->store, sub->tenant)->reject_writes) {
+        cg_fa_arm_error(resp, 400, "InvalidInput",
+                        "The security contact '%s' could not be written: "
+                        "the request content was rejected.",
+                        name);
+        return rname;
+    }
+    if (write && cg_fa_store_tenant(fa->store, sub->tenant)->deny_writes) {
+        /* The principal reads but may not write (Security Reader). */
+        cg_fa_arm_error(
+            resp, 403, "AuthorizationFailed",
+            "The client '%s' with object id '%s' does not have "
+            "authorization to perform action "
+            "'Microsoft.Security/securityContacts/write' over scope "
+            "'/subscriptions/%s/providers/Microsoft.Security/"
+            "securityContacts/%s' or the scope is invalid.",
+            tok->client_id, tok->client_id, sub->id, name);
+        return rname;
+    }
     if (op == OP_SUB) {
         json_t *o = cg_fa_store_sub_json(fa->store, sub);
         char *s = json_dumps(o, JSON_COMPACT);
@@ -416,6 +447,7 @@ const char *cg_fa_arm_handle(struct cg_fa *fa, const struct cg_fa_req *req,
     }
     if (op == OP_LIST) {
         resp->status = cg_fa_store_list(fa->store, sub, ver, &resp->body);
+        after_read(fa, sub);
         if (fa->contacts_page_size && ver != CG_FA_V2020 && !sub->raw[ver])
             page_contacts(fa, req, version, resp);
     } else if (get) {

@@ -14,9 +14,15 @@
  *   PUT    /_fake/subscriptions/{id}/contact  edit as in the portal (2023
  *                                             properties, or null)
  *   PUT    /_fake/subscriptions/{id}/state    {"state","registered"}
+ *   PUT    /_fake/subscriptions/{id}/after-read  edit as in the portal
+ *                                             right after the next read of
+ *                                             the contacts (once)
  *   PUT    /_fake/subscriptions/{id}/raw?api-version=V   raw body served
  *   DELETE /_fake/subscriptions/{id}/raw?api-version=V   back to the model
  *   POST   /_fake/tenants/{id}/subscriptions  {"scenario","announce"}
+ *   PUT    /_fake/tenants/{id}/writes         {"deny":true}: every write of
+ *                                             the tenant answers 403;
+ *                                             {"reject":true}: 400
  *   GET    /_fake/events                      events announced
  *   GET    /_fake/truth                       the truth as JSON lines
  */
@@ -122,6 +128,23 @@ static const char *subscription_routes(struct cg_fa *fa,
         reply_json(resp, 200, sub_state(fa, sub));
         return "control";
     }
+    if (!strcmp(what, "after-read") && put) {
+        json_t *props = body_json(req, resp);
+        if (!props)
+            return "control";
+        if (!json_is_object(props) && !json_is_null(props)) {
+            json_decref(props);
+            cg_fa_arm_error(resp, 400, "InvalidJson",
+                            "the contact must be an object or null");
+            return "control";
+        }
+        json_decref(sub->after_read);
+        sub->after_read = json_is_null(props) ? NULL : json_incref(props);
+        sub->after_read_set = true;
+        json_decref(props);
+        reply_json(resp, 200, sub_state(fa, sub));
+        return "control";
+    }
     if (!strcmp(what, "state") && put) {
         json_t *o = body_json(req, resp);
         if (!o)
@@ -207,6 +230,27 @@ static const char *create_subscription(struct cg_fa *fa,
         free(subject);
     }
     reply_json(resp, 201, out);
+    return "control";
+}
+
+static const char *tenant_writes(struct cg_fa *fa, const struct cg_fa_req *req,
+                                 struct cg_fa_resp *resp, const char *tenant_id)
+{
+    struct cg_fa_tenant *t =
+        cg_fa_store_tenant_find(fa->store, tenant_id, NULL);
+    if (!t) {
+        cg_fa_arm_error(resp, 404, "TenantNotFound", "no such tenant");
+        return "control";
+    }
+    json_t *o = body_json(req, resp);
+    if (!o)
+        return "control";
+    t->deny_writes = json_is_true(json_object_get(o, "deny"));
+    t->reject_writes = json_is_true(json_object_get(o, "reject"));
+    json_decref(o);
+    reply_json(resp, 200,
+               json_pack("{s:s,s:b,s:b}", "tenant_id", t->id, "deny_writes",
+                         t->deny_writes, "reject_writes", t->reject_writes));
     return "control";
 }
 
@@ -299,6 +343,12 @@ const char *cg_fa_control_handle(struct cg_fa *fa, const struct cg_fa_req *req,
     if (!strncmp(p, "/tenants/", 9) && put) {
         const char *t = p + 9;
         const char *slash = strchr(t, '/');
+        if (slash && !strcmp(slash, "/writes") && slash - t < 64) {
+            char tid[64];
+            memcpy(tid, t, (size_t)(slash - t));
+            tid[slash - t] = '\0';
+            return tenant_writes(fa, req, resp, tid);
+        }
         if (slash && !strcmp(slash, "/subscriptions") && slash - t < 64) {
             char tid[64];
             memcpy(tid, t, (size_t)(slash - t));

@@ -276,6 +276,7 @@ static void sub_free(struct cg_fa_sub *sub)
         return;
     json_decref(sub->contact);
     json_decref(sub->legacy);
+    json_decref(sub->after_read);
     for (int v = 0; v < CG_FA_NVER; v++)
         free(sub->raw[v]);
     sub_invalidate(sub);

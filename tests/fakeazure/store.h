@@ -66,7 +66,9 @@ struct cg_fa_tenant {
     char name[64];
     char client_id[40];
     char secret[48];
-    size_t *subs; /* indexes into the store's subscriptions */
+    bool deny_writes;   /* control API: every write answers 403 */
+    bool reject_writes; /* control API: every write answers 400 */
+    size_t *subs;       /* indexes into the store's subscriptions */
     size_t nsubs, cap;
 };
 
@@ -82,6 +84,10 @@ struct cg_fa_sub {
     bool reject[CG_FA_NVER];
     char *raw[CG_FA_NVER]; /* replaced body (control API), or NULL */
     char *cache[CG_FA_NVER];
+    /* Control API: a portal edit applied right after the next read of the
+     * contacts is answered (after_read NULL: remove the contact). */
+    bool after_read_set;
+    json_t *after_read;
 };
 
 struct cg_fa_store_params {
