@@ -66,7 +66,8 @@ struct cg_http {
     struct cg_loop *loop;
     CURLM *multi;
     CURLSH *share;
-    struct cg_loop_timer timer;
+    struct cg_loop_timer timer; /* libcurl's */
+    struct cg_loop_timer drain; /* reports requests that never started */
     struct cg_http_opts opts;
     char *ca_file;
     struct req_list queue;
@@ -406,7 +407,7 @@ static int req_start(struct cg_http *http, struct cg_http_req *r)
 }
 
 static void http_fill(struct cg_http *http);
-static void http_on_timer(struct cg_loop *loop, void *arg);
+static void http_on_drain(struct cg_loop *loop, void *arg);
 
 /* Moves a finished transfer to the done list; its callback runs later, in
  * http_dispatch, after libcurl has returned. */
@@ -512,9 +513,10 @@ static void http_fill(struct cg_http *http)
             req_finish(http, r, CURLE_FAILED_INIT);
         }
     }
-    /* Failures to start are reported from the loop like any other. */
+    /* Failures to start are reported from the loop like any other, on a
+     * timer of our own: moving libcurl's timer would lose its timeout. */
     if (http->done.head)
-        cg_loop_timer_add(http->loop, &http->timer, 0, http_on_timer, http);
+        cg_loop_timer_add(http->loop, &http->drain, 0, http_on_drain, http);
 }
 
 static void http_check(struct cg_http *http)
@@ -550,6 +552,11 @@ static void http_on_io(struct cg_loop *loop, int fd, unsigned events, void *arg)
         flags |= CURL_CSELECT_ERR;
     curl_multi_socket_action(http->multi, fd, flags, &running);
     http_check(http);
+}
+
+static void http_on_drain(struct cg_loop *loop, void *arg)
+{
+    http_check(arg);
 }
 
 static void http_on_timer(struct cg_loop *loop, void *arg)
@@ -707,6 +714,7 @@ void cg_http_free(struct cg_http *http)
         free(s);
     }
     cg_loop_timer_cancel(http->loop, &http->timer);
+    cg_loop_timer_cancel(http->loop, &http->drain);
     free(http->ca_file);
     free(http);
     curl_global_cleanup();

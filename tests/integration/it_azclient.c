@@ -582,7 +582,7 @@ static void test_fault_storm(struct env *e, json_t *subs, const int *baseline)
 {
     json_decref(control(e, CG_HTTP_PUT, "/_fake/faults",
                         "{\"p500\":0.1,\"p503\":0.1,\"pdrop\":0.05,"
-                        "\"pslow\":0.05,\"pmalformed\":0.05}"));
+                        "\"pslow\":0.05,\"pmalformed\":0.01}"));
     struct cg_arm_stats s0, s1;
     cg_arm_stats(e->arm, &s0);
     size_t n = json_array_size(subs);
@@ -590,9 +590,15 @@ static void test_fault_storm(struct env *e, json_t *subs, const int *baseline)
     int attempts = 0;
     read_contacts(e, 0, subs, V2023, errs, &attempts);
     cg_arm_stats(e->arm, &s1);
+    /* A LIST page cut short three times running is final (CG_EPARSE); at
+     * 1% per answer that is one run in a few thousand. */
     int differ = 0;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         differ += errs[i] != baseline[i];
+        if (errs[i] != baseline[i])
+            fprintf(stderr, "fault storm: sub %zu ended %s, before %s\n", i,
+                    cg_err_name(errs[i]), cg_err_name(baseline[i]));
+    }
     CHECK(differ == 0, "fault storm: %d subscriptions ended differently",
           differ);
     /* Dropped connections seldom surface: libcurl itself retries a
@@ -749,6 +755,104 @@ static void test_401(struct env *e, json_t *subs, const int *baseline)
     json_decref(one);
 }
 
+/* A multi-tenant app (one client id and certificate, consented in every
+ * tenant; the global azure.* credentials): still one token per tenant,
+ * each listing only its own tenant's subscriptions. */
+static void test_multi_tenant_app(void)
+{
+    char dir[] = "/tmp/cg-it-azclient-mt-XXXXXX", err[512];
+    if (!mkdtemp(dir))
+        return;
+    char *creds = cg_asprintf("%s/creds.json", dir);
+    const char *const argv[] = { CG_BIN_CONTACTGUARD_FAKEAZURE,
+                                 "--tls-self-signed",
+                                 dir,
+                                 "--tenants",
+                                 "3",
+                                 "--subscriptions-per-tenant",
+                                 "20",
+                                 "--multi-tenant-app",
+                                 "--credentials-auth",
+                                 "certificate",
+                                 "--credentials",
+                                 creds,
+                                 "--log-level",
+                                 "error",
+                                 NULL };
+    struct cg_harness_proc_opts po = { .name = "fakeazure-mt",
+                                       .line_timeout_ms = 30000 };
+    struct cg_harness_proc *fake =
+        cg_harness_proc_start(argv, &po, err, sizeof(err));
+    CHECK(fake != NULL, "multi-tenant fake started: %s", err);
+    struct cg_conf *conf = cg_conf_new();
+    int rc = fake ? cg_conf_load_file(conf, creds, err, sizeof(err)) : -1;
+    if (rc == 0)
+        rc = cg_conf_finish(conf, err, sizeof(err));
+    CHECK(rc == 0 && cg_conf_tenant_count(conf) == 3, "multi-tenant conf: %s",
+          err);
+    struct cg_loop *loop = cg_loop_new(err, sizeof(err));
+    struct cg_http_opts ho;
+    cg_http_opts_from_conf(conf, &ho);
+    struct cg_http *http = cg_http_new(loop, &ho, err, sizeof(err));
+    struct cg_auth *auth = cg_auth_new(loop, http, conf, err, sizeof(err));
+    struct cg_arm *arm = cg_arm_new(loop, http, auth, conf, err, sizeof(err));
+    struct outcome o[3];
+    memset(o, 0, sizeof(o));
+    size_t n = rc == 0 ? cg_conf_tenant_count(conf) : 0;
+    for (size_t i = 0; i < n; i++) {
+        struct cg_arm_request req = {
+            .method = CG_HTTP_GET,
+            .tenant = cg_conf_tenant(conf, i)->id,
+            .path = "/subscriptions?api-version=2022-12-01",
+        };
+        cg_arm_list(arm, &req, on_arm, &o[i]);
+    }
+    int64_t deadline = cg_loop_now_ms() + 60000;
+    for (size_t i = 0; i < n; i++)
+        while (o[i].calls < 1 && cg_loop_now_ms() < deadline)
+            cg_loop_run_once(loop, 100);
+    const char *principal =
+        n ? cg_auth_principal(auth, cg_conf_tenant(conf, 0)->id) : NULL;
+    for (size_t i = 0; i < n; i++) {
+        const char *tid = cg_conf_tenant(conf, i)->id;
+        int foreign = 0;
+        size_t k;
+        json_t *sub;
+        json_array_foreach(o[i].items, k, sub)
+        {
+            const char *st = cg_json_str(sub, "tenantId");
+            foreign += !st || strcasecmp(st, tid) != 0;
+        }
+        CHECK(o[i].err == 0 && json_array_size(o[i].items) == 20 &&
+                  foreign == 0,
+              "multi-tenant app, tenant %zu: %s, %zu subscriptions, %d "
+              "foreign (%s)",
+              i, cg_err_name(o[i].err), json_array_size(o[i].items), foreign,
+              o[i].why);
+        const char *p = cg_auth_principal(auth, tid);
+        CHECK(principal && p && strcmp(p, principal) == 0,
+              "multi-tenant app: one principal for every tenant");
+        json_decref(o[i].items);
+    }
+    struct cg_arm_stats st;
+    if (arm) {
+        cg_arm_stats(arm, &st);
+        CHECK(st.token_requests == n && n == 3,
+              "multi-tenant app: %llu token requests for %zu tenants",
+              (unsigned long long)st.token_requests, n);
+    }
+    cg_arm_free(arm);
+    cg_auth_free(auth);
+    cg_http_free(http);
+    cg_loop_free(loop);
+    cg_conf_free(conf);
+    cg_harness_proc_free(fake);
+    char *cmd = cg_asprintf("rm -rf '%s'", dir);
+    (void)!system(cmd);
+    free(cmd);
+    free(creds);
+}
+
 int main(void)
 {
     cg_log_setup(CG_LOG_ERROR, CG_LOG_TEXT, "it_azclient");
@@ -770,5 +874,6 @@ int main(void)
         json_decref(subs);
     }
     env_close(&e);
+    test_multi_tenant_app();
     return check_done("it_azclient");
 }

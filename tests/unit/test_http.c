@@ -117,6 +117,17 @@ static void on_done(const struct cg_http_response *res, void *arg)
     }
 }
 
+static int refuse_start(void *arg, char *line, size_t linesz)
+{
+    return CG_EAUTH;
+}
+
+static int add_header(void *arg, char *line, size_t linesz)
+{
+    snprintf(line, linesz, "Authorization: Bearer at-start");
+    return 0;
+}
+
 static void run(struct cg_loop *loop, const int *calls, int want)
 {
     for (int i = 0; i < 5000 && *calls < want; i++)
@@ -249,6 +260,46 @@ static void test_requests(struct cg_loop *loop)
             cg_loop_run_once(loop, 10);
         CHECK(d.calls == 0, "cancel: the cancelled request called back");
         CHECK(d2.calls == 1, "cancel: the other request completed");
+    }
+
+    /* on_start: a header added when the request goes, or a refusal that
+     * fails it unsent -- without disturbing libcurl's own timer, which
+     * still has to time out the hanging request. */
+    {
+        struct done hang = { 0 }, refused = { 0 }, added = { 0 };
+        snprintf(url, sizeof(url), "%s/hang", base);
+        struct cg_http_request rh = { .method = CG_HTTP_GET,
+                                      .url = url,
+                                      .timeout_ms = 400 };
+        int64_t t0 = cg_loop_now_ms();
+        cg_http_submit(http, &rh, on_done, &hang, err, sizeof(err));
+        for (int i = 0; i < 5; i++)
+            cg_loop_run_once(loop, 10);
+        snprintf(url, sizeof(url), "%s/ok", base);
+        struct cg_http_request rr = { .method = CG_HTTP_GET,
+                                      .url = url,
+                                      .on_start = refuse_start };
+        cg_http_submit(http, &rr, on_done, &refused, err, sizeof(err));
+        CHECK(refused.calls == 0,
+              "on_start refusal: no callback inside submit");
+        run(loop, &refused.calls, 1);
+        CHECK(refused.calls == 1 && refused.err == CG_EAUTH &&
+                  refused.status == 0 && strstr(refused.why, "not started"),
+              "on_start refusal: err %s status %ld (%s)",
+              cg_err_name(refused.err), refused.status, refused.why);
+        struct cg_http_request ra = { .method = CG_HTTP_GET,
+                                      .url = url,
+                                      .on_start = add_header };
+        st.last_authz[0] = '\0';
+        cg_http_submit(http, &ra, on_done, &added, err, sizeof(err));
+        run(loop, &added.calls, 1);
+        CHECK(added.err == 0 && strcmp(st.last_authz, "Bearer at-start") == 0,
+              "on_start header sent: \"%s\"", st.last_authz);
+        run(loop, &hang.calls, 1);
+        int64_t dt = cg_loop_now_ms() - t0;
+        CHECK(hang.err == CG_ETIMEOUT && dt < 1500,
+              "on_start: the hanging request timed out after %lld ms (%s)",
+              (long long)dt, cg_err_name(hang.err));
     }
 
     /* Refused connection and a bad scheme. */
