@@ -11,7 +11,8 @@
  * usage: bench_e2e SUBSCRIPTIONS LATENCY_MS WORKERS [CEILING_REQ_PER_S]
  * Environment: BENCH_WORKER_SET=key=value (one more --set for the workers),
  * BENCH_FAKE_ARG (one more fake flag), BENCH_PER_TENANT (default 100),
- * BENCH_PLAIN_HTTP=1 (no TLS).
+ * BENCH_PLAIN_HTTP=1 (no TLS), BENCH_PARTITIONS (default 6, 24 past
+ * 50,000 subscriptions).
  * The rate is measured from the first finished job to the last, so the
  * consumer group's join is not counted; wall_s includes it.
  */
@@ -127,7 +128,11 @@ int main(int argc, char **argv)
         getenv("BENCH_PLAIN_HTTP") && *getenv("BENCH_PLAIN_HTTP") == '1';
     /* librdkafka's mock broker keeps about 5 MB per partition and drops
      * older messages: enough partitions keep a backlog of 100,000 jobs. */
-    struct cg_stack_opts o = { tenants, per, 24, fake_args, plain };
+    const char *parts_s = getenv("BENCH_PARTITIONS");
+    int parts = parts_s ? (int)strtol(parts_s, NULL, 10) : 0;
+    if (parts < 1)
+        parts = subs > 50000 ? 24 : 6;
+    struct cg_stack_opts o = { tenants, per, parts, fake_args, plain };
     struct cg_stack s;
     if (cg_stack_start(&s, &o, err, sizeof(err))) {
         fprintf(stderr, "bench_e2e: %s\n", err);
@@ -135,6 +140,13 @@ int main(int argc, char **argv)
     }
     fprintf(stderr, "bench_e2e: %zu subscriptions in %d tenants, %ld ms\n",
             s.nsubs, tenants, latency);
+    /* Every job is on the topic before the workers start: the figure is
+     * the fleet's, not the job source's. */
+    if (cg_stack_produce_jobs(&s, 0, err, sizeof(err))) {
+        fprintf(stderr, "bench_e2e: produce: %s\n", err);
+        cg_stack_stop(&s);
+        return 1;
+    }
     struct cg_harness_proc *w[BENCH_WORKERS_MAX] = { NULL };
     int64_t start = cg_harness_now_ms(), t_first = 0, t_last = 0;
     for (int i = 0; i < nworkers; i++) {
@@ -147,11 +159,6 @@ int main(int argc, char **argv)
             fprintf(stderr, "bench_e2e: %s: %s\n", name, err);
             goto out;
         }
-    }
-    /* Jobs arrive while the workers run, as a producer's would. */
-    if (cg_stack_produce_jobs(&s, 0, err, sizeof(err))) {
-        fprintf(stderr, "bench_e2e: produce: %s\n", err);
-        goto out;
     }
     double done = 0, first_done = -1, in_flight_max = 0;
     struct hist h;
