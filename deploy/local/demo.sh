@@ -189,14 +189,25 @@ awk '{ printf "HGET cg:sub:%s status:%s\n", $1, $2 }' "$tmp/expected.txt" |
     redis-cli -p "$redis_port" >"$tmp/actual.txt"
 paste -d' ' "$tmp/expected.txt" "$tmp/actual.txt" >"$tmp/compare.txt"
 pairs=$(wc -l <"$tmp/compare.txt")
+# With remediation applied, a rule the truth expects to FAIL may PASS now:
+# that is the fix, not a mismatch.
+fixed=0
+if [ "$remediation" = apply ]; then
+    fixed=$(awk '$3 == "FAIL" && $4 == "PASS"' "$tmp/compare.txt" | wc -l)
+    awk '!($3 == "FAIL" && $4 == "PASS")' "$tmp/compare.txt" >"$tmp/compare.left"
+    mv "$tmp/compare.left" "$tmp/compare.txt"
+fi
 mismatches=$(awk '$3 != $4' "$tmp/compare.txt" | wc -l)
 not_audited=$(jq -r 'select(.state == "Disabled" or .state == "Deleted")
        | .subscription_id' "$tmp/truth.jsonl" | sort -u | wc -l)
 echo "compared $pairs (subscription, rule) pairs: $mismatches mismatches;" \
     "$not_audited Disabled/Deleted subscriptions not scanned (sweep counted $skipped)"
+if [ "$remediation" = apply ]; then
+    echo "remediation (apply) turned $fixed failing (subscription, rule) pairs into PASS"
+fi
 if [ "$mismatches" -gt 0 ]; then
     echo "first mismatches (subscription rule expected actual):"
-    awk '$3 != $4' "$tmp/compare.txt" | head -n 10
+    awk '$3 != $4 && n++ < 10' "$tmp/compare.txt"
 fi
 status=0
 [ "$mismatches" -eq 0 ] || status=1
