@@ -455,25 +455,13 @@ static void form_add(struct cg_buf *b, const char *k, const char *v)
 static int read_federated(const char *path, char **out, char *errbuf,
                           size_t errsz)
 {
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return cg_err_set(errbuf, errsz, CG_ECONF,
-                          "cannot open federated token file %s: %s", path,
-                          strerror(errno));
     struct cg_buf b;
     cg_buf_init(&b, CG_AUTH_FEDERATED_MAX);
-    char chunk[4096];
-    size_t n;
+    char why[256];
     int rc = 0;
-    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
-        if (cg_buf_append(&b, chunk, n) != 0) {
-            rc = cg_err_set(errbuf, errsz, CG_ECONF,
-                            "federated token file %s exceeds %d bytes", path,
-                            CG_AUTH_FEDERATED_MAX);
-            break;
-        }
-    }
-    fclose(f);
+    if (cg_buf_read_file(&b, path, why, sizeof(why)))
+        rc = cg_err_set(errbuf, errsz, CG_ECONF, "federated token file: %s",
+                        why);
     while (rc == 0 && b.len > 0 && isspace((unsigned char)b.data[b.len - 1]))
         b.data[--b.len] = '\0';
     if (rc == 0 && b.len == 0)

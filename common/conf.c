@@ -459,26 +459,11 @@ static int scalar_string(const json_t *v, char *out, size_t outsz)
 static char *read_small_file(const char *path, size_t max, char *errbuf,
                              size_t errsz)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        cg_err_set(errbuf, errsz, CG_ECONF, "cannot open %s: %s", path,
-                   strerror(errno));
-        return NULL;
-    }
     struct cg_buf b;
     cg_buf_init(&b, max);
-    char chunk[65536];
-    size_t n;
-    int rc = 0;
-    while (rc == 0 && (n = fread(chunk, 1, sizeof(chunk), f)) > 0)
-        rc = cg_buf_append(&b, chunk, n);
-    bool ioerr = ferror(f);
-    fclose(f);
-    if (rc || ioerr) {
-        cg_err_set(errbuf, errsz, CG_ECONF, "%s: %s", path,
-                   rc ? "file too large" : "read error");
+    if (cg_buf_read_file(&b, path, errbuf, errsz)) {
         cg_buf_free(&b);
-        return NULL;
+        return NULL; /* the sentence names the file and the cause */
     }
     return cg_buf_take(&b);
 }

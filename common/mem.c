@@ -2,6 +2,8 @@
 
 #include "err.h"
 
+#include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,4 +162,30 @@ void cg_buf_free(struct cg_buf *b)
     b->data = NULL;
     b->len = 0;
     b->cap = 0;
+}
+
+int cg_buf_read_file(struct cg_buf *b, const char *path, char *errbuf,
+                     size_t errsz)
+{
+    bool use_stdin = strcmp(path, "-") == 0;
+    FILE *f = use_stdin ? stdin : fopen(path, "rb");
+    if (!f)
+        return cg_err_set(errbuf, errsz, CG_EIO, "cannot open %s: %s", path,
+                          strerror(errno));
+    char chunk[65536];
+    size_t n;
+    int rc = 0;
+    while (rc == 0 && (n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+        if (cg_buf_append(b, chunk, n) != 0) {
+            /* Keep what fits, so a caller can still say what it read. */
+            cg_buf_append(b, chunk, b->max - b->len);
+            rc = cg_err_set(errbuf, errsz, CG_ETOOBIG,
+                            "%s is larger than %zu bytes", path, b->max);
+        }
+    }
+    if (rc == 0 && ferror(f))
+        rc = cg_err_set(errbuf, errsz, CG_EIO, "cannot read %s", path);
+    if (!use_stdin)
+        fclose(f);
+    return rc;
 }

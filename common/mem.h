@@ -44,6 +44,14 @@ int cg_buf_vprintf(struct cg_buf *b, const char *fmt, va_list ap)
 
 void cg_buf_reset(struct cg_buf *b);
 
+/*
+ * Appends the whole of the file at path ("-": standard input) to b. Returns
+ * 0; CG_EIO when it cannot be opened or read; CG_ETOOBIG when it is longer
+ * than b's max (b then holds what fitted). errbuf names the file.
+ */
+int cg_buf_read_file(struct cg_buf *b, const char *path, char *errbuf,
+                     size_t errsz);
+
 /* Hands the heap string to the caller and leaves the buffer empty. */
 char *cg_buf_take(struct cg_buf *b);
 

@@ -63,32 +63,16 @@ static void usage(FILE *out)
 static char *read_input(const char *path, size_t *len, char *errbuf,
                         size_t errsz)
 {
-    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
-    if (!f) {
-        cg_err_set(errbuf, errsz, CG_EIO, "cannot open %s: %s", path,
-                   strerror(errno));
-        return NULL;
-    }
     struct cg_buf b;
     cg_buf_init(&b, EVAL_INPUT_MAX);
-    char chunk[65536];
-    size_t n;
-    int rc = 0;
-    while (rc == 0 && (n = fread(chunk, 1, sizeof(chunk), f)) > 0)
-        rc = cg_buf_append(&b, chunk, n);
-    bool ioerr = ferror(f);
-    if (f != stdin)
-        fclose(f);
-    if (ioerr) {
-        cg_err_set(errbuf, errsz, CG_EIO, "cannot read %s", path);
+    int rc = cg_buf_read_file(&b, path, errbuf, errsz);
+    if (rc == CG_EIO) {
         cg_buf_free(&b);
         return NULL;
     }
     /* An over-long body is still evaluated: the parser turns it into
      * ERROR findings with a reason, as the worker would. */
-    *len = rc ? EVAL_INPUT_MAX : b.len;
-    if (!b.data)
-        return cg_strdup("");
+    *len = b.len;
     return cg_buf_take(&b);
 }
 
