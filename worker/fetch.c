@@ -87,6 +87,15 @@ static bool version_rejected(const struct cg_arm_result *r)
 static void classify(const struct cg_arm_result *r, struct cg_fetch_result *res)
 {
     const char *why = r->why && *r->why ? r->why : cg_err_desc(r->err);
+    /* ARM answers an unregistered provider with 409, sometimes 400. */
+    if ((r->err == CG_ECONFLICT || r->err == CG_EBADREQ) &&
+        strcasecmp(r->code, "MissingSubscriptionRegistration") == 0) {
+        verdict(res, CG_STATUS_ERROR, "PROVIDER_NOT_REGISTERED",
+                "The subscription is not registered with "
+                "Microsoft.Security: %s",
+                why);
+        return;
+    }
     switch (r->err) {
     case CG_ENOTFOUND:
         if (strcasecmp(r->code, "SubscriptionNotFound") == 0)
@@ -103,12 +112,7 @@ static void classify(const struct cg_arm_result *r, struct cg_fetch_result *res)
                 why);
         break;
     case CG_ECONFLICT:
-        if (strcasecmp(r->code, "MissingSubscriptionRegistration") == 0)
-            verdict(res, CG_STATUS_ERROR, "PROVIDER_NOT_REGISTERED",
-                    "The subscription is not registered with "
-                    "Microsoft.Security: %s",
-                    why);
-        else if (strcasestr(r->code, "Disabled"))
+        if (strcasestr(r->code, "Disabled"))
             verdict(res, CG_STATUS_SKIPPED, "SUBSCRIPTION_DISABLED",
                     "The subscription is disabled: %s", why);
         else
@@ -116,14 +120,8 @@ static void classify(const struct cg_arm_result *r, struct cg_fetch_result *res)
                     "Azure answered 409: %s", why);
         break;
     case CG_EBADREQ:
-        if (strcasecmp(r->code, "MissingSubscriptionRegistration") == 0)
-            verdict(res, CG_STATUS_ERROR, "PROVIDER_NOT_REGISTERED",
-                    "The subscription is not registered with "
-                    "Microsoft.Security: %s",
-                    why);
-        else
-            verdict(res, CG_STATUS_ERROR, "AZURE_REJECTED",
-                    "Azure rejected the request: %s", why);
+        verdict(res, CG_STATUS_ERROR, "AZURE_REJECTED",
+                "Azure rejected the request: %s", why);
         break;
     case CG_ENOCRED:
         verdict(res, CG_STATUS_ERROR, "NO_CREDENTIALS",
