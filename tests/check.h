@@ -4,7 +4,11 @@
  * CHECK(cond, fmt, ...) counts a pass or prints "FAIL file:line: message"
  * and carries on, so one run shows every failing row. check_done("NAME")
  * (or check_done()) prints "NAME: N passed, N failed" and gives main's exit
- * status. Test executables only: the counters are this file's statics.
+ * status. REQUIRE(cond, fmt, ...) is CHECK that also returns from the
+ * calling void function when cond is false: set-up that failed is a failed
+ * check, never a silent early return. A run in which no check ran at all
+ * fails too, so a test whose set-up was skipped cannot pass by checking
+ * nothing. Test executables only: the counters are this file's statics.
  */
 #ifndef CG_CHECK_H
 #define CG_CHECK_H
@@ -26,8 +30,20 @@ static int check_failed __attribute__((unused));
         }                                                                      \
     } while (0)
 
+#define REQUIRE(cond, ...)                                                     \
+    do {                                                                       \
+        int require_ok_ = !!(cond);                                            \
+        CHECK(require_ok_, __VA_ARGS__);                                       \
+        if (!require_ok_)                                                      \
+            return;                                                            \
+    } while (0)
+
 static inline int check_done_named(const char *name)
 {
+    if (check_passed + check_failed == 0) {
+        fprintf(stderr, "FAIL %s: no check ran\n", *name ? name : "test");
+        check_failed = 1;
+    }
     printf("%s%s%d passed, %d failed\n", name, *name ? ": " : "", check_passed,
            check_failed);
     fflush(stdout);

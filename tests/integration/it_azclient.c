@@ -197,8 +197,10 @@ static int env_open(struct env *e)
     char err[512];
     memset(e, 0, sizeof(*e));
     cg_strlcpy(e->dir, "/tmp/cg-it-azclient-XXXXXX", sizeof(e->dir));
-    if (!mkdtemp(e->dir))
+    if (!mkdtemp(e->dir)) {
+        CHECK(0, "mkdtemp %s", e->dir);
         return -1;
+    }
     char *creds = cg_asprintf("%s/creds.json", e->dir);
     char *conf_path = cg_asprintf("%s/conf.json", e->dir);
     char subs[16], tenants[16], page[16];
@@ -761,8 +763,7 @@ static void test_401(struct env *e, json_t *subs, const int *baseline)
 static void test_multi_tenant_app(void)
 {
     char dir[] = "/tmp/cg-it-azclient-mt-XXXXXX", err[512];
-    if (!mkdtemp(dir))
-        return;
+    REQUIRE(mkdtemp(dir) != NULL, "mkdtemp %s", dir);
     char *creds = cg_asprintf("%s/creds.json", dir);
     const char *const argv[] = { CG_BIN_CONTACTGUARD_FAKEAZURE,
                                  "--tls-self-signed",

@@ -160,9 +160,7 @@ static void test_down_up(struct cg_harness_devbroker *db, const char *bs)
     int64_t ms;
     int count[1];
 
-    CHECK(rk != NULL, "producer created");
-    if (!rk)
-        return;
+    REQUIRE(rk != NULL, "producer created");
     CHECK(produce(rk, "warm-0") == 0, "produce warm-up");
     wait_reports(rk, &st, 1, 20000);
     CHECK(st.ok == 1, "warm-up delivered (ok %d failed %d)", st.ok, st.failed);
@@ -198,9 +196,7 @@ static void test_injected_errors(struct cg_harness_devbroker *db,
     int counts[N], once = 0;
     char key[32];
 
-    CHECK(rk != NULL, "producer created");
-    if (!rk)
-        return;
+    REQUIRE(rk != NULL, "producer created");
     CHECK(cg_harness_devbroker_cmd(
               db, "error Produce NOT_LEADER_FOR_PARTITION 3", NULL, 0) == 0,
           "inject NOT_LEADER_FOR_PARTITION");
@@ -244,8 +240,7 @@ static void test_idempotent_timeout(struct cg_harness_devbroker *db,
     int counts[N], present = 0, copies = 0;
     char key[32], errstr[256];
 
-    if (!rk)
-        return;
+    REQUIRE(rk != NULL, "producer created");
     /* Connect, get a producer id and learn the leader first, so that the
      * delay hits a Produce. */
     produce(rk, "connect");
@@ -280,8 +275,7 @@ static void test_latency(struct cg_harness_devbroker *db, const char *bs)
     rd_kafka_t *rk = producer_new(bs, true, &st);
     int64_t fast, slow;
 
-    if (!rk)
-        return;
+    REQUIRE(rk != NULL, "producer created");
     produce(rk, "rtt-warm");
     wait_reports(rk, &st, 1, 20000);
     produce(rk, "rtt-fast");

@@ -750,6 +750,9 @@ static void scenario_race(struct stack *s)
         }
         CHECK(n == 1, "%s: %zu PUTs", s->truth[i].sub, n);
     }
+    /* Ten jobs per subscription over two workers with 30 ms per request:
+     * the lock must have been contended, or the race was never run. */
+    CHECK(locked > 0, "the lock was contended (%zu skipped-locked)", locked);
     CHECK(applied == subs && failed == 0,
           "%zu applied for %zu subscriptions, %zu failed (%zu skipped as "
           "locked)",

@@ -397,16 +397,24 @@ static int env_open(struct env *e, const char *const *sets)
     memset(e, 0, sizeof(*e));
     e->fake = cg_calloc(1, sizeof(*e->fake));
     e->loop = cg_loop_new(err, sizeof(err));
+    CHECK(e->loop != NULL, "loop: %s", err);
+    if (!e->loop)
+        return -1;
     e->srv = cg_testsrv_new(e->loop, handler, e->fake);
+    CHECK(e->srv != NULL, "test server started");
     if (!e->srv)
         return -1;
     snprintf(e->fake->base, sizeof(e->fake->base), "http://127.0.0.1:%d",
              cg_testsrv_port(e->srv));
     cg_strlcpy(e->dir, "/tmp/cg-test-arm-XXXXXX", sizeof(e->dir));
-    if (!mkdtemp(e->dir))
-        return -1;
+    CHECK(mkdtemp(e->dir) != NULL, "mkdtemp %s", e->dir);
     char *path = cg_asprintf("%s/conf.json", e->dir);
     FILE *fp = fopen(path, "w");
+    CHECK(fp != NULL, "open %s", path);
+    if (!fp) {
+        free(path);
+        return -1;
+    }
     fprintf(fp,
             "{\"azure\":{\"authority_host\":\"%s\",\"resource_manager\":"
             "\"%s\"},\"tenants\":[{\"id\":\"t1\",\"client_id\":\"app-1\","
