@@ -217,6 +217,10 @@ static void after_read(struct cg_fa *fa, struct cg_fa_sub *sub)
 {
     if (!sub->after_read_set)
         return;
+    if (sub->after_read_skip > 0) {
+        sub->after_read_skip--;
+        return;
+    }
     cg_fa_store_portal_edit(fa->store, sub, sub->after_read);
     json_decref(sub->after_read);
     sub->after_read = NULL;
@@ -452,6 +456,7 @@ const char *cg_fa_arm_handle(struct cg_fa *fa, const struct cg_fa_req *req,
             page_contacts(fa, req, version, resp);
     } else if (get) {
         resp->status = cg_fa_store_get(fa->store, sub, ver, name, &resp->body);
+        after_read(fa, sub);
     } else if (put) {
         resp->status = cg_fa_store_put(fa->store, sub, ver, name, req->body,
                                        req->body_len, &resp->body);

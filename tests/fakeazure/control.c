@@ -138,9 +138,24 @@ static const char *subscription_routes(struct cg_fa *fa,
                             "the contact must be an object or null");
             return "control";
         }
+        /* ?reads=N: the edit lands after the Nth read from now (default
+         * 1), e.g. between a client's second read and its write. */
+        char rs[16];
+        unsigned long reads = 1;
+        if (cg_fa_form_get(req->query, "reads", rs, sizeof(rs)) > 0) {
+            char *end;
+            reads = strtoul(rs, &end, 10);
+            if (*end || reads < 1 || reads > 100) {
+                json_decref(props);
+                cg_fa_arm_error(resp, 400, "InvalidReads",
+                                "reads must be 1..100");
+                return "control";
+            }
+        }
         json_decref(sub->after_read);
         sub->after_read = json_is_null(props) ? NULL : json_incref(props);
         sub->after_read_set = true;
+        sub->after_read_skip = (unsigned)reads - 1;
         json_decref(props);
         reply_json(resp, 200, sub_state(fa, sub));
         return "control";

@@ -88,6 +88,7 @@ struct cg_fa_sub {
      * contacts is answered (after_read NULL: remove the contact). */
     bool after_read_set;
     json_t *after_read;
+    unsigned after_read_skip; /* reads to answer before it lands */
 };
 
 struct cg_fa_store_params {
