@@ -304,5 +304,36 @@ int main(void)
         cg_plan_free(&p);
         json_decref(cur);
     }
+    /* What each version's write stores (its spec's
+     * SecurityContactProperties), and nothing else. */
+    static const struct {
+        enum cg_api_version v;
+        const char *key;
+        bool stored;
+    } keys[] = {
+        { CG_API_2023, "emails", true },
+        { CG_API_2023, "isEnabled", true },
+        { CG_API_2023, "notificationsSources", true },
+        { CG_API_2023, "alertNotifications", false },
+        { CG_API_2023, "email", false },
+        { CG_API_2023, "futureSetting", false },
+        { CG_API_2020, "alertNotifications", true },
+        { CG_API_2020, "isEnabled", false },
+        { CG_API_2017, "email", true },
+        { CG_API_2017, "alertsToAdmins", true },
+        { CG_API_2017, "emails", false },
+        { CG_API_UNKNOWN, "emails", false },
+    };
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+        CHECK(cg_plan_stored(keys[i].v, keys[i].key) == keys[i].stored,
+              "%s stored by %s: want %d", keys[i].key,
+              cg_api_version_name(keys[i].v), (int)keys[i].stored);
+    char names[16];
+    json_t *b = json_pack("{s:{s:s,s:i,s:i}}", "properties", "emails", "a@b.co",
+                          "futureSetting", 1, "vendorTag", 2);
+    CHECK(cg_plan_unstored(b, CG_API_2023, names, sizeof(names)) == 2 &&
+              !strcmp(names, "futureSetting, "),
+          "unstored names truncated to the buffer: '%s'", names);
+    json_decref(b);
     return check_done("plan");
 }
