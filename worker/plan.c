@@ -326,13 +326,6 @@ void cg_plan_make(const json_t *current, const struct cg_policy *policy,
     json_t *body = json_deep_copy(p->before);
     json_t *props = cg_json_member(body, "properties");
 
-    if (!json_is_true(cg_json_member(props, "isEnabled"))) {
-        json_t *ie = cg_json_member(props, "isEnabled");
-        char *old = ie ? json_dumps(ie, JSON_ENCODE_ANY) : NULL;
-        change(p, "isEnabled: %s -> true", old ? old : "absent");
-        free(old);
-        json_object_set_new(props, "isEnabled", json_true());
-    }
     char unstored[200];
     if (cg_plan_unstored(p->before, CG_API_2023, unstored, sizeof(unstored))) {
         /* A write keeps only what its API version defines: these would be
@@ -345,6 +338,13 @@ void cg_plan_make(const json_t *current, const struct cg_policy *policy,
         p->loses_data = true;
         json_decref(body);
         return;
+    }
+    if (!json_is_true(cg_json_member(props, "isEnabled"))) {
+        json_t *ie = cg_json_member(props, "isEnabled");
+        char *old = ie ? json_dumps(ie, JSON_ENCODE_ANY) : NULL;
+        change(p, "isEnabled: %s -> true", old ? old : "absent");
+        free(old);
+        json_object_set_new(props, "isEnabled", json_true());
     }
     plan_roles(p, props);
     if (!plan_emails(p, props, policy)) {
