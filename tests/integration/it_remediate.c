@@ -36,6 +36,8 @@
  *             apply; an invalid one holds back only the address fix
  *   concurrent a portal edit between the read under the lock and the write
  *             is seen by the last look and kept, not overwritten
+ *   changing  a contact that keeps changing: nothing is written
+ *             (CONTACT_CHANGING) and the last edit stands
  */
 #include "../check.h"
 #include "err.h"
@@ -1534,6 +1536,50 @@ static void scenario_concurrent(struct stack *s)
     json_decref(edit);
 }
 
+/*
+ * A contact that keeps changing while the change is planned: after the read
+ * under the lock and after every last look, another edit lands. Past
+ * CG_REMEDIATE_LOOKS_MAX plans nothing is written (CONTACT_CHANGING) and
+ * the last edit stands.
+ */
+static void scenario_changing(struct stack *s)
+{
+    write_conf(s, (const char *const[]){ "apply", NULL });
+    struct truth *t = NULL;
+    for (size_t i = 0; i < s->ntruth && !t; i++)
+        if (!strcmp(s->truth[i].tenant, s->tenants[0]) &&
+            !strcmp(s->truth[i].scenario, "owner-missing"))
+            t = &s->truth[i];
+    REQUIRE(t != NULL, "an owner-missing subscription");
+    json_t *edits = json_array();
+    for (int k = 0; k <= CG_REMEDIATE_LOOKS_MAX; k++) {
+        json_t *e = json_deep_copy(t->original);
+        char phone[32];
+        snprintf(phone, sizeof(phone), "+1 206 555 01%02d", k);
+        json_object_set_new(e, "phone", json_string(phone));
+        json_array_append_new(edits, e);
+    }
+    char *body = json_dumps(edits, JSON_COMPACT);
+    char path[160];
+    snprintf(path, sizeof(path), "/_fake/subscriptions/%s/after-read?reads=2",
+             t->sub);
+    json_decref(fake_call(s, "PUT", path, body));
+    free(body);
+    json_t *o = NULL;
+    int rc = cli(s, "apply", t, &o);
+    CHECK(rc == 1 && str_eq(cg_json_str(o, "outcome"), "failed") &&
+              str_eq(cg_json_str(o, "reason_code"), "CONTACT_CHANGING"),
+          "apply: exit %d, %s %s: %s", rc, cg_json_str(o, "outcome"),
+          cg_json_str(o, "reason_code"), cg_json_str(o, "reason"));
+    json_decref(o);
+    CHECK(puts_of(s) == 0, "%zu PUTs", puts_of(s));
+    json_t *now = fake_contact(s, t->sub);
+    CHECK(json_equal(now, json_array_get(edits, CG_REMEDIATE_LOOKS_MAX)),
+          "the last edit does not stand");
+    json_decref(now);
+    json_decref(edits);
+}
+
 int main(int argc, char **argv)
 {
     const char *scenario = argc > 1 ? argv[1] : "apply";
@@ -1560,6 +1606,7 @@ int main(int argc, char **argv)
         { "undocomma", scenario_undocomma, 1, 10, NULL },
         { "addresses", scenario_addresses, 1, 10, NULL },
         { "concurrent", scenario_concurrent, 1, 10, NULL },
+        { "changing", scenario_changing, 1, 10, NULL },
     };
     size_t i = 0;
     while (i < sizeof(scen) / sizeof(scen[0]) && strcmp(scen[i].name, scenario))
