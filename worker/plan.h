@@ -12,7 +12,7 @@
  *   - an Alert and an AttackPath source at the configured levels, unless an
  *     existing one is already at least as inclusive (then it is untouched;
  *     a less inclusive one is lowered, never removed);
- *   - phone, other roles, other sources and unknown fields kept.
+ *   - phone, other roles, other sources and unknown values kept.
  * It never removes an address, a role or a source. When an existing
  * address is not valid it cannot be written back (Azure would reject it)
  * and must not be dropped either: the address list is left exactly as it

@@ -112,7 +112,8 @@ bool cg_remediate_same_meaning(const json_t *a, const json_t *b);
  * The last check before a write, independent of the plan: every address,
  * role and source type of before is still in body (case-insensitively; a
  * source's level may change, that is what the plan does), every member of
- * before's properties is still there, and the phone is unchanged. false with
+ * before's properties is still there and is one the write's API version
+ * stores (cg_plan_stored), and the phone is unchanged. false with
  * the first loss in why (may be NULL). A remediation whose plan fails it writes
  * nothing (PLAN_WOULD_LOSE_DATA).
  */
