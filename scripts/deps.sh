@@ -7,7 +7,7 @@ set -euo pipefail
 PKGS=(
     build-essential cmake pkg-config git
     librdkafka-dev libcurl4-openssl-dev libjansson-dev libssl-dev
-    libhiredis-dev
+    libhiredis-dev libidn2-dev
     redis-server redis-tools
     clang libclang-rt-14-dev clang-format
     python3 python3-azure jq curl wrk kcat openssl

@@ -5,6 +5,8 @@
 #include "mem.h"
 
 #include <ctype.h>
+#include <idn2.h>
+#include <stdint.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,7 +53,7 @@ void cg_rules_conf_from(struct cg_rules_conf *rc, const struct cg_conf *conf,
 
 static bool label_ok(const char *s, size_t n)
 {
-    if (n == 0 || s[0] == '-' || s[n - 1] == '-')
+    if (n == 0 || n > 63 || s[0] == '-' || s[n - 1] == '-')
         return false;
     for (size_t i = 0; i < n; i++)
         if (!isalnum((unsigned char)s[i]) && s[i] != '-')
@@ -59,25 +61,15 @@ static bool label_ok(const char *s, size_t n)
     return true;
 }
 
-bool cg_email_valid(const char *s, size_t n)
+/* An ASCII domain (the A-label form of an internationalised one): two or
+ * more labels, the last one two or more letters or itself an A-label
+ * ("xn--p1ai"), as top-level domains are. */
+static bool domain_ok(const char *d, size_t n)
 {
-    const char *at = NULL;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '@') {
-            if (at)
-                return false;
-            at = &s[i];
-        }
-    }
-    if (!at || at == s)
+    if (n == 0 || n > CG_EMAIL_DOMAIN_MAX)
         return false;
-    for (const char *p = s; p < at; p++)
-        if (isspace((unsigned char)*p) || (unsigned char)*p < 0x20)
-            return false;
-    const char *d = at + 1, *end = s + n;
-    size_t labels = 0;
-    const char *last = NULL;
-    size_t lastlen = 0;
+    const char *end = d + n, *last = NULL;
+    size_t labels = 0, lastlen = 0;
     while (d <= end) {
         const char *dot = memchr(d, '.', (size_t)(end - d));
         const char *le = dot ? dot : end;
@@ -92,10 +84,128 @@ bool cg_email_valid(const char *s, size_t n)
     }
     if (labels < 2 || lastlen < 2)
         return false;
+    if (lastlen > 4 && !strncasecmp(last, "xn--", 4))
+        return true;
     for (size_t i = 0; i < lastlen; i++)
         if (!isalpha((unsigned char)last[i]))
             return false;
     return true;
+}
+
+/* Length of the UTF-8 sequence at s (at most n bytes), 0 when it is not
+ * well formed (overlong forms, surrogates and code points past U+10FFFF
+ * included). */
+static size_t utf8_seq(const unsigned char *s, size_t n, unsigned int *out)
+{
+    size_t len;
+    unsigned int cp;
+    *out = s[0];
+    if (s[0] < 0x80)
+        return 1;
+    if (s[0] >= 0xC2 && s[0] <= 0xDF) {
+        len = 2;
+        cp = s[0] & 0x1Fu;
+    } else if (s[0] >= 0xE0 && s[0] <= 0xEF) {
+        len = 3;
+        cp = s[0] & 0x0Fu;
+    } else if (s[0] >= 0xF0 && s[0] <= 0xF4) {
+        len = 4;
+        cp = s[0] & 0x07u;
+    } else {
+        return 0;
+    }
+    if (n < len)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3Fu);
+    }
+    if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+        (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
+        return 0;
+    *out = cp;
+    return len;
+}
+
+/* Unicode white space and C1 controls, which an address never holds. */
+static bool wide_space(unsigned int cp)
+{
+    return (cp >= 0x80 && cp <= 0xA0) || cp == 0x1680 ||
+           (cp >= 0x2000 && cp <= 0x200B) || cp == 0x2028 || cp == 0x2029 ||
+           cp == 0x202F || cp == 0x205F || cp == 0x3000 || cp == 0xFEFF;
+}
+
+/* The local part: octets other than white space, controls and '@', as
+ * well-formed UTF-8 (RFC 6531 allows UTF-8 there). */
+static bool local_ok(const char *s, size_t n, bool *ascii)
+{
+    *ascii = true;
+    if (n == 0 || n > CG_EMAIL_LOCAL_MAX)
+        return false;
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        unsigned int cp;
+        size_t k = utf8_seq(p + i, n - i, &cp);
+        if (k == 0 || wide_space(cp))
+            return false;
+        if (k == 1 && (p[i] <= 0x20 || p[i] == 0x7F || p[i] == '@'))
+            return false;
+        if (k > 1)
+            *ascii = false;
+        i += k;
+    }
+    return true;
+}
+
+bool cg_email_judge(const char *s, size_t n, struct cg_email_form *form)
+{
+    struct cg_email_form dummy;
+    if (!form)
+        form = &dummy;
+    memset(form, 0, sizeof(*form));
+    const char *at = memchr(s, '@', n);
+    if (!at || memchr(at + 1, '@', n - (size_t)(at - s) - 1))
+        return false;
+    if (!local_ok(s, (size_t)(at - s), &form->local_ascii))
+        return false;
+    const char *d = at + 1;
+    size_t dn = n - (size_t)(at - s) - 1;
+    bool ascii = true, alabels = false;
+    for (size_t i = 0; i < dn; i++) {
+        ascii = ascii && (unsigned char)d[i] < 0x80;
+        alabels = alabels || ((i == 0 || d[i - 1] == '.') && dn - i > 4 &&
+                              !strncasecmp(d + i, "xn--", 4));
+    }
+    if (ascii && !alabels) {
+        if (!domain_ok(d, dn))
+            return false;
+        snprintf(form->domain, sizeof(form->domain), "%.*s", (int)dn, d);
+        return true;
+    }
+    /* An internationalised domain is judged in the form DNS uses: its
+     * A-labels (IDNA2008 with the UTS #46 mapping, so "BÜCHER.example"
+     * and "bücher.example" are one domain); a domain written in A-labels
+     * already must hold valid ones ("xn--zz" is not). */
+    if (dn > 4 * CG_EMAIL_DOMAIN_MAX)
+        return false;
+    char *u = cg_strndup(d, dn);
+    char *alabel = NULL;
+    int rc = idn2_lookup_u8((const uint8_t *)u, (uint8_t **)&alabel,
+                            IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL);
+    free(u);
+    bool ok = rc == IDN2_OK && alabel && domain_ok(alabel, strlen(alabel));
+    if (ok) {
+        cg_strlcpy(form->domain, alabel, sizeof(form->domain));
+        form->idn = !ascii;
+    }
+    idn2_free(alabel);
+    return ok;
+}
+
+bool cg_email_valid(const char *s, size_t n)
+{
+    return cg_email_judge(s, n, NULL);
 }
 
 void cg_emails_foreach(const char *list,

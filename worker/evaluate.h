@@ -64,10 +64,28 @@ void cg_evaluate_all(struct cg_finding out[CG_RULE_COUNT],
                      enum cg_status status, const char *reason_code,
                      const char *reason);
 
-/* The address rule of the contract: exactly one '@', a non-empty local
- * part without white space, a domain of two or more labels of letters,
- * digits and hyphens (none starting or ending with '-'), the last label two
- * or more letters. */
+/*
+ * The address rule of the contract (docs/rules.md): exactly one '@'; a
+ * local part of 1..64 octets of well-formed UTF-8 without white space
+ * (Unicode's included) or controls; a domain that, in its A-label form
+ * (IDNA2008 with the UTS #46 mapping, via libidn2, for a domain with
+ * non-ASCII characters or "xn--" labels), has two or more labels of letters,
+ * digits and hyphens (none starting or ending with '-', each at most 63
+ * octets, 253 in all), the last two or more letters or an A-label.
+ */
+#define CG_EMAIL_LOCAL_MAX  64
+#define CG_EMAIL_DOMAIN_MAX 253
+
+/* What cg_email_judge learnt about a valid address. */
+struct cg_email_form {
+    bool local_ascii;                     /* the local part is ASCII */
+    bool idn;                             /* the domain was not ASCII */
+    char domain[CG_EMAIL_DOMAIN_MAX + 1]; /* A-label form */
+};
+
+/* true when s (n bytes, not NUL-terminated) is a valid address; form (may
+ * be NULL) is filled for a valid one. Pure. */
+bool cg_email_judge(const char *s, size_t n, struct cg_email_form *form);
 bool cg_email_valid(const char *s, size_t n);
 
 /* Calls fn for each trimmed, non-empty part of an address list split on

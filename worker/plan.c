@@ -193,6 +193,10 @@ static void plan_source(struct cg_plan *p, json_t *props, const char *type,
            cg_level_name(want));
 }
 
+/* The address list, where it can be touched. Returns false when emails
+ * holds something that cannot be rewritten without loss (the whole plan is
+ * blocked); true otherwise, with p->held saying why the list was left
+ * exactly as it is when a fix would need to change it but cannot. */
 static bool plan_emails(struct cg_plan *p, json_t *props,
                         const struct cg_policy *policy)
 {
@@ -208,16 +212,32 @@ static bool plan_emails(struct cg_plan *p, json_t *props,
         goto out;
     }
     addr_parse(&have, cur);
-    if (have.invalid) {
-        snprintf(p->reason, sizeof(p->reason),
-                 "the existing address '%.80s' is not valid and Azure would "
-                 "reject it; fix it by hand",
-                 have.invalid);
-        ok = false;
-        goto out;
-    }
     size_t before = have.n;
     addr_parse(&want, policy->emails);
+    bool missing = false;
+    for (size_t i = 0; i < want.n; i++)
+        missing = missing || !addr_has(&have, want.v[i], strlen(want.v[i]));
+    if (have.invalid) {
+        /* An address Azure would reject can be neither written back nor
+         * dropped. The list is left byte for byte as it is, which Azure
+         * takes back only when its separators are ';' already; the other
+         * fixes do not touch it and still apply. */
+        if (have.had_odd_separator) {
+            snprintf(p->reason, sizeof(p->reason),
+                     "the existing address '%.80s' is not valid and the "
+                     "list's separators must be rewritten for Azure to "
+                     "take it; fix it by hand",
+                     have.invalid);
+            ok = false;
+        } else if (missing) {
+            snprintf(p->held, sizeof(p->held),
+                     "emails left as they are: the existing address "
+                     "'%.80s' is not valid and Azure would reject it; fix "
+                     "it by hand",
+                     have.invalid);
+        }
+        goto out;
+    }
     for (size_t i = 0; i < want.n; i++) {
         if (!addr_has(&have, want.v[i], strlen(want.v[i]))) {
             addr_add(&have, want.v[i], strlen(want.v[i]));
@@ -237,6 +257,61 @@ out:
     return ok;
 }
 
+/* ---- what the write keeps ----------------------------------------------- */
+
+/* SecurityContactProperties of each version's spec
+ * (azure-rest-api-specs, Microsoft.Security/preview/VERSION/
+ * securityContacts.json). Azure stores these and drops every other member
+ * of properties on a write. */
+static const char *const stored_2017[] = { "email", "phone",
+                                           "alertNotifications",
+                                           "alertsToAdmins", NULL };
+static const char *const stored_2020[] = { "emails", "phone",
+                                           "alertNotifications",
+                                           "notificationsByRole", NULL };
+static const char *const stored_2023[] = { "emails",
+                                           "phone",
+                                           "isEnabled",
+                                           "notificationsSources",
+                                           "notificationsByRole",
+                                           NULL };
+
+bool cg_plan_stored(enum cg_api_version v, const char *key)
+{
+    const char *const *keys = v == CG_API_2017   ? stored_2017
+                              : v == CG_API_2020 ? stored_2020
+                              : v == CG_API_2023 ? stored_2023
+                                                 : NULL;
+    for (size_t i = 0; keys && key && keys[i]; i++)
+        if (!strcmp(keys[i], key))
+            return true;
+    return false;
+}
+
+size_t cg_plan_unstored(const json_t *body, enum cg_api_version v, char *out,
+                        size_t outsz)
+{
+    json_t *props = cg_json_member(body, "properties");
+    if (!json_is_object(props))
+        props = (json_t *)body;
+    size_t n = 0, w = 0;
+    if (outsz)
+        out[0] = '\0';
+    const char *k;
+    json_t *val;
+    json_object_foreach(props, k, val)
+    {
+        if (cg_plan_stored(v, k))
+            continue;
+        if (outsz && w < outsz) {
+            int r = snprintf(out + w, outsz - w, "%s%s", n ? ", " : "", k);
+            w = r > 0 ? w + (size_t)r : w;
+        }
+        n++;
+    }
+    return n;
+}
+
 /* ---- the plan ----------------------------------------------------------- */
 
 void cg_plan_make(const json_t *current, const struct cg_policy *policy,
@@ -251,6 +326,19 @@ void cg_plan_make(const json_t *current, const struct cg_policy *policy,
     json_t *body = json_deep_copy(p->before);
     json_t *props = cg_json_member(body, "properties");
 
+    char unstored[200];
+    if (cg_plan_unstored(p->before, CG_API_2023, unstored, sizeof(unstored))) {
+        /* A write keeps only what its API version defines: these would be
+         * gone, and an undo could not bring them back. */
+        snprintf(p->reason, sizeof(p->reason),
+                 "the contact holds %.150s, which a write with "
+                 "2023-12-01-preview does not store",
+                 unstored);
+        p->outcome = CG_PLAN_BLOCKED;
+        p->loses_data = true;
+        json_decref(body);
+        return;
+    }
     if (!json_is_true(cg_json_member(props, "isEnabled"))) {
         json_t *ie = cg_json_member(props, "isEnabled");
         char *old = ie ? json_dumps(ie, JSON_ENCODE_ANY) : NULL;
@@ -268,6 +356,13 @@ void cg_plan_make(const json_t *current, const struct cg_policy *policy,
     plan_source(p, props, "AttackPath", "minimalRiskLevel",
                 policy->attack_level);
 
+    if (json_equal(body, p->before) && p->held[0]) {
+        /* Only the held-back part was left to do. */
+        cg_strlcpy(p->reason, p->held, sizeof(p->reason));
+        p->outcome = CG_PLAN_BLOCKED;
+        json_decref(body);
+        return;
+    }
     if (json_equal(body, p->before)) {
         p->outcome = CG_PLAN_NOOP;
         json_decref(body);

@@ -12,11 +12,16 @@
  *   - an Alert and an AttackPath source at the configured levels, unless an
  *     existing one is already at least as inclusive (then it is untouched;
  *     a less inclusive one is lowered, never removed);
- *   - phone, other roles, other sources and unknown fields kept.
+ *   - phone, other roles, other sources and unknown values kept.
  * It never removes an address, a role or a source. When an existing
- * address is not valid it cannot be written back (Azure would reject the
- * body) and must not be dropped either: the plan is BLOCKED and says which.
- * No I/O, no clock.
+ * address is not valid it cannot be written back (Azure would reject it)
+ * and must not be dropped either: the address list is left exactly as it
+ * is (`held` says why) and only the fixes that do not touch it are
+ * planned; when none is left, or the list could not be written back
+ * unchanged (its separators are not ';'), the plan is BLOCKED and says
+ * which address. A contact holding a property that the write's API
+ * version does not store is BLOCKED too (`loses_data`): the write would
+ * drop it. No I/O, no clock.
  */
 #ifndef CG_PLAN_H
 #define CG_PLAN_H
@@ -48,6 +53,8 @@ struct cg_plan {
     char *changes[CG_PLAN_CHANGES_MAX]; /* "emails: + soc@contoso.com" */
     size_t nchanges;
     char reason[256]; /* BLOCKED: why */
+    bool loses_data;  /* BLOCKED because the write would drop properties */
+    char held[256];   /* CHANGE: the part of the fix held back, and why */
 };
 
 /*
@@ -61,6 +68,17 @@ void cg_plan_make(const json_t *current, const struct cg_policy *policy,
                   struct cg_plan *plan);
 
 void cg_plan_free(struct cg_plan *plan);
+
+/* true when a write with API version v stores the member key of
+ * properties (its spec's SecurityContactProperties); Azure drops the
+ * others. */
+bool cg_plan_stored(enum cg_api_version v, const char *key);
+
+/* How many members of body's properties ({"properties":{...}} or the bare
+ * properties) a write with v would drop; their names, ", "-joined, in out
+ * (truncated to outsz). */
+size_t cg_plan_unstored(const json_t *body, enum cg_api_version v, char *out,
+                        size_t outsz);
 
 /* The changes as one "; "-joined line (heap). */
 char *cg_plan_diff(const struct cg_plan *plan);

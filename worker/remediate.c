@@ -356,6 +356,16 @@ bool cg_remediate_keeps_everything(const json_t *before, const json_t *body,
         if (why[0])
             return false;
     }
+    /* The write keeps only what its API version stores: a member it
+     * drops is lost however faithfully the body carries it. */
+    char unstored[200];
+    if (cg_plan_unstored(pa, CG_API_2023, unstored, sizeof(unstored))) {
+        snprintf(why, whysz,
+                 "the member(s) %s would be lost: a write with "
+                 "2023-12-01-preview does not store them",
+                 unstored);
+        return false;
+    }
     const char *key;
     json_t *v;
     json_object_foreach((json_t *)pa, key, v)
@@ -404,8 +414,11 @@ struct cg_remediate_call {
     bool tenant_given;
     struct cg_remediate_undo_result ures;
     json_t *kept, *current, *restored;
+    json_t *written; /* the body undo PUT */
     cg_remediate_undo_fn ufn;
     char *prev_undo; /* the undo record this call replaces, or NULL */
+    bool prev_read;  /* prev_undo is known */
+    int looks;       /* plans made again after a last look */
 };
 
 struct cg_remediate {
@@ -459,6 +472,7 @@ static void call_free(struct cg_remediate_call *c)
     json_decref(c->kept);
     json_decref(c->current);
     json_decref(c->restored);
+    json_decref(c->written);
     free(c->prev_undo);
     free(c);
 }
@@ -633,8 +647,10 @@ static void set_outcome(struct cg_remediate_call *c,
 static void step_read(struct cg_remediate_call *c);
 static void step_keep(struct cg_remediate_call *c);
 static void step_write(struct cg_remediate_call *c);
+static void step_look(struct cg_remediate_call *c);
 static void step_verify(struct cg_remediate_call *c);
 static void step_finish(struct cg_remediate_call *c);
+static void keep_previous(struct cg_remediate_call *c);
 
 static void deliver(struct cg_remediate_call *c)
 {
@@ -662,6 +678,7 @@ static void undo_deliver(struct cg_remediate_call *c)
     c->ures.kept = c->kept;
     c->ures.current = c->current;
     c->ures.restored = c->restored;
+    c->ures.written = c->written;
     c->ufn(&c->ures, c->arg);
     call_free(c);
 }
@@ -729,6 +746,98 @@ static const char *read_fail_code(int err)
     return err == CG_EFORBIDDEN ? "READ_FORBIDDEN" : "READ_FAILED";
 }
 
+/* A look that found the contact changed ends without a write: the record
+ * kept for this attempt is replaced by the one it displaced. */
+static void end_unwritten(struct cg_remediate_call *c)
+{
+    if (c->looks > 0)
+        keep_previous(c);
+    step_finish(c);
+}
+
+/*
+ * Plans from current (taken): the read under the lock, or the last look
+ * right before the write when it found the contact changed since.
+ */
+static void plan_from(struct cg_remediate_call *c, json_t *current)
+{
+    struct cg_remediation *e = &c->res.event;
+    json_decref(e->before);
+    e->before = current ? json_incref(current) : json_null();
+
+    /* What the plan starts from is this read; if it differs from what was
+     * evaluated, someone changed the contact since, and their change is
+     * part of what is kept. */
+    struct cg_finding now[CG_RULE_COUNT];
+    memset(now, 0, sizeof(now));
+    char hash[65];
+    evaluate_body(current, &c->rules, now, hash);
+    statuses(now, e->status_before);
+    for (int k = 0; k < CG_RULE_COUNT; k++)
+        cg_finding_clear(&now[k]);
+    e->replanned = c->looks > 0 || (c->hash[0] && strcmp(c->hash, hash) != 0);
+
+    cg_plan_free(&c->plan);
+    cg_plan_make(current, &c->policy.plan, &c->plan);
+    json_decref(current);
+    json_decref(e->changes);
+    json_decref(e->planned);
+    e->planned = NULL;
+    e->changes = json_array();
+    for (size_t i = 0; i < c->plan.nchanges; i++)
+        json_array_append_new(e->changes, json_string(c->plan.changes[i]));
+
+    if (c->plan.outcome == CG_PLAN_BLOCKED && c->plan.loses_data) {
+        set_outcome(c, CG_REM_BLOCKED, "PLAN_WOULD_LOSE_DATA",
+                    "The write would lose data (%s); nothing is written.",
+                    c->plan.reason);
+        end_unwritten(c);
+        return;
+    }
+    if (c->plan.outcome == CG_PLAN_BLOCKED) {
+        set_outcome(c, CG_REM_BLOCKED, "PLAN_BLOCKED", "%s", c->plan.reason);
+        end_unwritten(c);
+        return;
+    }
+    if (c->plan.outcome == CG_PLAN_NOOP) {
+        set_outcome(c, CG_REM_NOOP, "NOTHING_TO_CHANGE",
+                    "The security contact already has everything the policy "
+                    "asks for%s.",
+                    e->replanned ? " (it was changed since the scan)" : "");
+        end_unwritten(c);
+        return;
+    }
+    char lost[256];
+    if (!cg_remediate_keeps_everything(e->before, c->plan.body, lost,
+                                       sizeof(lost))) {
+        /* The plan promises this; a body that breaks the promise is not
+         * written, whatever produced it. */
+        set_outcome(c, CG_REM_BLOCKED, "PLAN_WOULD_LOSE_DATA",
+                    "The planned body would lose data (%s); nothing is "
+                    "written.",
+                    lost);
+        end_unwritten(c);
+        return;
+    }
+    e->planned = json_incref(c->plan.body);
+    struct cg_finding planned[CG_RULE_COUNT];
+    memset(planned, 0, sizeof(planned));
+    evaluate_body(c->plan.body, &c->rules, planned, NULL);
+    statuses(planned, e->status_planned);
+    for (int k = 0; k < CG_RULE_COUNT; k++)
+        cg_finding_clear(&planned[k]);
+
+    if (c->policy.mode == CG_REMEDIATION_DRY_RUN) {
+        set_outcome(c, CG_REM_PLANNED, "DRY_RUN",
+                    "Dry run: %zu change(s) planned, nothing written%s%s.",
+                    c->plan.nchanges, c->plan.held[0] ? "; " : "",
+                    c->plan.held);
+        step_finish(c);
+        return;
+    }
+    step_keep(c);
+}
+
 static void on_read(const struct cg_arm_result *res, void *arg)
 {
     struct cg_remediate_call *c = arg;
@@ -746,67 +855,7 @@ static void on_read(const struct cg_arm_result *res, void *arg)
         step_finish(c);
         return;
     }
-    e->before = current ? json_incref(current) : json_null();
-
-    /* What the plan starts from is this read; if it differs from what was
-     * evaluated, someone changed the contact since, and their change is
-     * part of what is kept. */
-    struct cg_finding now[CG_RULE_COUNT];
-    memset(now, 0, sizeof(now));
-    char hash[65];
-    evaluate_body(current, &c->rules, now, hash);
-    statuses(now, e->status_before);
-    for (int k = 0; k < CG_RULE_COUNT; k++)
-        cg_finding_clear(&now[k]);
-    e->replanned = c->hash[0] && strcmp(c->hash, hash) != 0;
-
-    cg_plan_make(current, &c->policy.plan, &c->plan);
-    json_decref(current);
-    e->changes = json_array();
-    for (size_t i = 0; i < c->plan.nchanges; i++)
-        json_array_append_new(e->changes, json_string(c->plan.changes[i]));
-
-    if (c->plan.outcome == CG_PLAN_BLOCKED) {
-        set_outcome(c, CG_REM_BLOCKED, "PLAN_BLOCKED", "%s", c->plan.reason);
-        step_finish(c);
-        return;
-    }
-    if (c->plan.outcome == CG_PLAN_NOOP) {
-        set_outcome(c, CG_REM_NOOP, "NOTHING_TO_CHANGE",
-                    "The security contact already has everything the policy "
-                    "asks for%s.",
-                    e->replanned ? " (it was changed since the scan)" : "");
-        step_finish(c);
-        return;
-    }
-    char lost[256];
-    if (!cg_remediate_keeps_everything(e->before, c->plan.body, lost,
-                                       sizeof(lost))) {
-        /* The plan promises this; a body that breaks the promise is not
-         * written, whatever produced it. */
-        set_outcome(c, CG_REM_BLOCKED, "PLAN_WOULD_LOSE_DATA",
-                    "The planned body would lose data (%s); nothing is "
-                    "written.",
-                    lost);
-        step_finish(c);
-        return;
-    }
-    e->planned = json_incref(c->plan.body);
-    struct cg_finding planned[CG_RULE_COUNT];
-    memset(planned, 0, sizeof(planned));
-    evaluate_body(c->plan.body, &c->rules, planned, NULL);
-    statuses(planned, e->status_planned);
-    for (int k = 0; k < CG_RULE_COUNT; k++)
-        cg_finding_clear(&planned[k]);
-
-    if (c->policy.mode == CG_REMEDIATION_DRY_RUN) {
-        set_outcome(c, CG_REM_PLANNED, "DRY_RUN",
-                    "Dry run: %zu change(s) planned, nothing written.",
-                    c->plan.nchanges);
-        step_finish(c);
-        return;
-    }
-    step_keep(c);
+    plan_from(c, current);
 }
 
 static void step_read(struct cg_remediate_call *c)
@@ -827,8 +876,10 @@ static void on_kept(int err, void *arg)
         step_finish(c);
         return;
     }
-    step_write(c);
+    step_look(c);
 }
+
+static void keep_put(struct cg_remediate_call *c);
 
 static void on_previous(int err, const char *body, size_t len, void *arg)
 {
@@ -844,6 +895,12 @@ static void on_previous(int err, const char *body, size_t len, void *arg)
         return;
     }
     c->prev_undo = body ? cg_strndup(body, len) : NULL;
+    c->prev_read = true;
+    keep_put(c);
+}
+
+static void keep_put(struct cg_remediate_call *c)
+{
     struct cg_remediation *e = &c->res.event;
     json_t *rec = json_pack("{s:s,s:s,s:s,s:s,s:I,s:O,s:O}", "schema",
                             CG_REMEDIATE_UNDO_SCHEMA, "subscription_id", c->sub,
@@ -865,6 +922,12 @@ static void on_previous(int err, const char *body, size_t len, void *arg)
  */
 static void step_keep(struct cg_remediate_call *c)
 {
+    if (c->prev_read) {
+        /* Planned again after a last look: the record displaced is the
+         * one read the first time, not this attempt's own. */
+        keep_put(c);
+        return;
+    }
     c->cache_pending = true;
     cg_cache_undo_get(c->rm->cache, c->sub, on_previous, c);
 }
@@ -907,6 +970,60 @@ static void on_written(const struct cg_arm_result *res, void *arg)
     step_verify(c);
 }
 
+/*
+ * The last look: the contact is read once more right before the PUT. The
+ * contacts API has no ETag, so a PUT replaces whatever is there: an edit
+ * made since the read under the lock would be overwritten without a trace
+ * (nothing read after the PUT can show it). If the contact changed, the
+ * plan is made again from what is there now and kept for undo again; if
+ * it keeps changing, nothing is written. What remains open is the one
+ * round trip between this read and the PUT (docs/remediation.md).
+ */
+static void on_look(const struct cg_arm_result *res, void *arg)
+{
+    struct cg_remediate_call *c = arg;
+    struct cg_remediation *e = &c->res.event;
+    c->arm_call = NULL;
+    char why[512];
+    json_t *current = NULL;
+    int err = read_contact(res, &current, why, sizeof(why));
+    if (err) {
+        e->http_status = res->status;
+        keep_previous(c);
+        set_outcome(c, CG_REM_FAILED, read_fail_code(err),
+                    "The security contact could not be read again right "
+                    "before the write: %s Nothing was written.",
+                    why);
+        step_finish(c);
+        return;
+    }
+    if (cg_remediate_same_meaning(current, e->before)) {
+        json_decref(current);
+        step_write(c);
+        return;
+    }
+    if (++c->looks > CG_REMEDIATE_LOOKS_MAX) {
+        json_decref(current);
+        keep_previous(c);
+        set_outcome(c, CG_REM_FAILED, "CONTACT_CHANGING",
+                    "The security contact kept changing while the change "
+                    "was planned; nothing was written, so no edit was "
+                    "overwritten. The next scan tries again.");
+        step_finish(c);
+        return;
+    }
+    cg_info("remediation.replan",
+            "subscription=%s look=%d note=\"the contact changed between the "
+            "read under the lock and the write\"",
+            c->sub, c->looks);
+    plan_from(c, current);
+}
+
+static void step_look(struct cg_remediate_call *c)
+{
+    arm_go(c, CG_HTTP_GET, NULL, on_look);
+}
+
 static void step_write(struct cg_remediate_call *c)
 {
     char *body = json_dumps(c->plan.body, JSON_COMPACT);
@@ -945,7 +1062,8 @@ static void on_verified(const struct cg_arm_result *res, void *arg)
     if (e->body_matches && fixed) {
         e->verification = CG_VERIFY_PASSED;
         set_outcome(c, CG_REM_APPLIED, "APPLIED",
-                    "%zu change(s) written and verified.", c->plan.nchanges);
+                    "%zu change(s) written and verified%s%s.", c->plan.nchanges,
+                    c->plan.held[0] ? "; " : "", c->plan.held);
     } else {
         set_outcome(c, CG_REM_FAILED, "VERIFICATION_FAILED",
                     "The contact read back %s. Not retried.",
@@ -1006,6 +1124,38 @@ struct cg_remediate_call *cg_remediate_start(struct cg_remediate *rm,
 
 /* ---- undo -------------------------------------------------------------- */
 
+json_t *cg_remediate_restorable(const json_t *kept, bool *normalised)
+{
+    *normalised = false;
+    json_t *body = json_deep_copy(kept);
+    json_t *props = cg_json_member(body, "properties");
+    const char *e = cg_json_str(props, "emails");
+    if (!e || !e[strcspn(e, ", \t\r\n")])
+        return body;
+    /* The portal takes ',' and spaces, the API refuses them: the same
+     * addresses in the same order, ';'-separated, mean the same. */
+    struct cg_buf b;
+    cg_buf_init(&b, 1 << 20);
+    const char *p = e;
+    size_t parts = 0;
+    while (*p) {
+        size_t n = strcspn(p, ";, \t\r\n");
+        if (n) {
+            if (parts++)
+                cg_buf_puts(&b, ";");
+            cg_buf_append(&b, p, n);
+        }
+        p += n;
+        if (*p)
+            p++;
+    }
+    char *joined = cg_buf_take(&b);
+    json_object_set_new(props, "emails", json_string(joined ? joined : ""));
+    free(joined);
+    *normalised = true;
+    return body;
+}
+
 static void undo_fail(struct cg_remediate_call *c, int err, const char *fmt,
                       ...) __attribute__((format(printf, 3, 4)));
 
@@ -1043,10 +1193,18 @@ static void on_undo_readback(const struct cg_arm_result *res, void *arg)
         return;
     }
     c->ures.err = 0;
-    snprintf(
-        c->ures.why, sizeof(c->ures.why),
-        "The contact was restored to the body kept at %lld.",
-        (long long)json_integer_value(json_object_get(c->kept, "time_ms")));
+    long long at =
+        (long long)json_integer_value(json_object_get(c->kept, "time_ms"));
+    if (c->ures.normalised)
+        snprintf(c->ures.why, sizeof(c->ures.why),
+                 "The contact was restored in meaning to the body kept at "
+                 "%lld: Azure refuses ',' and spaces between addresses, so "
+                 "the same addresses were written ';'-separated in the same "
+                 "order.",
+                 at);
+    else
+        snprintf(c->ures.why, sizeof(c->ures.why),
+                 "The contact was restored to the body kept at %lld.", at);
     step_finish(c);
 }
 
@@ -1088,7 +1246,9 @@ static void on_undo_current(const struct cg_arm_result *res, void *arg)
         arm_go(c, CG_HTTP_DELETE, NULL, on_undo_written);
         return;
     }
-    char *body = json_dumps(before, JSON_COMPACT);
+    json_decref(c->written);
+    c->written = cg_remediate_restorable(before, &c->ures.normalised);
+    char *body = json_dumps(c->written, JSON_COMPACT);
     arm_go(c, CG_HTTP_PUT, body, on_undo_written);
     free(body);
 }

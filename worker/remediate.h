@@ -11,7 +11,8 @@
  *
  *   dry-run: GET default (2023-12-01-preview; 404 = none) -> plan -> event
  *   apply:   lock -> GET -> plan -> [CHANGE] keep the previous body (undo)
- *            -> PUT -> GET -> re-evaluate -> verify -> unlock -> event
+ *            -> GET (last look; changed: plan again) -> PUT -> GET
+ *            -> re-evaluate -> verify -> unlock -> event
  *
  * - The lock is Redis's per-subscription lock (cache.h) with
  *   remediation.lock_ttl_ms; when another owner holds it the call ends as
@@ -23,6 +24,12 @@
  *   differs from what was evaluated (someone changed the contact in
  *   between), the plan is made from the new contact and the event says
  *   `replanned`: a change made meanwhile is kept, never overwritten.
+ * - The contacts API has no ETag: a PUT replaces whatever is there. So
+ *   the contact is read once more right before the PUT; when it changed
+ *   since the read under the lock, the plan is made again from it (at most
+ *   CG_REMEDIATE_LOOKS_MAX times, then nothing is written). An edit landing
+ *   in the one round trip between that read and the PUT is overwritten and
+ *   nothing can show it afterwards (docs/remediation.md).
  * - Nothing is written unless the previous body is safely in Redis
  *   (undo:SUB, remediation.retention) together with the planned body, so
  *   `contactguard-remediate undo` can refuse when the contact changed
@@ -58,6 +65,9 @@ struct cg_remediate_call;
 
 #define CG_REMEDIATE_API_VERSION "2023-12-01-preview"
 #define CG_REMEDIATE_OWNER_MAX   128
+/* Plans made again when the last look before the write finds the contact
+ * changed; past this many the attempt ends without a write. */
+#define CG_REMEDIATE_LOOKS_MAX 2
 #define CG_REMEDIATE_ROLES                                                     \
     "Security Admin, Contributor or Owner on the subscription"
 
@@ -102,7 +112,8 @@ bool cg_remediate_same_meaning(const json_t *a, const json_t *b);
  * The last check before a write, independent of the plan: every address,
  * role and source type of before is still in body (case-insensitively; a
  * source's level may change, that is what the plan does), every member of
- * before's properties is still there, and the phone is unchanged. false with
+ * before's properties is still there and is one the write's API version
+ * stores (cg_plan_stored), and the phone is unchanged. false with
  * the first loss in why (may be NULL). A remediation whose plan fails it writes
  * nothing (PLAN_WOULD_LOSE_DATA).
  */
@@ -180,6 +191,9 @@ struct cg_remediate_undo_result {
     json_t *kept;     /* the undo record, or NULL; borrowed */
     json_t *current;  /* the contact read before restoring, borrowed */
     json_t *restored; /* the contact read back after, borrowed */
+    json_t *written;  /* the body PUT to restore, borrowed; NULL if none */
+    bool normalised;  /* restored in meaning, not byte for byte: the kept
+                         body could not be written as it was (see why) */
 };
 typedef void (*cg_remediate_undo_fn)(const struct cg_remediate_undo_result *res,
                                      void *arg);
@@ -188,9 +202,19 @@ typedef void (*cg_remediate_undo_fn)(const struct cg_remediate_undo_result *res,
  * Restores subscription's kept body under the same lock: reads the record,
  * GETs the contact, refuses (CG_ECONFLICT) unless it equals the kept
  * "after" in meaning, then PUTs "before" (or DELETEs the contact when there
- * was none) and reads it back. tenant_id selects the credentials; NULL:
+ * was none) and reads it back. A kept body Azure would refuse is written
+ * as cg_remediate_restorable makes it and the result says so. tenant_id
+ * selects the credentials; NULL:
  * the tenant recorded with the body.
  */
+/*
+ * The body undo PUTs for the kept body: a copy of it, or, when Azure would
+ * refuse it as it is (',' or white space between the addresses of emails,
+ * which the portal allows and the API does not), a copy whose addresses are
+ * ';'-separated in the same order, with *normalised true. New reference.
+ */
+json_t *cg_remediate_restorable(const json_t *kept, bool *normalised);
+
 struct cg_remediate_call *
 cg_remediate_undo(struct cg_remediate *rm, const char *tenant_id,
                   const char *subscription_id, const char *owner,

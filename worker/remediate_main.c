@@ -244,14 +244,16 @@ static void on_undone(const struct cg_remediate_undo_result *res, void *arg)
 {
     struct run *r = arg;
     if (r->json) {
-        json_t *o = json_pack("{s:s,s:s,s:s,s:O?,s:O?,s:O?}", "subscription_id",
-                              r->subscription, "result",
-                              res->err == 0              ? "restored"
-                              : res->err == CG_ECONFLICT ? "refused"
-                              : res->err == CG_ENOTFOUND ? "nothing-kept"
-                                                         : "failed",
-                              "reason", res->why, "kept", res->kept, "current",
-                              res->current, "restored", res->restored);
+        json_t *o =
+            json_pack("{s:s,s:s,s:s,s:O?,s:O?,s:O?,s:O?,s:b}",
+                      "subscription_id", r->subscription, "result",
+                      res->err == 0              ? "restored"
+                      : res->err == CG_ECONFLICT ? "refused"
+                      : res->err == CG_ENOTFOUND ? "nothing-kept"
+                                                 : "failed",
+                      "reason", res->why, "kept", res->kept, "current",
+                      res->current, "restored", res->restored, "written",
+                      res->written, "normalised", (int)res->normalised);
         char *s = json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS);
         printf("%s\n", s);
         free(s);

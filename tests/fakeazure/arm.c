@@ -215,12 +215,19 @@ static void page_contacts(struct cg_fa *fa, const struct cg_fa_req *req,
  * holds what was read, the edit lands before the client can act on it. */
 static void after_read(struct cg_fa *fa, struct cg_fa_sub *sub)
 {
-    if (!sub->after_read_set)
+    if (!json_array_size(sub->after_read))
         return;
-    cg_fa_store_portal_edit(fa->store, sub, sub->after_read);
-    json_decref(sub->after_read);
-    sub->after_read = NULL;
-    sub->after_read_set = false;
+    if (sub->after_read_skip > 0) {
+        sub->after_read_skip--;
+        return;
+    }
+    json_t *e = json_array_get(sub->after_read, 0);
+    cg_fa_store_portal_edit(fa->store, sub, json_is_null(e) ? NULL : e);
+    json_array_remove(sub->after_read, 0);
+    if (!json_array_size(sub->after_read)) {
+        json_decref(sub->after_read);
+        sub->after_read = NULL;
+    }
 }
 
 static bool version_in(const char *v, const char *const *list)
@@ -452,6 +459,7 @@ const char *cg_fa_arm_handle(struct cg_fa *fa, const struct cg_fa_req *req,
             page_contacts(fa, req, version, resp);
     } else if (get) {
         resp->status = cg_fa_store_get(fa->store, sub, ver, name, &resp->body);
+        after_read(fa, sub);
     } else if (put) {
         resp->status = cg_fa_store_put(fa->store, sub, ver, name, req->body,
                                        req->body_len, &resp->body);

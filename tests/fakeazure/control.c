@@ -132,16 +132,42 @@ static const char *subscription_routes(struct cg_fa *fa,
         json_t *props = body_json(req, resp);
         if (!props)
             return "control";
-        if (!json_is_object(props) && !json_is_null(props)) {
-            json_decref(props);
+        /* One edit, or an array of them landing after successive reads
+         * (a contact that keeps changing). */
+        json_t *edits =
+            json_is_array(props) ? json_incref(props) : json_pack("[O]", props);
+        json_decref(props);
+        size_t i;
+        json_t *e;
+        bool ok = json_array_size(edits) > 0;
+        json_array_foreach(edits, i, e)
+        {
+            ok = ok && (json_is_object(e) || json_is_null(e));
+        }
+        if (!ok) {
+            json_decref(edits);
             cg_fa_arm_error(resp, 400, "InvalidJson",
-                            "the contact must be an object or null");
+                            "the contact must be an object or null, or a "
+                            "non-empty array of them");
             return "control";
         }
+        /* ?reads=N: the edit lands after the Nth read from now (default
+         * 1), e.g. between a client's second read and its write. */
+        char rs[16];
+        unsigned long reads = 1;
+        if (cg_fa_form_get(req->query, "reads", rs, sizeof(rs)) > 0) {
+            char *end;
+            reads = strtoul(rs, &end, 10);
+            if (*end || reads < 1 || reads > 100) {
+                json_decref(edits);
+                cg_fa_arm_error(resp, 400, "InvalidReads",
+                                "reads must be 1..100");
+                return "control";
+            }
+        }
         json_decref(sub->after_read);
-        sub->after_read = json_is_null(props) ? NULL : json_incref(props);
-        sub->after_read_set = true;
-        json_decref(props);
+        sub->after_read = edits;
+        sub->after_read_skip = (unsigned)reads - 1;
         reply_json(resp, 200, sub_state(fa, sub));
         return "control";
     }

@@ -814,6 +814,32 @@ static int put_2023(const json_t *props, json_t **newc, struct cg_buf *out)
     return 0;
 }
 
+/* A write keeps only the properties its API version defines: a member
+ * that a portal edit or a newer version left (say `futureSetting`) is gone
+ * after any API write. The 2023 members a 2020 or 2017 write cannot
+ * express (isEnabled, the AttackPath source) are state the old versions
+ * leave alone, as the service does. */
+static void keep_stored(json_t *c)
+{
+    static const char *const stored[] = { "isEnabled",
+                                          "emails",
+                                          "phone",
+                                          "notificationsByRole",
+                                          "notificationsSources",
+                                          NULL };
+    const char *k;
+    json_t *v;
+    void *tmp;
+    json_object_foreach_safe(c, tmp, k, v)
+    {
+        bool keep = false;
+        for (int i = 0; stored[i]; i++)
+            keep = keep || !strcmp(k, stored[i]);
+        if (!keep)
+            json_object_del(c, k);
+    }
+}
+
 /* Maps a 2020 body onto the canonical state (old may be NULL). */
 static int put_2020(const json_t *props, const json_t *old, json_t **newc,
                     struct cg_buf *out)
@@ -846,6 +872,7 @@ static int put_2020(const json_t *props, const json_t *old, json_t **newc,
     } else {
         sources_remove(c, "Alert");
     }
+    keep_stored(c);
     *newc = c;
     return 0;
 }
@@ -888,6 +915,7 @@ static int put_2017(const json_t *props, const json_t *old, json_t **newc,
     } else {
         json_object_set_new(nbr, "state", json_string("Off"));
     }
+    keep_stored(c);
     *newc = c;
     return 0;
 }

@@ -85,9 +85,10 @@ struct cg_fa_sub {
     char *raw[CG_FA_NVER]; /* replaced body (control API), or NULL */
     char *cache[CG_FA_NVER];
     /* Control API: a portal edit applied right after the next read of the
-     * contacts is answered (after_read NULL: remove the contact). */
-    bool after_read_set;
+     * contacts is answered: an array of edits, one per read, in order (an
+     * element null: remove the contact), or NULL. */
     json_t *after_read;
+    unsigned after_read_skip; /* reads to answer before it lands */
 };
 
 struct cg_fa_store_params {

@@ -27,6 +27,17 @@
  *             the original, or removes a contact that did not exist), and
  *             undo refused after a change made since; with
  *             require_configured a missing tenant address is what is fixed
+ *   unstored  a contact with properties the write's API version does not
+ *             store: plan and apply both blocked, PLAN_WOULD_LOSE_DATA
+ *             naming them, nothing written
+ *   undocomma a comma-separated list: undo restores it in meaning
+ *             (';'-separated, same order) and says so
+ *   addresses an internationalised address is valid and the other fixes
+ *             apply; an invalid one holds back only the address fix
+ *   concurrent a portal edit between the read under the lock and the write
+ *             is seen by the last look and kept, not overwritten
+ *   changing  a contact that keeps changing: nothing is written
+ *             (CONTACT_CHANGING) and the last edit stands
  */
 #include "../check.h"
 #include "err.h"
@@ -1273,6 +1284,302 @@ static void scenario_cli(struct stack *s)
     cg_harness_msgs_free(&r.m);
 }
 
+/* ---- edge contacts, through contactguard-remediate ---------------------- */
+
+/* An Enabled subscription of the apply tenant, and its contact replaced by
+ * props (JSON) as a person could leave it in the portal. */
+static struct truth *plant(struct stack *s, const char *scenario,
+                           const char *props)
+{
+    struct truth *t = NULL;
+    for (size_t i = 0; i < s->ntruth && !t; i++)
+        if (!strcmp(s->truth[i].tenant, s->tenants[0]) &&
+            !strcmp(s->truth[i].scenario, scenario) &&
+            !strcmp(s->truth[i].state, "Enabled"))
+            t = &s->truth[i];
+    CHECK(t != NULL, "a %s subscription", scenario);
+    if (!t)
+        return NULL;
+    char path[128];
+    snprintf(path, sizeof(path), "/_fake/subscriptions/%s/contact", t->sub);
+    json_decref(fake_call(s, "PUT", path, props));
+    return t;
+}
+
+static int cli(struct stack *s, const char *cmd, const struct truth *t,
+               json_t **out)
+{
+    if (!strcmp(cmd, "undo"))
+        return run_cli(
+            s, (const char *const[]){ "undo", "--subscription", t->sub, NULL },
+            out);
+    return run_cli(s,
+                   (const char *const[]){ cmd, "--tenant", t->tenant,
+                                          "--subscription", t->sub, NULL },
+                   out);
+}
+
+static size_t puts_of(struct stack *s)
+{
+    json_t *stats = fake_stats(s);
+    size_t n = json_array_size(json_object_get(stats, "puts"));
+    json_decref(stats);
+    return n;
+}
+
+/*
+ * Top-level properties the 2023-12-01-preview write does not store (a newer
+ * version's, or a portal's): the write would drop them, so neither the plan
+ * nor apply writes, and both name them.
+ */
+static void scenario_unstored(struct stack *s)
+{
+    write_conf(s, (const char *const[]){ "apply", NULL });
+    struct truth *t =
+        plant(s, "owner-missing",
+              "{\"isEnabled\":true,\"emails\":\"secops@contoso.com\","
+              "\"notificationsByRole\":{\"state\":\"On\",\"roles\":["
+              "\"Contributor\"]},"
+              "\"notificationsSources\":[{\"sourceType\":\"Alert\","
+              "\"minimalSeverity\":\"Low\"}],\"futureSetting\":{\"digest\":"
+              "\"weekly\"},"
+              "\"vendorTag\":\"blue\"}");
+    if (!t)
+        return;
+    json_t *planted = fake_contact(s, t->sub);
+    static const char *const cmds[] = { "plan", "apply" };
+    for (int i = 0; i < 2; i++) {
+        json_t *o = NULL;
+        int rc = cli(s, cmds[i], t, &o);
+        const char *why = cg_json_str(o, "reason");
+        CHECK(
+            rc == 1 && str_eq(cg_json_str(o, "outcome"), "blocked") &&
+                str_eq(cg_json_str(o, "reason_code"), "PLAN_WOULD_LOSE_DATA") &&
+                why && strstr(why, "futureSetting") && strstr(why, "vendorTag"),
+            "%s: exit %d, %s %s: %s", cmds[i], rc, cg_json_str(o, "outcome"),
+            cg_json_str(o, "reason_code"), why);
+        CHECK(json_is_null(json_object_get(o, "planned")),
+              "%s: a body to write", cmds[i]);
+        json_decref(o);
+    }
+    CHECK(puts_of(s) == 0, "written");
+    json_t *now = fake_contact(s, t->sub);
+    CHECK(json_equal(now, planted), "the contact changed");
+    json_decref(now);
+    json_decref(planted);
+}
+
+/*
+ * A list entered with commas (the portal takes them, the API refuses them):
+ * apply writes it ';'-separated, and undo, which cannot write the commas
+ * back, restores the same addresses in the same order and says so.
+ */
+static void scenario_undocomma(struct stack *s)
+{
+    write_conf(s, (const char *const[]){ "apply", NULL });
+    static const char *const list = "alpha@contoso.example, "
+                                    "beta@contoso.example,"
+                                    "Gamma@Fabrikam.example";
+    char props[512];
+    snprintf(props, sizeof(props),
+             "{\"isEnabled\":true,\"emails\":\"%s\",\"phone\":\"+1 206 555 "
+             "0100\",\"notificationsByRole\":{\"state\":\"On\",\"roles\":["
+             "\"Contributor\"]},\"notificationsSources\":[{\"sourceType\":"
+             "\"Alert\",\"minimalSeverity\":\"Low\"},{\"sourceType\":"
+             "\"AttackPath\",\"minimalRiskLevel\":\"Low\"}]}",
+             list);
+    struct truth *t = plant(s, "owner-missing", props);
+    if (!t)
+        return;
+    json_t *planted = fake_contact(s, t->sub);
+    json_t *o = NULL;
+    int rc = cli(s, "apply", t, &o);
+    CHECK(rc == 0 && str_eq(cg_json_str(o, "outcome"), "applied"),
+          "apply: exit %d, %s: %s", rc, cg_json_str(o, "outcome"),
+          cg_json_str(o, "reason"));
+    json_decref(o);
+    rc = cli(s, "undo", t, &o);
+    const char *why = cg_json_str(o, "reason");
+    CHECK(rc == 0 && str_eq(cg_json_str(o, "result"), "restored") &&
+              json_is_true(json_object_get(o, "normalised")) && why &&
+              strstr(why, "in meaning") && strstr(why, "';'-separated"),
+          "undo: exit %d, %s: %s", rc, cg_json_str(o, "result"), why);
+    json_decref(o);
+    json_t *now = fake_contact(s, t->sub);
+    CHECK(str_eq(cg_json_str(now, "emails"),
+                 "alpha@contoso.example;beta@contoso.example;"
+                 "Gamma@Fabrikam.example"),
+          "restored emails '%s'", cg_json_str(now, "emails"));
+    /* Everything else is back byte for byte. */
+    json_object_del(now, "emails");
+    json_object_del(planted, "emails");
+    CHECK(json_equal(now, planted), "undo did not restore the rest");
+    json_decref(now);
+    json_decref(planted);
+}
+
+/*
+ * Addresses the rules judge: an internationalised one is valid, so the
+ * subscription's other fixes are made; an invalid one cannot be written
+ * back or dropped, so the list is left as it is, and only the fixes that
+ * do not touch it are made.
+ */
+static void scenario_addresses(struct stack *s)
+{
+    write_conf(s, (const char *const[]){ "apply", NULL });
+    struct {
+        const char *emails, *held;
+    } cases[] = {
+        { "j\xc3\xb6rg+alerts@b\xc3\xbc"
+          "cher.example",
+          NULL },
+        { "ops@contoso.com;not-an-address", "emails left as they are" },
+    };
+    const char *const scenarios[] = { "owner-missing", "compliant" };
+    for (int i = 0; i < 2; i++) {
+        char props[512];
+        snprintf(props, sizeof(props),
+                 "{\"isEnabled\":true,\"emails\":\"%s\","
+                 "\"notificationsByRole\":{\"state\":\"On\",\"roles\":["
+                 "\"Owner\"]},\"notificationsSources\":[{\"sourceType\":"
+                 "\"Alert\",\"minimalSeverity\":\"Low\"}]}",
+                 cases[i].emails);
+        struct truth *t = plant(s, scenarios[i], props);
+        if (!t)
+            return;
+        json_t *o = NULL;
+        int rc = cli(s, "apply", t, &o);
+        const char *why = cg_json_str(o, "reason");
+        json_t *fixed = json_object_get(o, "rules_fixed");
+        CHECK(rc == 0 && str_eq(cg_json_str(o, "outcome"), "applied") &&
+                  json_array_size(fixed) == 1 &&
+                  str_eq(json_string_value(json_array_get(fixed, 0)),
+                         "attack-paths"),
+              "%s: exit %d, %s, %zu fixed: %s", cases[i].emails, rc,
+              cg_json_str(o, "outcome"), json_array_size(fixed), why);
+        CHECK(cases[i].held ? why && strstr(why, cases[i].held) != NULL
+                            : why && !strstr(why, "left as they are"),
+              "%s: reason %s", cases[i].emails, why ? why : "(none)");
+        json_decref(o);
+        json_t *now = fake_contact(s, t->sub);
+        const char *e = cg_json_str(now, "emails");
+        CHECK(e && !strncmp(e, cases[i].emails, strlen(cases[i].emails)),
+              "%s: the list is now '%s'", cases[i].emails, e ? e : "(none)");
+        CHECK(cases[i].held ? !strcmp(e ? e : "", cases[i].emails)
+                            : address_in(ADDRESS, e),
+              "%s: the tenant's address %s", cases[i].emails,
+              cases[i].held ? "was added to a held-back list"
+                            : "was not added");
+        json_decref(now);
+    }
+    CHECK(puts_of(s) == 2, "%zu PUTs", puts_of(s));
+}
+
+/*
+ * A portal edit landing after the read under the lock and before the write:
+ * the last look before the PUT sees it, the plan is made again from it, and
+ * the write keeps it (on a contacts API without ETags, a PUT would
+ * otherwise overwrite it without a trace).
+ */
+static void scenario_concurrent(struct stack *s)
+{
+    write_conf(s, (const char *const[]){ "apply", NULL });
+    struct truth *t = NULL;
+    for (size_t i = 0; i < s->ntruth && !t; i++)
+        if (!strcmp(s->truth[i].tenant, s->tenants[0]) &&
+            !strcmp(s->truth[i].scenario, "owner-missing"))
+            t = &s->truth[i];
+    REQUIRE(t != NULL, "an owner-missing subscription");
+    json_t *edit = json_deep_copy(t->original);
+    json_object_set_new(edit, "emails",
+                        json_string("secops@contoso.com;late@contoso.com"));
+    json_object_set_new(edit, "phone", json_string("+1 206 555 0199"));
+    char *body = json_dumps(edit, JSON_COMPACT);
+    char path[160];
+    /* Read 1 is the CLI's scan (LIST), read 2 the GET under the lock. */
+    snprintf(path, sizeof(path), "/_fake/subscriptions/%s/after-read?reads=2",
+             t->sub);
+    json_decref(fake_call(s, "PUT", path, body));
+    free(body);
+    json_t *o = NULL;
+    int rc = cli(s, "apply", t, &o);
+    CHECK(rc == 0 && str_eq(cg_json_str(o, "outcome"), "applied") &&
+              json_is_true(json_object_get(o, "replanned")),
+          "apply: exit %d, %s, replanned %d: %s", rc, cg_json_str(o, "outcome"),
+          json_is_true(json_object_get(o, "replanned")),
+          cg_json_str(o, "reason"));
+    CHECK(addresses_lost(edit, json_object_get(o, "before")) == 0,
+          "the event's before is not what was there right before the write");
+    json_decref(o);
+    json_t *stats = fake_stats(s);
+    json_t *puts = json_object_get(stats, "puts");
+    CHECK(json_array_size(puts) == 1, "%zu PUTs", json_array_size(puts));
+    json_t *put_props = cg_json_member(
+        cg_json_member(json_array_get(puts, 0), "body"), "properties");
+    CHECK(addresses_lost(edit, put_props) == 0 &&
+              str_eq(cg_json_str(put_props, "phone"), "+1 206 555 0199"),
+          "the edit was overwritten: %s", cg_json_str(put_props, "emails"));
+    json_decref(stats);
+    json_t *now = fake_contact(s, t->sub);
+    CHECK(addresses_lost(edit, now) == 0 &&
+              str_eq(cg_json_str(now, "phone"), "+1 206 555 0199"),
+          "the stored contact lost the edit");
+    json_decref(now);
+    /* Undo brings back what was there right before the write: the edit. */
+    rc = cli(s, "undo", t, &o);
+    CHECK(rc == 0 && str_eq(cg_json_str(o, "result"), "restored"),
+          "undo: exit %d, %s", rc, cg_json_str(o, "reason"));
+    json_decref(o);
+    now = fake_contact(s, t->sub);
+    CHECK(json_equal(now, edit), "undo did not restore the edited contact");
+    json_decref(now);
+    json_decref(edit);
+}
+
+/*
+ * A contact that keeps changing while the change is planned: after the read
+ * under the lock and after every last look, another edit lands. Past
+ * CG_REMEDIATE_LOOKS_MAX plans nothing is written (CONTACT_CHANGING) and
+ * the last edit stands.
+ */
+static void scenario_changing(struct stack *s)
+{
+    write_conf(s, (const char *const[]){ "apply", NULL });
+    struct truth *t = NULL;
+    for (size_t i = 0; i < s->ntruth && !t; i++)
+        if (!strcmp(s->truth[i].tenant, s->tenants[0]) &&
+            !strcmp(s->truth[i].scenario, "owner-missing"))
+            t = &s->truth[i];
+    REQUIRE(t != NULL, "an owner-missing subscription");
+    json_t *edits = json_array();
+    for (int k = 0; k <= CG_REMEDIATE_LOOKS_MAX; k++) {
+        json_t *e = json_deep_copy(t->original);
+        char phone[32];
+        snprintf(phone, sizeof(phone), "+1 206 555 01%02d", k);
+        json_object_set_new(e, "phone", json_string(phone));
+        json_array_append_new(edits, e);
+    }
+    char *body = json_dumps(edits, JSON_COMPACT);
+    char path[160];
+    snprintf(path, sizeof(path), "/_fake/subscriptions/%s/after-read?reads=2",
+             t->sub);
+    json_decref(fake_call(s, "PUT", path, body));
+    free(body);
+    json_t *o = NULL;
+    int rc = cli(s, "apply", t, &o);
+    CHECK(rc == 1 && str_eq(cg_json_str(o, "outcome"), "failed") &&
+              str_eq(cg_json_str(o, "reason_code"), "CONTACT_CHANGING"),
+          "apply: exit %d, %s %s: %s", rc, cg_json_str(o, "outcome"),
+          cg_json_str(o, "reason_code"), cg_json_str(o, "reason"));
+    json_decref(o);
+    CHECK(puts_of(s) == 0, "%zu PUTs", puts_of(s));
+    json_t *now = fake_contact(s, t->sub);
+    CHECK(json_equal(now, json_array_get(edits, CG_REMEDIATE_LOOKS_MAX)),
+          "the last edit does not stand");
+    json_decref(now);
+    json_decref(edits);
+}
+
 int main(int argc, char **argv)
 {
     const char *scenario = argc > 1 ? argv[1] : "apply";
@@ -1295,6 +1602,11 @@ int main(int argc, char **argv)
         { "noredis", scenario_noredis, 1, 30, NULL },
         { "replan", scenario_replan, 1, 5, NULL },
         { "cli", scenario_cli, 2, 10, NULL },
+        { "unstored", scenario_unstored, 1, 10, NULL },
+        { "undocomma", scenario_undocomma, 1, 10, NULL },
+        { "addresses", scenario_addresses, 1, 10, NULL },
+        { "concurrent", scenario_concurrent, 1, 10, NULL },
+        { "changing", scenario_changing, 1, 10, NULL },
     };
     size_t i = 0;
     while (i < sizeof(scen) / sizeof(scen[0]) && strcmp(scen[i].name, scenario))

@@ -189,6 +189,36 @@ static const struct email_row emails[] = {
     { "john@con_toso.com", false },
     { "john@contoso.com jane@contoso.com", false },
     { "jo\thn@contoso.com", false },
+    /* Internationalised: the domain is judged as its A-labels (IDNA2008),
+     * the local part as well-formed UTF-8 without white space. */
+    { "j\xc3\xb6rg+alerts@b\xc3\xbc"
+      "cher.example",
+      true },
+    { "alerts@B\xc3\x9c"
+      "CHER.example",
+      true },
+    { "\xe7\x94\xa8\xe6\x88\xb7@\xe4\xbe\x8b\xe5\xad\x90.\xe5\xb9\xbf"
+      "\xe5\x91\x8a",
+      true },
+    { "ivan@\xd0\xbf\xd1\x80\xd0\xb8\xd0\xbc\xd0\xb5\xd1\x80.\xd1\x80\xd1"
+      "\x84",
+      true },
+    { "x@xn--p1ai.xn--p1ai", true },
+    { "j\xc3\xb6rg@b\xc3\xbc"
+      "cher",
+      false },
+    { "a@b\xc3\xbc"
+      "cher..example",
+      false },
+    { "a@\xe2\x98\x83.example", false },
+    { "j\xc3rg@contoso.com", false },
+    { "j\xc0\xafrg@contoso.com", false },
+    { "j\xed\xa0\x80rg@contoso.com", false },
+    { "jo\xc2\xa0hn@contoso.com", false },
+    { "jo\xe3\x80\x80hn@contoso.com", false },
+    { "john@xn--zz.com", false },
+    { "12345678901234567890123456789012345678901234567890123456789012345@b.co",
+      false },
 };
 
 int main(void)

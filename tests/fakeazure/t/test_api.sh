@@ -296,6 +296,24 @@ fa_eq "$(fa_curl "${A0[@]}" "$FA_URL/subscriptions/$NEW/$SC/default?$v23" |
 fa_eq "$(fa_curl "$FA_URL/_fake/events" | jq -r '.events[1].data.operationName')" \
     "Microsoft.Security/securityContacts/write" "a portal edit is announced"
 
+# after-read: edits that land after reads, GET as well as LIST, in order.
+fa_curl -X PUT -d '[{"emails":"r1@contoso.com"},{"emails":"r2@contoso.com"}]' \
+    "$FA_URL/_fake/subscriptions/$NEW/after-read?reads=2" >/dev/null
+emails_get() {
+    fa_curl "${A0[@]}" "$FA_URL/subscriptions/$NEW/$SC/default?$v23" |
+        jq -r .properties.emails
+}
+fa_eq "$(emails_get)" "p@contoso.com, q@contoso.com" "after-read: read 1 as it was"
+fa_eq "$(emails_get)" "p@contoso.com, q@contoso.com" "after-read: read 2 answered before the edit"
+fa_eq "$(emails_get)" "r1@contoso.com" "after-read: the first edit after a GET"
+fa_eq "$(fa_curl "${A0[@]}" "$FA_URL/subscriptions/$NEW/$SC?$v23" |
+    jq -r '.value[0].properties.emails')" "r2@contoso.com" "after-read: the next edit after the next read"
+fa_eq "$(emails_get)" "r2@contoso.com" "after-read: then it stops"
+fa_eq "$(status /dev/null -X PUT -d '[]' \
+    "$FA_URL/_fake/subscriptions/$NEW/after-read")" 400 "after-read: an empty array is refused"
+fa_eq "$(status /dev/null -X PUT -d '{}' \
+    "$FA_URL/_fake/subscriptions/$NEW/after-read?reads=0")" 400 "after-read: reads=0 is refused"
+
 fa_curl -X PUT --data-binary '{"value":[{"properties":' \
     "$FA_URL/_fake/subscriptions/$S_OK/raw?$v23" >/dev/null
 fa_eq "$(fa_curl "${A0[@]}" "$FA_URL/subscriptions/$S_OK/$SC?$v23")" \
