@@ -15,6 +15,7 @@
 #include "finding.h"
 #include "log.h"
 #include "mem.h"
+#include "ocsf.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -48,6 +49,7 @@ static void usage(FILE *out)
             "per-tenant rules\n"
             "  --format F        compact (contactguard.finding/1, default) "
             "or ocsf\n"
+            "                    (version: --set output.ocsf_version=1.4.0)\n"
             "  --config FILE     JSON configuration; --set key=value "
             "overrides a key,\n"
             "                    e.g. --set rules.alert_severity.level=Medium\n"
@@ -177,6 +179,9 @@ int main(int argc, char **argv)
         cg_strlcpy(subid, sub, sizeof(subid));
     else
         subscription_from_body(body, subid, sizeof(subid));
+    struct cg_ocsf writer;
+    cg_ocsf_init(&writer, cg_ocsf_version_find(
+                              cg_conf_str(conf, "output.ocsf_version")));
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     status = 0;
@@ -190,7 +195,7 @@ int main(int argc, char **argv)
                    sizeof(f->api_version));
         f->time_ms = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
         f->previous = CG_STATUS_NONE;
-        char *line = ocsf ? cg_finding_ocsf(f) : cg_finding_compact(f);
+        char *line = ocsf ? cg_finding_ocsf(&writer, f) : cg_finding_compact(f);
         printf("%s\n", line);
         free(line);
         if (f->status != CG_STATUS_PASS)
