@@ -118,7 +118,6 @@ void cg_ocsf_set_status_detail(const struct cg_ocsf *w, json_t *compliance,
         json_object_set_new(compliance, "status_detail", json_string(detail));
 }
 
-
 void cg_ocsf_uid5(const char *kind, const char *subscription_id, char out[37])
 {
     char name[128];

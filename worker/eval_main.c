@@ -13,6 +13,7 @@
 #include "err.h"
 #include "evaluate.h"
 #include "finding.h"
+#include "job.h"
 #include "log.h"
 #include "mem.h"
 #include "ocsf.h"
@@ -189,6 +190,8 @@ int main(int argc, char **argv)
         struct cg_finding *f = &findings[r];
         cg_strlcpy(f->subscription_id, subid, sizeof(f->subscription_id));
         cg_strlcpy(f->tenant_id, tenant, sizeof(f->tenant_id));
+        cg_id_lower(f->subscription_id);
+        cg_id_lower(f->tenant_id);
         cg_strlcpy(f->api_version,
                    prc ? (api ? api : "unknown")
                        : cg_api_version_name(ct.version),

@@ -290,8 +290,9 @@ static void check_object(struct report *r, const char *object,
                     row_str(row, "deprecated"), row_str(row, "from"));
         const char *profile = row_str(row, "profile");
         if (profile && !profile_declared(r, profile))
-            problem(r, "%s comes from the %s profile, which "
-                       "metadata.profiles does not declare",
+            problem(r,
+                    "%s comes from the %s profile, which "
+                    "metadata.profiles does not declare",
                     p, profile);
         if (json_is_null(v)) {
             problem(r, "%s is null", p);
@@ -332,8 +333,9 @@ static void check_object(struct report *r, const char *object,
                 any = true;
         }
         if (!any)
-            problem(r, "%s (%s) needs at least one of its at_least_one "
-                       "attributes (%s)",
+            problem(r,
+                    "%s (%s) needs at least one of its at_least_one "
+                    "attributes (%s)",
                     *path ? path : "event", object, row_str(con, "from"));
     }
 }
@@ -397,8 +399,9 @@ int cg_ocsf_check_event(struct cg_ocsf_check *c, const char *text, size_t len,
         if (strcmp(c->t[i].version, v) == 0)
             r.t = &c->t[i];
     if (!r.t) {
-        problem(&r, "metadata.version %s is not a version contactguard "
-                    "writes",
+        problem(&r,
+                "metadata.version %s is not a version contactguard "
+                "writes",
                 v ? v : "(missing)");
         json_decref(e);
         return r.n;

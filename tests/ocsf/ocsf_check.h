@@ -35,8 +35,8 @@ void cg_ocsf_check_free(struct cg_ocsf_check *c);
 
 /* Checks one event (JSON text). Returns the number of problems; the first
  * few are written to errbuf, "; "-separated. */
-int cg_ocsf_check_event(struct cg_ocsf_check *c, const char *text,
-                        size_t len, char *errbuf, size_t errsz);
+int cg_ocsf_check_event(struct cg_ocsf_check *c, const char *text, size_t len,
+                        char *errbuf, size_t errsz);
 
 /* Events checked so far that declared version ("1.1.0"). */
 size_t cg_ocsf_check_count(const struct cg_ocsf_check *c, const char *version);
