@@ -55,7 +55,8 @@ int main(int argc, char **argv)
         f[r].time_ms = 1795961607781LL;
     }
     for (int fmt = -1;; fmt++) {
-        const struct cg_ocsf_version *v = fmt < 0 ? NULL : cg_ocsf_version_at((size_t)fmt);
+        const struct cg_ocsf_version *v =
+            fmt < 0 ? NULL : cg_ocsf_version_at((size_t)fmt);
         if (fmt >= 0 && !v)
             break;
         struct cg_ocsf w;
