@@ -320,9 +320,13 @@ static void check_object(struct report *r, const char *object,
     json_t *con;
     json_array_foreach(json_object_get(r->t->doc, "constraints"), i, con)
     {
-        if (strcmp(row_str(con, "object"), object) != 0 ||
-            strcmp(row_str(con, "constraint"), "at_least_one") != 0)
+        if (strcmp(row_str(con, "object"), object) != 0)
             continue;
+        if (strcmp(row_str(con, "constraint"), "at_least_one") != 0) {
+            problem(r, "%s: constraint %s is not known to the checker",
+                    object, row_str(con, "constraint"));
+            continue;
+        }
         bool any = false;
         size_t j;
         json_t *a;
