@@ -323,8 +323,8 @@ static void check_object(struct report *r, const char *object,
         if (strcmp(row_str(con, "object"), object) != 0)
             continue;
         if (strcmp(row_str(con, "constraint"), "at_least_one") != 0) {
-            problem(r, "%s: constraint %s is not known to the checker",
-                    object, row_str(con, "constraint"));
+            problem(r, "%s: constraint %s is not known to the checker", object,
+                    row_str(con, "constraint"));
             continue;
         }
         bool any = false;
