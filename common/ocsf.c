@@ -3,6 +3,7 @@
 #include <ctype.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,30 +70,60 @@ const char *cg_ocsf_severity_name(int id)
     return id >= 0 && id <= 6 ? severity_names[id] : "Unknown";
 }
 
+/*
+ * What every event repeats unchanged — metadata.product and
+ * metadata.profiles — built once per process and shared by reference, as
+ * finding.c shares a rule's standards: written once under pthread_once,
+ * read-only afterwards (Jansson increfs atomically).
+ */
+static json_t *shared_product, *shared_profiles;
+static pthread_once_t shared_once = PTHREAD_ONCE_INIT;
+
+static void shared_init(void)
+{
+    shared_product = json_object();
+    json_object_set_new(shared_product, "name", json_string("contactguard"));
+    json_object_set_new(shared_product, "vendor_name",
+                        json_string("contactguard"));
+    json_object_set_new(shared_product, "version", json_string(CG_VERSION));
+    shared_profiles = json_array();
+    json_array_append_new(shared_profiles, json_string("cloud"));
+}
+
 json_t *cg_ocsf_metadata(struct cg_ocsf *w)
 {
+    pthread_once(&shared_once, shared_init);
     char uid[37];
     cg_ocsf_event_uid(w, uid);
-    return json_pack("{s:{s:s,s:s,s:s},s:s,s:[s],s:s}", "product", "name",
-                     "contactguard", "vendor_name", "contactguard", "version",
-                     CG_VERSION, "version", w->v->name, "profiles", "cloud",
-                     "uid", uid);
+    json_t *m = json_object();
+    json_object_set(m, "product", shared_product);
+    json_object_set_new(m, "version", json_string(w->v->name));
+    json_object_set(m, "profiles", shared_profiles);
+    json_object_set_new(m, "uid", json_string(uid));
+    return m;
 }
 
 json_t *cg_ocsf_cloud(const struct cg_ocsf *w, const char *subscription_id,
                       const char *tenant_id)
 {
-    json_t *cloud = json_pack("{s:s}", "provider", "Azure");
+    json_t *cloud = json_object();
+    json_object_set_new(cloud, "provider", json_string("Azure"));
     /* _entity.json: an account or org is named by uid or name; an
      * unknown one (contactguard-eval without a subscription) is left out
      * rather than sent empty. */
-    if (subscription_id[0])
-        json_object_set_new(cloud, "account",
-                            json_pack("{s:s,s:i,s:s}", "uid", subscription_id,
-                                      "type_id", w->v->account_type_id, "type",
-                                      w->v->account_type));
-    if (tenant_id[0])
-        json_object_set_new(cloud, "org", json_pack("{s:s}", "uid", tenant_id));
+    if (subscription_id[0]) {
+        json_t *acct = json_object();
+        json_object_set_new(acct, "uid", json_string(subscription_id));
+        json_object_set_new(acct, "type_id",
+                            json_integer(w->v->account_type_id));
+        json_object_set_new(acct, "type", json_string(w->v->account_type));
+        json_object_set_new(cloud, "account", acct);
+    }
+    if (tenant_id[0]) {
+        json_t *org = json_object();
+        json_object_set_new(org, "uid", json_string(tenant_id));
+        json_object_set_new(cloud, "org", org);
+    }
     return cloud;
 }
 
@@ -111,10 +142,11 @@ void cg_ocsf_set_resource(const struct cg_ocsf *w, json_t *event,
 void cg_ocsf_set_status_detail(const struct cg_ocsf *w, json_t *compliance,
                                const char *detail)
 {
-    if (w->v->status_details)
-        json_object_set_new(compliance, "status_details",
-                            json_pack("[s]", detail));
-    else
+    if (w->v->status_details) {
+        json_t *a = json_array();
+        json_array_append_new(a, json_string(detail));
+        json_object_set_new(compliance, "status_details", a);
+    } else
         json_object_set_new(compliance, "status_detail", json_string(detail));
 }
 
