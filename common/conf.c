@@ -95,6 +95,8 @@ static const struct cg_conf_opt conf_table[] = {
 
     { "output.format", CG_CONF_ENUM, "ocsf", 0, 0, "ocsf|compact",
       "findings format on the results topic" },
+    { "output.ocsf_version", CG_CONF_ENUM, "1.1.0", 0, 0, "1.1.0|1.4.0",
+      "OCSF version of findings and remediation events (common/ocsf.h)" },
 
     { "worker.max_in_flight", CG_CONF_INT, "256", 1, 10000, NULL,
       "HTTP requests to Azure in flight" },

@@ -4,6 +4,7 @@
 #include "err.h"
 #include "json.h"
 #include "mem.h"
+#include "ocsf.h"
 
 #include <ctype.h>
 #include <pthread.h>
@@ -209,10 +210,13 @@ struct rule_shared {
 };
 
 static struct rule_shared rule_shared[CG_RULE_COUNT];
+/* Every rule's standards, once each: what a remediation event concerns. */
+static json_t *all_standards;
 static pthread_once_t rule_shared_once = PTHREAD_ONCE_INIT;
 
 static void rule_shared_init(void)
 {
+    all_standards = json_array();
     for (int r = 0; r < CG_RULE_COUNT; r++) {
         const struct cg_rule_info *ri = &rules[r];
         struct rule_shared *rs = &rule_shared[r];
@@ -236,6 +240,14 @@ static void rule_shared_init(void)
             }
             if (!dup)
                 json_array_append_new(rs->standards, json_string(std));
+            dup = false;
+            json_array_foreach(all_standards, j, e)
+            {
+                if (strcmp(json_string_value(e), std) == 0)
+                    dup = true;
+            }
+            if (!dup)
+                json_array_append_new(all_standards, json_string(std));
             char *req = cg_asprintf("%s %s", std, ref->control);
             json_array_append_new(rs->requirements, json_string(req));
             free(req);
@@ -306,60 +318,42 @@ void cg_finding_uid(enum cg_rule rule, const char *subscription_id,
                     char out[37])
 {
     const struct cg_rule_info *ri = cg_rule_info(rule);
-    char name[128];
-    size_t n = (size_t)snprintf(name, sizeof(name),
-                                "contactguard:%s:", ri ? ri->id : "unknown");
-    for (const char *p = subscription_id; *p && n + 1 < sizeof(name); p++)
-        name[n++] = (char)tolower((unsigned char)*p);
-    name[n] = '\0';
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-    EVP_Digest(name, n, md, &mdlen, EVP_sha1(), NULL);
-    md[6] = (unsigned char)((md[6] & 0x0f) | 0x50); /* version 5 */
-    md[8] = (unsigned char)((md[8] & 0x3f) | 0x80); /* RFC 4122 variant */
-    static const char hex[] = "0123456789abcdef";
-    size_t o = 0;
-    for (int i = 0; i < 16; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10)
-            out[o++] = '-';
-        out[o++] = hex[md[i] >> 4];
-        out[o++] = hex[md[i] & 15];
-    }
-    out[o] = '\0';
+    cg_ocsf_uid5(ri ? ri->id : "unknown", subscription_id, out);
 }
 
-/* OCSF compliance.status_id: 1 Pass, 3 Fail, 0 Unknown, 99 Other. */
-static int ocsf_compliance_status(enum cg_status s)
-{
-    switch (s) {
-    case CG_STATUS_PASS:
-        return 1;
-    case CG_STATUS_FAIL:
-        return 3;
-    case CG_STATUS_ERROR:
-        return 0;
-    default:
-        return 99;
-    }
-}
-
-static const char *const severity_names[] = {
-    "Unknown", "Informational", "Low", "Medium", "High", "Critical", "Fatal"
+/*
+ * How a contactguard status reads in OCSF, the same in every supported
+ * version (finding.json's status_id, compliance.json's status_id). The
+ * string beside each id is the caption of the id, as the schema asks; for
+ * 99 Other it is ours. ERROR is compliance 2 Warning, "the compliance check
+ * did not yield a result due to missing information", which is what an
+ * unreadable or forbidden contact is; SKIPPED (the subscription cannot be
+ * audited) is no check at all: Other, "Skipped".
+ */
+struct ocsf_status {
+    int severity_id; /* 0: the rule's fail_severity_id */
+    int status_id;
+    const char *status;
+    int compliance_id;
+    const char *compliance;
 };
 
-char *cg_finding_ocsf(const struct cg_finding *f)
+static const struct ocsf_status ocsf_status[] = {
+    [CG_STATUS_PASS] = { 1, 4, "Resolved", 1, "Pass" },
+    [CG_STATUS_FAIL] = { 0, 1, "New", 3, "Fail" },
+    [CG_STATUS_ERROR] = { 2, 1, "New", 2, "Warning" },
+    [CG_STATUS_SKIPPED] = { 1, 99, "Skipped", 99, "Skipped" },
+};
+
+char *cg_finding_ocsf(struct cg_ocsf *w, const struct cg_finding *f)
 {
     const struct cg_rule_info *ri = cg_rule_info(f->rule);
-    int sev = f->status == CG_STATUS_FAIL    ? ri->fail_severity_id
-              : f->status == CG_STATUS_ERROR ? 2
-                                             : 1;
-    /* Finding status: a PASS resolves, FAIL and ERROR are new. */
-    int fstatus = f->status == CG_STATUS_PASS      ? 4
-                  : f->status == CG_STATUS_SKIPPED ? 99
-                                                   : 1;
-    const char *fstatus_name = fstatus == 4   ? "Resolved"
-                               : fstatus == 1 ? "New"
-                                              : "Other";
+    const struct ocsf_status *os =
+        &ocsf_status[(unsigned)f->status <= CG_STATUS_SKIPPED
+                         ? f->status
+                         : CG_STATUS_ERROR];
+    int sev = os->severity_id ? os->severity_id : ri->fail_severity_id;
+    const char *reason = f->reason ? f->reason : "";
     char uid[37];
     cg_finding_uid(f->rule, f->subscription_id, uid);
 
@@ -374,21 +368,12 @@ char *cg_finding_ocsf(const struct cg_finding *f)
     json_object_set_new(o, "type_name",
                         json_string("Compliance Finding: Create"));
     json_object_set_new(o, "severity_id", json_integer(sev));
-    json_object_set_new(o, "severity", json_string(severity_names[sev]));
-    json_object_set_new(o, "status_id", json_integer(fstatus));
-    json_object_set_new(o, "status", json_string(fstatus_name));
+    json_object_set_new(o, "severity", json_string(cg_ocsf_severity_name(sev)));
+    json_object_set_new(o, "status_id", json_integer(os->status_id));
+    json_object_set_new(o, "status", json_string(os->status));
     json_object_set_new(o, "time", json_integer(f->time_ms));
-    json_object_set_new(o, "message", json_string(f->reason ? f->reason : ""));
-
-    json_t *product = json_object();
-    json_object_set_new(product, "name", json_string("contactguard"));
-    json_object_set_new(product, "vendor_name", json_string("contactguard"));
-    json_object_set_new(product, "version", json_string(CG_VERSION));
-    json_t *meta = json_object();
-    json_object_set_new(meta, "product", product);
-    json_object_set_new(meta, "version", json_string(CG_OCSF_VERSION));
-    json_object_set_new(meta, "uid", json_string(uid));
-    json_object_set_new(o, "metadata", meta);
+    json_object_set_new(o, "message", json_string(reason));
+    json_object_set_new(o, "metadata", cg_ocsf_metadata(w));
 
     json_t *fi = json_object();
     json_object_set_new(fi, "uid", json_string(uid));
@@ -405,27 +390,14 @@ char *cg_finding_ocsf(const struct cg_finding *f)
     json_object_set(comp, "standards", rs->standards);
     json_object_set(comp, "requirements", rs->requirements);
     json_object_set_new(comp, "control", json_string(ri->id));
-    json_object_set_new(comp, "status_id",
-                        json_integer(ocsf_compliance_status(f->status)));
-    json_object_set_new(comp, "status", json_string(cg_status_name(f->status)));
+    json_object_set_new(comp, "status_id", json_integer(os->compliance_id));
+    json_object_set_new(comp, "status", json_string(os->compliance));
     json_object_set_new(comp, "status_code", json_string(f->reason_code));
-    json_object_set_new(comp, "status_detail",
-                        json_string(f->reason ? f->reason : ""));
+    cg_ocsf_set_status_detail(w, comp, reason);
     json_object_set_new(o, "compliance", comp);
 
-    json_t *account = json_object();
-    json_object_set_new(account, "uid", json_string(f->subscription_id));
-    json_object_set_new(account, "type_id", json_integer(13));
-    json_object_set_new(account, "type", json_string("Azure Subscription"));
-    json_t *cloud = json_object();
-    json_object_set_new(cloud, "provider", json_string("Azure"));
-    json_object_set_new(cloud, "account", account);
-    if (f->tenant_id[0]) {
-        json_t *org = json_object();
-        json_object_set_new(org, "uid", json_string(f->tenant_id));
-        json_object_set_new(cloud, "org", org);
-    }
-    json_object_set_new(o, "cloud", cloud);
+    json_object_set_new(o, "cloud",
+                        cg_ocsf_cloud(w, f->subscription_id, f->tenant_id));
 
     json_t *res = json_object();
     char *rid = cg_asprintf("/subscriptions/%s/providers/Microsoft.Security/"
@@ -437,9 +409,7 @@ char *cg_finding_ocsf(const struct cg_finding *f)
                         json_string("Microsoft.Security/securityContacts"));
     json_object_set_new(res, "data",
                         f->evidence ? json_incref(f->evidence) : json_object());
-    json_t *resources = json_array();
-    json_array_append_new(resources, res);
-    json_object_set_new(o, "resources", resources);
+    cg_ocsf_set_resource(w, o, res);
 
     json_t *rem = json_object();
     json_object_set_new(rem, "desc", json_string(ri->remediation));
@@ -450,9 +420,12 @@ char *cg_finding_ocsf(const struct cg_finding *f)
     json_object_set_new(rem, "references", rrefs);
     json_object_set_new(o, "remediation", rem);
 
+    /* What OCSF has no place for, and contactguard's own status word
+     * (compliance.status is the schema's caption). */
     json_t *um = json_object();
     json_object_set_new(um, "schema", json_string(CG_FINDING_SCHEMA));
     json_object_set_new(um, "rule", json_string(ri->id));
+    json_object_set_new(um, "status", json_string(cg_status_name(f->status)));
     json_object_set_new(um, "reason_code", json_string(f->reason_code));
     json_object_set_new(um, "api_version", json_string(f->api_version));
     json_object_set(um, "references", rs->refs);
@@ -466,6 +439,18 @@ char *cg_finding_ocsf(const struct cg_finding *f)
     char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(o);
     return s;
+}
+
+json_t *cg_rule_requirements(enum cg_rule rule)
+{
+    const struct rule_shared *rs = shared(rule);
+    return rs ? rs->requirements : NULL;
+}
+
+json_t *cg_rule_all_standards(void)
+{
+    pthread_once(&rule_shared_once, rule_shared_init);
+    return all_standards;
 }
 
 int cg_finding_parse(const char *s, size_t len, struct cg_finding *out,

@@ -5,8 +5,8 @@
  * fills the verdict part (rule, status, reason code, reason, evidence); the
  * worker adds identity and time; the publish stage serialises it as either
  *   - compact: one JSON line, schema "contactguard.finding/1", or
- *   - OCSF 1.1 Compliance Finding (class_uid 2003), what SIEM pipelines
- *     ingest.
+ *   - an OCSF Compliance Finding (class_uid 2003), what SIEM pipelines
+ *     ingest, in the version a writer holds (common/ocsf.h).
  * The rule catalogue (ids, titles, references to CIS, Conformity, Lacework
  * and Azure Policy) lives here because both formats carry it.
  */
@@ -17,7 +17,8 @@
 #include <stddef.h>
 
 #define CG_FINDING_SCHEMA "contactguard.finding/1"
-#define CG_OCSF_VERSION   "1.1.0"
+
+struct cg_ocsf;
 
 enum cg_rule {
     CG_RULE_OWNER_ALERTS,
@@ -92,8 +93,15 @@ char *cg_finding_compact(const struct cg_finding *f);
  * cache keeps. cg_finding_parse reads both. */
 char *cg_finding_compact_lean(const struct cg_finding *f);
 
-/* OCSF Compliance Finding JSON (no newline); heap string. */
-char *cg_finding_ocsf(const struct cg_finding *f);
+/* OCSF Compliance Finding JSON (no newline) in w's version, with the next
+ * metadata.uid of w; heap string. */
+char *cg_finding_ocsf(struct cg_ocsf *w, const struct cg_finding *f);
+
+/* Every rule's OCSF standards, each once (borrowed, shared, read-only). */
+json_t *cg_rule_all_standards(void);
+/* The OCSF requirements of a rule ("CIS ... 2.0.0 2.1.18", ...), borrowed
+ * and shared as above; NULL for an unknown rule. */
+json_t *cg_rule_requirements(enum cg_rule rule);
 
 /* Reads a compact line back (the cache and the report keep findings in
  * this form). CG_EPARSE with errbuf on a malformed line. */

@@ -67,6 +67,19 @@ bool cg_guid_valid(const char *s)
     return *s == '\0';
 }
 
+void cg_id_lower(char *s)
+{
+    for (; *s; s++)
+        *s = (char)tolower((unsigned char)*s);
+}
+
+void cg_job_normalise(struct cg_job *job)
+{
+    cg_id_lower(job->tenant_id);
+    cg_id_lower(job->subscription_id);
+    cg_id_lower(job->auth_tenant_id);
+}
+
 void cg_uuid4(char out[37])
 {
     unsigned char b[16];
@@ -98,6 +111,7 @@ void cg_job_init(struct cg_job *job, const char *tenant_id,
     cg_strlcpy(job->tenant_id, tenant_id, sizeof(job->tenant_id));
     cg_strlcpy(job->subscription_id, subscription_id,
                sizeof(job->subscription_id));
+    cg_job_normalise(job);
     job->reason = reason;
     job->requested_at_ms = cg_now_ms();
     job->state = CG_SUB_UNKNOWN;
@@ -132,6 +146,42 @@ char *cg_job_encode(const struct cg_job *job)
     return s;
 }
 
+/* Offset of the first byte that is not well-formed UTF-8 (RFC 3629: no
+ * overlongs, no surrogates, nothing past U+10FFFF), or len. */
+static size_t utf8_invalid_at(const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    size_t i = 0;
+    while (i < len) {
+        unsigned char c = p[i];
+        size_t n;
+        unsigned int min, cp;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if ((c & 0xe0) == 0xc0) {
+            n = 1, min = 0x80, cp = c & 0x1f;
+        } else if ((c & 0xf0) == 0xe0) {
+            n = 2, min = 0x800, cp = c & 0x0f;
+        } else if ((c & 0xf8) == 0xf0) {
+            n = 3, min = 0x10000, cp = c & 0x07;
+        } else {
+            return i;
+        }
+        if (n >= len - i) /* truncated sequence */
+            return i;
+        for (size_t k = 1; k <= n; k++) {
+            if ((p[i + k] & 0xc0) != 0x80)
+                return i;
+            cp = (cp << 6) | (p[i + k] & 0x3f);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return i;
+        i += n + 1;
+    }
+    return len;
+}
+
 /* Copies a required GUID field. */
 static int guid_field(const json_t *o, const char *key, char *out, size_t outsz,
                       bool required, char *errbuf, size_t errsz)
@@ -147,6 +197,7 @@ static int guid_field(const json_t *o, const char *key, char *out, size_t outsz,
         return cg_err_set(errbuf, errsz, CG_EPARSE, "%s '%.40s' is not a GUID",
                           key, v);
     cg_strlcpy(out, v, outsz);
+    cg_id_lower(out);
     return 0;
 }
 
@@ -157,6 +208,22 @@ int cg_job_decode(const void *data, size_t len, struct cg_job *out,
         return cg_err_set(errbuf, errsz, CG_ETOOBIG,
                           "job of %zu bytes is larger than %d", len,
                           CG_JOB_MAX_LEN);
+    /* Said in plain words: the parser would only report "wrong arguments"
+     * or a byte it could not decode. librdkafka gives a null value (a
+     * tombstone) a NULL payload and an empty one a zero length. */
+    if (!data)
+        return cg_err_set(errbuf, errsz, CG_EPARSE,
+                          "the message has no value (a tombstone); a job is "
+                          "a JSON object");
+    if (len == 0)
+        return cg_err_set(errbuf, errsz, CG_EPARSE,
+                          "the message is empty; a job is a JSON object");
+    size_t bad = utf8_invalid_at(data, len);
+    if (bad < len)
+        return cg_err_set(errbuf, errsz, CG_EPARSE,
+                          "the message is not UTF-8 text (byte 0x%02x at "
+                          "offset %zu); a job is a JSON object",
+                          ((const unsigned char *)data)[bad], bad);
     char jerr[160];
     json_t *o = cg_json_parse(data, len, jerr, sizeof(jerr));
     if (!o)

@@ -3,7 +3,8 @@
  *
  * The producer writes one job per subscription to the jobs topic (key = the
  * subscription id); the worker reads it. JSON, schema "contactguard.job/1":
- *   job_id, tenant_id, subscription_id  required (ids are GUIDs)
+ *   job_id, tenant_id, subscription_id  required (ids are GUIDs, read in
+ *                 any case, kept lower case)
  *   reason        scheduled | new-subscription | event | manual
  *   requested_at  ISO 8601 UTC
  *   subscription_state  optional: Enabled, Warned, PastDue, Disabled, Deleted
@@ -64,6 +65,16 @@ int cg_job_decode(const void *data, size_t len, struct cg_job *job,
 
 /* 8-4-4-4-12 hexadecimal. */
 bool cg_guid_valid(const char *s);
+
+/* Lower-cases an id in place. Azure GUIDs are case-insensitive but some
+ * tools write them upper case; every id is lower-cased where it enters
+ * (job decode, cg_job_init, the producer's emit, contactguard-eval) so
+ * Kafka keys, headers, findings and the cache name one subscription one
+ * way. */
+void cg_id_lower(char *s);
+
+/* cg_id_lower on the job's tenant, subscription and auth tenant. */
+void cg_job_normalise(struct cg_job *job);
 
 /* A random UUIDv4 string (37 bytes with the NUL). */
 void cg_uuid4(char out[37]);

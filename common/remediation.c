@@ -2,6 +2,7 @@
 
 #include "job.h"
 #include "mem.h"
+#include "ocsf.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -115,7 +116,30 @@ json_t *cg_remediation_json(const struct cg_remediation *r)
     return o;
 }
 
-char *cg_remediation_ocsf(const struct cg_remediation *r)
+/*
+ * The compliance state the event reports: the read-back's statuses when
+ * the write was verified, else the evaluation's (a dry-run, a block or a
+ * failure leave the contact as it was). Any FAIL is Fail; all PASS is
+ * Pass; otherwise the state is not known: 2 Warning, "did not yield a
+ * result due to missing information".
+ */
+static int remediation_compliance_id(const struct cg_remediation *r)
+{
+    const enum cg_status *st =
+        r->outcome == CG_REM_APPLIED && r->verification == CG_VERIFY_PASSED
+            ? r->status_after
+            : r->status_before;
+    bool all_pass = true;
+    for (int k = 0; k < CG_RULE_COUNT; k++) {
+        if (st[k] == CG_STATUS_FAIL)
+            return 3;
+        if (st[k] != CG_STATUS_PASS)
+            all_pass = false;
+    }
+    return all_pass ? 1 : 2;
+}
+
+char *cg_remediation_ocsf(struct cg_ocsf *w, const struct cg_remediation *r)
 {
     /* Resolved when the write is verified; New when something still has
      * to happen (a dry-run's plan, a failure, a block); Other otherwise. */
@@ -131,8 +155,10 @@ char *cg_remediation_ocsf(const struct cg_remediation *r)
     /* A failed or blocked remediation needs a person: Medium. */
     int sev =
         r->outcome == CG_REM_FAILED || r->outcome == CG_REM_BLOCKED ? 3 : 1;
+    /* One finding per subscription's contact: its uid is stable, as a
+     * rule's finding_info.uid is; each event has its own metadata.uid. */
     char uid[37];
-    cg_uuid4(uid);
+    cg_ocsf_uid5(CG_REMEDIATION_CONTROL, r->subscription_id, uid);
 
     json_t *o = json_object();
     json_object_set_new(o, "activity_id", json_integer(2));
@@ -145,19 +171,12 @@ char *cg_remediation_ocsf(const struct cg_remediation *r)
     json_object_set_new(o, "type_name",
                         json_string("Compliance Finding: Update"));
     json_object_set_new(o, "severity_id", json_integer(sev));
-    json_object_set_new(o, "severity",
-                        json_string(sev == 3 ? "Medium" : "Informational"));
+    json_object_set_new(o, "severity", json_string(cg_ocsf_severity_name(sev)));
     json_object_set_new(o, "status_id", json_integer(fstatus));
     json_object_set_new(o, "status", json_string(fstatus_name));
     json_object_set_new(o, "time", json_integer(r->time_ms));
     json_object_set_new(o, "message", json_string(r->reason));
-
-    json_t *product =
-        json_pack("{s:s,s:s,s:s}", "name", "contactguard", "vendor_name",
-                  "contactguard", "version", CG_VERSION);
-    json_object_set_new(o, "metadata",
-                        json_pack("{s:o,s:s,s:s}", "product", product,
-                                  "version", CG_OCSF_VERSION, "uid", uid));
+    json_object_set_new(o, "metadata", cg_ocsf_metadata(w));
     json_object_set_new(
         o, "finding_info",
         json_pack("{s:s,s:s,s:s,s:[s]}", "uid", uid, "title",
@@ -167,32 +186,44 @@ char *cg_remediation_ocsf(const struct cg_remediation *r)
                   "not.",
                   "types", "Defender for Cloud security contact"));
 
+    /* The contact is what all four rules check: the event concerns every
+     * rule's standards, and the requirements of the rules it set out to
+     * fix. */
+    int cid = remediation_compliance_id(r);
     json_t *comp = json_object();
-    json_object_set_new(comp, "control",
-                        json_string("security-contact-remediation"));
+    json_object_set(comp, "standards", cg_rule_all_standards());
+    json_t *reqs = json_array();
+    for (int k = 0; k < CG_RULE_COUNT; k++)
+        if (cg_remediation_rule_to_fix(r, (enum cg_rule)k) ||
+            cg_remediation_rule_fixed(r, (enum cg_rule)k))
+            json_array_extend(reqs, cg_rule_requirements((enum cg_rule)k));
+    if (json_array_size(reqs))
+        json_object_set_new(comp, "requirements", reqs);
+    else
+        json_decref(reqs);
+    json_object_set_new(comp, "control", json_string(CG_REMEDIATION_CONTROL));
+    json_object_set_new(comp, "status_id", json_integer(cid));
     json_object_set_new(comp, "status",
-                        json_string(cg_remediation_outcome_name(r->outcome)));
+                        json_string(cg_ocsf_compliance_status_name(cid)));
     json_object_set_new(comp, "status_code", json_string(r->reason_code));
-    json_object_set_new(comp, "status_detail", json_string(r->reason));
+    cg_ocsf_set_status_detail(w, comp, r->reason);
     json_object_set_new(o, "compliance", comp);
 
-    json_t *cloud = json_pack("{s:s,s:{s:s,s:i,s:s}}", "provider", "Azure",
-                              "account", "uid", r->subscription_id, "type_id",
-                              13, "type", "Azure Subscription");
-    if (r->tenant_id[0])
-        json_object_set_new(cloud, "org",
-                            json_pack("{s:s}", "uid", r->tenant_id));
-    json_object_set_new(o, "cloud", cloud);
+    json_object_set_new(o, "cloud",
+                        cg_ocsf_cloud(w, r->subscription_id, r->tenant_id));
 
     char *rid = cg_asprintf("/subscriptions/%s/providers/Microsoft.Security/"
                             "securityContacts/default",
                             r->subscription_id);
-    json_object_set_new(
-        o, "resources",
-        json_pack("[{s:s,s:s,s:o}]", "uid", rid, "type",
-                  "Microsoft.Security/securityContacts", "data",
-                  body_or_null(r->after ? r->after : r->before)));
+    json_t *res = json_pack("{s:s,s:s}", "uid", rid, "type",
+                            "Microsoft.Security/securityContacts");
     free(rid);
+    /* No contact yet (or nothing read): no data, rather than a null the
+     * schema has no meaning for. */
+    const json_t *body = r->after ? r->after : r->before;
+    if (body && !json_is_null(body))
+        json_object_set_new(res, "data", json_incref((json_t *)body));
+    cg_ocsf_set_resource(w, o, res);
 
     struct cg_buf diff;
     cg_buf_init(&diff, 64 * 1024);

@@ -4,7 +4,7 @@
  * Every time the remediate stage (or contactguard-remediate) acts on a
  * subscription it says what it did in one event, published on the results
  * topic beside the findings with the Kafka header `kind=remediation`
- * (findings carry `kind=finding`). The event is an OCSF 1.1 Compliance
+ * (findings carry `kind=finding`). The event is an OCSF Compliance
  * Finding (class_uid 2003) with activity Update (activity_id 2, type_uid
  * 200302); the remediation's own record — mode, outcome, the diff, the
  * before / planned / after bodies, the verification and the rules fixed —
@@ -20,7 +20,8 @@
 #include <jansson.h>
 #include <stdbool.h>
 
-#define CG_REMEDIATION_SCHEMA "contactguard.remediation/1"
+#define CG_REMEDIATION_SCHEMA  "contactguard.remediation/1"
+#define CG_REMEDIATION_CONTROL "security-contact-remediation"
 
 enum cg_remediation_outcome {
     CG_REM_PLANNED,        /* dry-run: a change is planned, nothing written */
@@ -82,7 +83,10 @@ bool cg_remediation_rule_fixed(const struct cg_remediation *r,
 /* The record under unmapped.remediation (new reference). */
 json_t *cg_remediation_json(const struct cg_remediation *r);
 
-/* The OCSF event as one JSON line without newline (heap). */
-char *cg_remediation_ocsf(const struct cg_remediation *r);
+/* The OCSF event in w's version as one JSON line without newline (heap).
+ * compliance.status_id is the contact's state after the event: the
+ * verified read-back's statuses, else the evaluation's (Fail when any rule
+ * fails, Pass when all pass, Warning when not known). */
+char *cg_remediation_ocsf(struct cg_ocsf *w, const struct cg_remediation *r);
 
 #endif

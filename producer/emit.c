@@ -133,6 +133,10 @@ void cg_emit_job(struct cg_emit *e, const struct cg_job *job, cg_emit_fn fn,
     }
     struct emit_msg *m = cg_malloc(sizeof(*m));
     m->job = *job;
+    /* Every source ends here: its ids leave lower case whatever the
+     * tenant list, file or event said. */
+    cg_job_normalise(&m->job);
+    job = &m->job;
     m->fn = fn;
     m->arg = arg;
     e->stats.sent++;

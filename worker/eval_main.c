@@ -13,8 +13,10 @@
 #include "err.h"
 #include "evaluate.h"
 #include "finding.h"
+#include "job.h"
 #include "log.h"
 #include "mem.h"
+#include "ocsf.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -48,6 +50,7 @@ static void usage(FILE *out)
             "per-tenant rules\n"
             "  --format F        compact (contactguard.finding/1, default) "
             "or ocsf\n"
+            "                    (version: --set output.ocsf_version=1.4.0)\n"
             "  --config FILE     JSON configuration; --set key=value "
             "overrides a key,\n"
             "                    e.g. --set rules.alert_severity.level=Medium\n"
@@ -177,6 +180,9 @@ int main(int argc, char **argv)
         cg_strlcpy(subid, sub, sizeof(subid));
     else
         subscription_from_body(body, subid, sizeof(subid));
+    struct cg_ocsf writer;
+    cg_ocsf_init(&writer, cg_ocsf_version_find(
+                              cg_conf_str(conf, "output.ocsf_version")));
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     status = 0;
@@ -184,13 +190,15 @@ int main(int argc, char **argv)
         struct cg_finding *f = &findings[r];
         cg_strlcpy(f->subscription_id, subid, sizeof(f->subscription_id));
         cg_strlcpy(f->tenant_id, tenant, sizeof(f->tenant_id));
+        cg_id_lower(f->subscription_id);
+        cg_id_lower(f->tenant_id);
         cg_strlcpy(f->api_version,
                    prc ? (api ? api : "unknown")
                        : cg_api_version_name(ct.version),
                    sizeof(f->api_version));
         f->time_ms = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
         f->previous = CG_STATUS_NONE;
-        char *line = ocsf ? cg_finding_ocsf(f) : cg_finding_compact(f);
+        char *line = ocsf ? cg_finding_ocsf(&writer, f) : cg_finding_compact(f);
         printf("%s\n", line);
         free(line);
         if (f->status != CG_STATUS_PASS)

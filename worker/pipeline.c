@@ -251,7 +251,7 @@ static void stages_after_verdict(struct job_ctx *j, const char *hash)
     stage_cache(j, hash);
     cg_publish_batch_fill(pl->publish, &j->batch, j->findings, j->nfindings);
     if (j->has_event)
-        cg_publish_batch_add_remediation(&j->batch, &j->event);
+        cg_publish_batch_add_remediation(pl->publish, &j->batch, &j->event);
     stage_publish(j);
 }
 

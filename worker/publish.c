@@ -6,6 +6,7 @@
 #include "log.h"
 #include "loop.h"
 #include "mem.h"
+#include "ocsf.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@ struct cg_publish {
     rd_kafka_topic_t *results;
     rd_kafka_topic_t *dlq;
     bool ocsf;
+    struct cg_ocsf writer; /* OCSF version and metadata.uid sequence */
     struct cg_publish_stats stats;
 };
 
@@ -81,6 +83,9 @@ struct cg_publish *cg_publish_new(struct cg_loop *loop,
     struct cg_publish *p = cg_calloc(1, sizeof(*p));
     p->loop = loop;
     p->ocsf = strcasecmp(cg_conf_str(conf, "output.format"), "ocsf") == 0;
+    /* The option is an enum of the supported versions, so find succeeds. */
+    cg_ocsf_init(&p->writer, cg_ocsf_version_find(
+                                 cg_conf_str(conf, "output.ocsf_version")));
     char kerr[512];
     rd_kafka_conf_t *kc = cg_kafka_conf(conf, defaults, errbuf, errsz);
     if (!kc)
@@ -150,8 +155,8 @@ void cg_publish_batch_fill(struct cg_publish *p, struct cg_publish_batch *b,
         n = CG_PUBLISH_BATCH_MAX;
     b->n = n;
     for (size_t i = 0; i < n; i++) {
-        b->payload[i] =
-            p->ocsf ? cg_finding_ocsf(&f[i]) : cg_finding_compact(&f[i]);
+        b->payload[i] = p->ocsf ? cg_finding_ocsf(&p->writer, &f[i])
+                                : cg_finding_compact(&f[i]);
         b->rule[i] = f[i].rule;
         b->status[i] = f[i].status;
     }
@@ -161,13 +166,14 @@ void cg_publish_batch_fill(struct cg_publish *p, struct cg_publish_batch *b,
     }
 }
 
-void cg_publish_batch_add_remediation(struct cg_publish_batch *b,
+void cg_publish_batch_add_remediation(struct cg_publish *p,
+                                      struct cg_publish_batch *b,
                                       const struct cg_remediation *r)
 {
     if (b->n >= CG_PUBLISH_BATCH_MAX)
         return;
     size_t i = b->n++;
-    b->payload[i] = cg_remediation_ocsf(r);
+    b->payload[i] = cg_remediation_ocsf(&p->writer, r);
     b->event[i] = true;
     b->rule[i] = CG_RULE_COUNT;
     b->status[i] = CG_STATUS_NONE;

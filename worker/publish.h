@@ -60,7 +60,7 @@ struct cg_publish_batch {
 };
 
 /* loop and conf are borrowed. Reads topics.results, topics.dead_letter,
- * output.format and kafka.*. */
+ * output.format, output.ocsf_version and kafka.*. */
 struct cg_publish *cg_publish_new(struct cg_loop *loop,
                                   const struct cg_conf *conf, char *errbuf,
                                   size_t errsz);
@@ -76,7 +76,8 @@ void cg_publish_batch_clear(struct cg_publish_batch *b);
 
 /* Appends the remediation event r to a filled batch (headers kind,
  * outcome, tenant, format); ignored when the batch is full. */
-void cg_publish_batch_add_remediation(struct cg_publish_batch *b,
+void cg_publish_batch_add_remediation(struct cg_publish *p,
+                                      struct cg_publish_batch *b,
                                       const struct cg_remediation *r);
 
 /*

@@ -173,7 +173,7 @@ static void on_remediated(struct cg_remediate_result *res, void *arg)
     }
     if (r->pub) {
         cg_publish_batch_fill(r->pub, &r->batch, NULL, 0);
-        cg_publish_batch_add_remediation(&r->batch, e);
+        cg_publish_batch_add_remediation(r->pub, &r->batch, e);
         if (cg_publish_send(r->pub, &r->batch, on_sent, r) == 0)
             return; /* done once delivered */
         fprintf(stderr, "contactguard-remediate: the remediation event "

@@ -6,6 +6,7 @@
 #include "contacts.h"
 #include "evaluate.h"
 #include "finding.h"
+#include "ocsf.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -27,6 +28,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         rc.require_configured = data[0] & 0x20;
         rc.configured_emails = "soc@contoso.com;Cert@Contoso.com";
     }
+    struct cg_ocsf writer;
+    cg_ocsf_init(&writer, cg_ocsf_version_at(size > 1 ? data[1] % 2 : 0));
     for (size_t v = 0; v < sizeof(versions) / sizeof(versions[0]); v++) {
         struct cg_contacts ct;
         struct cg_finding out[CG_RULE_COUNT];
@@ -40,7 +43,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 out[r].status > CG_STATUS_SKIPPED)
                 abort();
             char *a = cg_finding_compact(&out[r]);
-            char *b = cg_finding_ocsf(&out[r]);
+            char *b = cg_finding_ocsf(&writer, &out[r]);
             if (!a || !b)
                 abort();
             free(a);

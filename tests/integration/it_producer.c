@@ -16,6 +16,7 @@
 #include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <arpa/inet.h>
@@ -187,6 +188,32 @@ static void jobs_free(struct jobs *j)
     memset(j, 0, sizeof(*j));
 }
 
+/* id in upper case, into out[40]. */
+static const char *upper_id(const char *id, char *out)
+{
+    cg_strlcpy(out, id, 40);
+    for (char *q = out; *q; q++)
+        *q = (char)toupper((unsigned char)*q);
+    return out;
+}
+
+/* The GUIDs after "tenant_id":" and "subscription_id":" are lower case. */
+static bool lower_ids(const char *json)
+{
+    static const char *const keys[] = { "\"tenant_id\":\"",
+                                        "\"subscription_id\":\"" };
+    for (size_t k = 0; k < 2; k++) {
+        const char *p = strstr(json, keys[k]);
+        if (!p)
+            continue;
+        p += strlen(keys[k]);
+        for (int i = 0; i < 36 && p[i] && p[i] != '"'; i++)
+            if (p[i] >= 'A' && p[i] <= 'Z')
+                return false;
+    }
+    return true;
+}
+
 static void read_jobs(size_t want, struct jobs *out)
 {
     struct cg_harness_msgs msgs = { 0 };
@@ -209,6 +236,13 @@ static void read_jobs(size_t want, struct jobs *out)
         CHECK(m->key && !strcmp(m->key, job.subscription_id),
               "message %zu: key %s is the subscription %s", i,
               m->key ? m->key : "(none)", job.subscription_id);
+        const char *t = cg_harness_msg_header(m, "tenant");
+        CHECK(t && !strcmp(t, job.tenant_id),
+              "message %zu: tenant header %s is the job's %s", i,
+              t ? t : "(none)", job.tenant_id);
+        /* Lower case on the wire, whatever case the source used. */
+        CHECK(lower_ids(m->value), "message %zu: ids are not lower case: %.*s",
+              i, (int)m->value_len, m->value);
         const char *h = cg_harness_msg_header(m, "reason");
         cg_strlcpy(out->reason_header[out->n], h ? h : "", 32);
         out->v[out->n++] = job;
@@ -425,6 +459,7 @@ static void test_file(void)
     }
     char path[700];
     snprintf(path, sizeof(path), "%s/subs.txt", cg_harness_dir());
+    char ut[40], us[40];
     FILE *f = fopen(path, "w");
     fprintf(f, "# subscriptions to look at now\n"); /* 1 */
     fprintf(f, "\n");                               /* 2 */
@@ -435,7 +470,7 @@ static void test_file(void)
             "{\"schema\":\"contactguard.job/1\",\"job_id\":\"file-job-1\","
             "\"tenant_id\":\"%s\",\"subscription_id\":\"%s\",\"reason\":"
             "\"event\",\"requested_at\":\"2026-01-01T00:00:00Z\"}\n",
-            c->tenant, c->sub);               /* 6 */
+            upper_id(c->tenant, ut), upper_id(c->sub, us)); /* 6, upper case */
     fprintf(f, "%s\n", d->sub);               /* 7: not cached, two tenants */
     fprintf(f, "%s,not-a-guid\n", a->tenant); /* 8 */
     for (int i = 0; i < 70000; i++)           /* 9 */
@@ -496,7 +531,10 @@ static void test_file(void)
     if (!p)
         return;
     char in[256];
-    int n = snprintf(in, sizeof(in), "%s,%s\nnonsense\n", a->tenant, a->sub);
+    /* Upper case, as some tools write GUIDs: the job leaves lower case. */
+    char up_tenant[40], up_sub[40];
+    int n = snprintf(in, sizeof(in), "%s,%s\nnonsense\n",
+                     upper_id(a->tenant, up_tenant), upper_id(a->sub, up_sub));
     int fd = cg_harness_proc_stdin(p);
     CHECK(write(fd, in, (size_t)n) == n, "stdin written");
     close(fd);

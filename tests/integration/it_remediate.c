@@ -46,6 +46,8 @@
 #include "job.h"
 #include "json.h"
 #include "mem.h"
+#include "ocsf.h"
+#include "ocsf_check.h"
 #include "remediate.h"
 
 #include <curl/curl.h>
@@ -379,6 +381,36 @@ struct results {
 };
 
 /*
+ * The conformance test (tests/ocsf) over every remediation event on the
+ * topic, in the version the workers were given (the environment's
+ * CONTACTGUARD_OUTPUT_OCSF_VERSION, else the default).
+ */
+static void check_events_conform(const struct cg_harness_msgs *m)
+{
+    char err[2048];
+    struct cg_ocsf_check *chk =
+        cg_ocsf_check_new(CG_OCSF_CHECK_TABLES, err, sizeof(err));
+    REQUIRE(chk != NULL, "conformance tables: %s", err);
+    const char *version = getenv("CONTACTGUARD_OUTPUT_OCSF_VERSION");
+    if (!version)
+        version = CG_OCSF_DEFAULT_VERSION;
+    size_t events = 0;
+    for (size_t i = 0; i < m->n; i++) {
+        const char *k = cg_harness_msg_header(&m->v[i], "kind");
+        if (!k || strcmp(k, "remediation") != 0)
+            continue;
+        events++;
+        CHECK(cg_ocsf_check_event(chk, m->v[i].value, m->v[i].value_len, err,
+                                  sizeof(err)) == 0,
+              "remediation event %zu does not conform: %s", i, err);
+    }
+    CHECK(cg_ocsf_check_count(chk, version) == events,
+          "%zu of %zu remediation events declare OCSF %s",
+          cg_ocsf_check_count(chk, version), events, version);
+    cg_ocsf_check_free(chk);
+}
+
+/*
  * Reads the results topic until it holds at least want_findings findings
  * and want_events remediation events (each read waits for new messages:
  * no polling on a clock).
@@ -415,6 +447,7 @@ static void read_results(struct stack *s, size_t want_findings,
           "waited for %zu findings and %zu events, have %zu and %zu",
           want_findings, want_events, r->findings, r->events);
     CHECK(r->bad_kind == 0, "%zu results without a kind header", r->bad_kind);
+    check_events_conform(&r->m);
 }
 
 /* The remediation record of an event message (borrowed from *doc, which

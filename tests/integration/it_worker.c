@@ -19,6 +19,11 @@
  *             prefetch and idles the consumer for a long poll each time)
  *   cert      certificate credentials (a signed client assertion)
  *   federated workload identity federation (a projected token file)
+ *   ocsf V    OCSF findings in version V from job lines whose ids are upper
+ *             case: every finding passes the conformance test
+ *             (tests/ocsf), keys, headers, findings and the cache name
+ *             each subscription in lower case; a tombstone, an empty and a
+ *             non-UTF-8 message reach the dead-letter topic saying so
  */
 #include "../check.h"
 #include "cache.h"
@@ -29,6 +34,7 @@
 #include "job.h"
 #include "json.h"
 #include "mem.h"
+#include "ocsf_check.h"
 
 #include <curl/curl.h>
 #include <signal.h>
@@ -266,6 +272,153 @@ static void check_metric(struct cg_harness_proc *w, const char *want)
     free(body);
 }
 
+static void upper(char *s)
+{
+    for (; *s; s++)
+        if (*s >= 'a' && *s <= 'f')
+            *s = (char)(*s - 'a' + 'A');
+}
+
+/* Job lines as a tool that writes GUIDs in upper case would, keyed by the
+ * upper-case id, then three messages that are not text. */
+static void produce_upper_jobs(struct cg_stack *s)
+{
+    static const struct {
+        const char *value;
+        size_t len;
+    } odd[] = {
+        { NULL, 0 },               /* a tombstone */
+        { "", 0 },                 /* empty */
+        { "{\"a\":\"\xff\"}", 8 }, /* not UTF-8 */
+    };
+    size_t nodd = sizeof(odd) / sizeof(odd[0]), n = s->nsubs + nodd;
+    struct cg_harness_msg *msgs = cg_calloc(n, sizeof(*msgs));
+    char **vals = cg_calloc(n, sizeof(char *));
+    char(*keys)[40] = cg_calloc(n, sizeof(*keys));
+    for (size_t i = 0; i < n; i++) {
+        struct cg_harness_msg *m = &msgs[i];
+        if (i < s->nsubs) {
+            char sub[40], tenant[40];
+            cg_strlcpy(sub, s->subs[i].sub, sizeof(sub));
+            cg_strlcpy(tenant, s->subs[i].tenant, sizeof(tenant));
+            upper(sub);
+            upper(tenant);
+            char *line = cg_asprintf(
+                "{\"schema\":\"contactguard.job/1\",\"job_id\":\"up-%zu\","
+                "\"tenant_id\":\"%s\",\"subscription_id\":\"%s\","
+                "\"reason\":\"manual\",\"requested_at\":"
+                "\"2026-11-23T19:41:10.052Z\",\"subscription_state\":\"%s\"}",
+                i, tenant, sub, s->subs[i].state);
+            vals[i] = line;
+            cg_strlcpy(keys[i], sub, sizeof(keys[i]));
+            m->value = vals[i];
+            m->value_len = strlen(vals[i]);
+        } else {
+            cg_strlcpy(keys[i], "poison", sizeof(keys[i]));
+            m->value = (char *)odd[i - s->nsubs].value;
+            m->value_len = odd[i - s->nsubs].len;
+        }
+        m->key = keys[i];
+        m->key_len = strlen(keys[i]);
+        m->partition = -1;
+    }
+    char err[512];
+    int rc = cg_harness_kafka_produce(cg_harness_devbroker_bootstrap(s->kafka),
+                                      "contactguard.jobs", msgs, n, 120000, err,
+                                      sizeof(err));
+    CHECK(rc == 0, "produce upper-case jobs: %s", err);
+    for (size_t i = 0; i < n; i++)
+        free(vals[i]);
+    free(vals);
+    free(keys);
+    free(msgs);
+}
+
+static bool is_lower(const char *s)
+{
+    for (; s && *s; s++)
+        if (*s >= 'A' && *s <= 'Z')
+            return false;
+    return s != NULL;
+}
+
+/* Every finding on the results topic conforms to version, is keyed and
+ * headed in lower case, and agrees with the truth. */
+static void check_ocsf_results(struct cg_stack *s, const char *version)
+{
+    char err[2048];
+    struct cg_ocsf_check *chk =
+        cg_ocsf_check_new(CG_OCSF_CHECK_TABLES, err, sizeof(err));
+    REQUIRE(chk != NULL, "conformance tables: %s", err);
+    size_t want = s->nsubs * CG_RULE_COUNT;
+    struct cg_harness_msgs m;
+    read_findings(s, want, WAIT_MS, &m);
+    size_t bad = 0, upper_ids = 0, wrong = 0, unknown = 0;
+    for (size_t i = 0; i < m.n; i++) {
+        if (cg_ocsf_check_event(chk, m.v[i].value, m.v[i].value_len, err,
+                                sizeof(err))) {
+            if (bad++ < 5)
+                fprintf(stderr, "  finding %zu: %s\n", i, err);
+        }
+        json_t *o = json_loadb(m.v[i].value, m.v[i].value_len, 0, NULL);
+        json_t *cloud = cg_json_member(o, "cloud");
+        const char *acct = cg_json_str(cg_json_member(cloud, "account"), "uid");
+        const char *org = cg_json_str(cg_json_member(cloud, "org"), "uid");
+        const char *tenant = cg_harness_msg_header(&m.v[i], "tenant");
+        if (!is_lower(m.v[i].key) || !is_lower(acct) || !is_lower(org) ||
+            !is_lower(tenant) || !acct || strcmp(acct, m.v[i].key) != 0 ||
+            !org || !tenant || strcmp(org, tenant) != 0)
+            upper_ids++;
+        json_t *um = cg_json_member(o, "unmapped");
+        enum cg_rule rule = cg_rule_parse(cg_json_str(um, "rule"));
+        enum cg_status st = cg_status_parse(cg_json_str(um, "status"));
+        size_t t = 0;
+        while (acct && t < s->nsubs && strcmp(s->subs[t].sub, acct))
+            t++;
+        if (!acct || t == s->nsubs || rule == CG_RULE_COUNT)
+            unknown++;
+        else if (s->subs[t].want[rule] != st)
+            wrong++;
+        json_decref(o);
+    }
+    CHECK(m.n == want, "%zu findings for %zu (subscription, rule) pairs", m.n,
+          want);
+    CHECK(cg_ocsf_check_count(chk, version) == m.n,
+          "%zu of %zu findings declare OCSF %s",
+          cg_ocsf_check_count(chk, version), m.n, version);
+    CHECK(bad == 0, "%zu findings do not conform to OCSF %s", bad, version);
+    CHECK(upper_ids == 0, "%zu findings with an upper-case or mismatched id",
+          upper_ids);
+    CHECK(unknown == 0 && wrong == 0,
+          "%zu findings of unknown subscriptions, %zu disagree with the truth",
+          unknown, wrong);
+    cg_harness_msgs_free(&m);
+    cg_ocsf_check_free(chk);
+}
+
+static void check_plain_dead_letters(struct cg_stack *s)
+{
+    static const char *const want[] = { "no value (a tombstone)",
+                                        "the message is empty",
+                                        "not UTF-8 text" };
+    struct cg_harness_msgs dl;
+    char err[512];
+    memset(&dl, 0, sizeof(dl));
+    int rc = cg_harness_kafka_consume(cg_harness_devbroker_bootstrap(s->kafka),
+                                      "contactguard.jobs.dlq", 3, WAIT_MS, &dl,
+                                      err, sizeof(err));
+    CHECK(rc == 0 && dl.n == 3, "dead letters: %zu of 3 (%s)", dl.n, err);
+    for (size_t w = 0; w < 3; w++) {
+        size_t found = 0;
+        for (size_t i = 0; i < dl.n; i++) {
+            const char *r = cg_harness_msg_header(&dl.v[i], "cg-dlq-reason");
+            found += r && strstr(r, want[w]) != NULL;
+        }
+        CHECK(found == 1, "a dead letter saying \"%s\"", want[w]);
+    }
+    cg_harness_msgs_free(&dl);
+}
+
 int main(int argc, char **argv)
 {
     const char *scenario = argc > 1 ? argv[1] : "e2e";
@@ -443,6 +596,20 @@ int main(int argc, char **argv)
                   "dead letters keep headers and say why (%zu, %zu)",
                   with_reason, with_origin);
             cg_harness_msgs_free(&dl);
+            CHECK(stop_worker(workers[0]) == 0, "exit status");
+        }
+    } else if (!strcmp(scenario, "ocsf") && argc > 2) {
+        char fmt[64];
+        snprintf(fmt, sizeof(fmt), "output.ocsf_version=%s", argv[2]);
+        if (stack_up(&s, 2, 10, NULL, 4)) {
+            produce_upper_jobs(&s);
+            workers[0] = worker_start(
+                &s, "worker",
+                (const char *const[]){ "--set", "output.format=ocsf", "--set",
+                                       fmt, NULL });
+            check_ocsf_results(&s, argv[2]);
+            check_cache(&s);
+            check_plain_dead_letters(&s);
             CHECK(stop_worker(workers[0]) == 0, "exit status");
         }
     } else {

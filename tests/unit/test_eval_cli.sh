@@ -4,6 +4,8 @@
 set -u
 EVAL=$1
 FX=$2/contacts
+OCSF_CHECK=$3
+OCSF_TABLES=$4
 pass=0
 fail=0
 
@@ -56,7 +58,31 @@ row "ocsf format" 0 "$EVAL" --format ocsf --tenant 72f988bf-86f1-41af-91ab-2d7cd
     "$FX/2023/compliant.json"
 expect "ocsf class and account" test \
     "$(jq -r '"\(.class_uid) \(.cloud.account.type_id) \(.cloud.org.uid)"' /tmp/cg-eval-out.$$ | sort -u)" = \
-    "2003 13 72f988bf-86f1-41af-91ab-2d7cd011db47"
+    "2003 99 72f988bf-86f1-41af-91ab-2d7cd011db47"
+row "ocsf 1.4.0" 0 "$EVAL" --format ocsf --set output.ocsf_version=1.4.0 \
+    --tenant 72F988BF-86F1-41AF-91AB-2D7CD011DB47 "$FX/2023/compliant.json"
+expect "ocsf 1.4.0 account type 13, ids lower case" test \
+    "$(jq -r '"\(.metadata.version) \(.cloud.account.type_id) \(.cloud.org.uid)"' /tmp/cg-eval-out.$$ | sort -u)" = \
+    "1.4.0 13 72f988bf-86f1-41af-91ab-2d7cd011db47"
+row "unsupported ocsf version exits 2" 2 "$EVAL" --format ocsf \
+    --set output.ocsf_version=1.2.0 "$FX/2023/compliant.json"
+
+# The conformance test over everything contactguard-eval prints: every
+# fixture body (every API version, every quirk, hostile input), in every
+# supported OCSF version, checked by tests/ocsf's tables.
+: >/tmp/cg-eval-ocsf.$$
+nbodies=0
+for body in "$FX"/*/*; do
+    for v in 1.1.0 1.4.0; do
+        "$EVAL" --format ocsf --set output.ocsf_version=$v \
+            --tenant 72f988bf-86f1-41af-91ab-2d7cd011db47 "$body" \
+            >>/tmp/cg-eval-ocsf.$$ 2>/dev/null
+    done
+    nbodies=$((nbodies + 1))
+done
+expect "ocsf conformance of every eval finding ($nbodies bodies)" \
+    "$OCSF_CHECK" "$OCSF_TABLES" $((nbodies * 4)) </tmp/cg-eval-ocsf.$$
+rm -f /tmp/cg-eval-ocsf.$$
 row "dump-config" 0 env CONTACTGUARD_REDIS_PASSWORD=dump-secret-9 "$EVAL" --dump-config
 expect "dump masks secrets" sh -c "! grep -q dump-secret-9 /tmp/cg-eval-out.$$"
 

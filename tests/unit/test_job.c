@@ -87,6 +87,58 @@ int main(void)
         CHECK(((unsigned char *)&back)[0] == 0x5a, "%s: job written on error",
               bad[i].name);
     }
+    /* Messages that are not text say so in plain words (dead-letter
+     * reasons), a NULL payload being librdkafka's tombstone. */
+    static const struct {
+        const char *name;
+        const char *msg;
+        size_t len;
+        const char *want;
+    } plain[] = {
+        { "tombstone", NULL, 0, "no value (a tombstone)" },
+        { "empty", "", 0, "the message is empty" },
+        { "latin-1", "{\"a\":\"caf\xe9\"}", 11,
+          "not UTF-8 text (byte 0xe9 at "
+          "offset 9)" },
+        { "truncated sequence", "{\"a\":\"\xe2\x82", 8, "byte 0xe2" },
+        { "overlong", "\xc0\xaf", 2, "byte 0xc0 at offset 0" },
+        { "surrogate", "\xed\xa0\x80", 3, "byte 0xed" },
+    };
+    for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]); i++) {
+        err[0] = '\0';
+        int rc =
+            cg_job_decode(plain[i].msg, plain[i].len, &back, err, sizeof(err));
+        CHECK(rc == CG_EPARSE && strstr(err, plain[i].want),
+              "%s: rc %d, '%s' lacks '%s'", plain[i].name, rc, err,
+              plain[i].want);
+    }
+    /* UTF-8 that is fine reaches the parser. */
+    const char *euro = "{\"a\":\"\xe2\x82\xac \xf0\x9f\x98\x80\"}";
+    cg_job_decode(euro, strlen(euro), &back, err, sizeof(err));
+    CHECK(!strstr(err, "UTF-8"), "valid UTF-8 rejected: %s", err);
+
+    /* Upper-case ids, as some tools write them, are read lower case. */
+    static const char up[] =
+        "{\"schema\":\"contactguard.job/1\",\"job_id\":\"j1\","
+        "\"tenant_id\":\"72F988BF-86F1-41AF-91AB-2D7CD011DB47\","
+        "\"subscription_id\":\"0B1F6471-1BF0-4DDA-AEC3-CB9272F09590\","
+        "\"auth_tenant_id\":\"11111111-2222-3333-4444-55555555555A\","
+        "\"reason\":\"manual\",\"requested_at\":\"2026-11-23T19:41:10Z\"}";
+    CHECK(cg_job_decode(up, strlen(up), &back, err, sizeof(err)) == 0,
+          "upper-case job: %s", err);
+    CHECK(!strcmp(back.tenant_id, T) && !strcmp(back.subscription_id, S) &&
+              !strcmp(back.auth_tenant_id,
+                      "11111111-2222-3333-4444-55555555555a"),
+          "ids lower-cased: %s %s %s", back.tenant_id, back.subscription_id,
+          back.auth_tenant_id);
+    struct cg_job init;
+    cg_job_init(&init, "72F988BF-86F1-41AF-91AB-2D7CD011DB47",
+                "0B1F6471-1BF0-4DDA-AEC3-CB9272F09590", CG_JOB_MANUAL);
+    CHECK(!strcmp(init.tenant_id, "72f988bf-86f1-41af-91ab-2d7cd011db47") &&
+              !strcmp(init.subscription_id,
+                      "0b1f6471-1bf0-4dda-aec3-cb9272f09590"),
+          "cg_job_init lower-cases");
+
     char *big = calloc(1, CG_JOB_MAX_LEN + 2);
     memset(big, ' ', CG_JOB_MAX_LEN + 1);
     CHECK(cg_job_decode(big, CG_JOB_MAX_LEN + 1, &back, err, sizeof(err)) ==

@@ -2,6 +2,8 @@
  * lowers the mode, never raises it), when a subscription qualifies, what
  * "the same contact in meaning" is, and the remediation event's format. */
 #include "../check.h"
+#include "ocsf.h"
+#include "ocsf_check.h"
 #include "conf.h"
 #include "json.h"
 #include "mem.h"
@@ -457,7 +459,9 @@ static void test_event(void)
         r.status_planned[k] = CG_STATUS_PASS;
         r.status_after[k] = k == 3 ? CG_STATUS_FAIL : CG_STATUS_PASS;
     }
-    char *s = cg_remediation_ocsf(&r);
+    struct cg_ocsf w;
+    cg_ocsf_init(&w, NULL);
+    char *s = cg_remediation_ocsf(&w, &r);
     json_t *o = json_loads(s, 0, NULL);
     CHECK(o != NULL, "event is JSON");
     long long v = 0;
@@ -500,6 +504,84 @@ static void test_event(void)
     cg_remediation_clear(&r);
 }
 
+/* The six outcomes, each in every version, through the conformance
+ * checker; compliance.status_id follows the contact's state. */
+static void test_event_conformance(void)
+{
+    static const struct {
+        enum cg_remediation_outcome outcome;
+        enum cg_verification verification;
+        enum cg_status before, after;
+        int compliance_id;
+    } rows[] = {
+        { CG_REM_PLANNED, CG_VERIFY_NOT_RUN, CG_STATUS_FAIL, CG_STATUS_NONE,
+          3 },
+        { CG_REM_APPLIED, CG_VERIFY_PASSED, CG_STATUS_FAIL, CG_STATUS_PASS, 1 },
+        { CG_REM_NOOP, CG_VERIFY_NOT_RUN, CG_STATUS_PASS, CG_STATUS_NONE, 1 },
+        { CG_REM_BLOCKED, CG_VERIFY_NOT_RUN, CG_STATUS_FAIL, CG_STATUS_NONE,
+          3 },
+        { CG_REM_FAILED, CG_VERIFY_FAILED, CG_STATUS_ERROR, CG_STATUS_NONE, 2 },
+        { CG_REM_SKIPPED_LOCKED, CG_VERIFY_NOT_RUN, CG_STATUS_FAIL,
+          CG_STATUS_NONE, 3 },
+    };
+    char err[2048];
+    struct cg_ocsf_check *chk =
+        cg_ocsf_check_new(CG_OCSF_CHECK_TABLES, err, sizeof(err));
+    REQUIRE(chk != NULL, "conformance tables: %s", err);
+    const struct cg_ocsf_version *v;
+    char first_uid[37] = "";
+    for (size_t vi = 0; (v = cg_ocsf_version_at(vi)); vi++) {
+        struct cg_ocsf w;
+        cg_ocsf_init(&w, v);
+        for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+            struct cg_remediation r;
+            cg_remediation_init(&r);
+            cg_strlcpy(r.subscription_id,
+                       "0b1f6471-1bf0-4dda-aec3-cb9272f09590",
+                       sizeof(r.subscription_id));
+            cg_strlcpy(r.tenant_id, "72f988bf-86f1-41af-91ab-2d7cd011db47",
+                       sizeof(r.tenant_id));
+            r.mode = rows[i].outcome == CG_REM_PLANNED ? CG_REMEDIATION_DRY_RUN
+                                                       : CG_REMEDIATION_APPLY;
+            r.outcome = rows[i].outcome;
+            r.verification = rows[i].verification;
+            cg_strlcpy(r.reason_code, "X", sizeof(r.reason_code));
+            cg_strlcpy(r.reason, "Why.", sizeof(r.reason));
+            r.time_ms = 1700000000123LL;
+            for (int k = 0; k < CG_RULE_COUNT; k++) {
+                r.status_before[k] = rows[i].before;
+                r.status_planned[k] = CG_STATUS_PASS;
+                r.status_after[k] = rows[i].after;
+            }
+            char *s = cg_remediation_ocsf(&w, &r);
+            const char *name = cg_remediation_outcome_name(r.outcome);
+            CHECK(cg_ocsf_check_event(chk, s, strlen(s), err, sizeof(err)) == 0,
+                  "%s %s: %s", v->name, name, err);
+            json_t *o = json_loads(s, 0, NULL);
+            json_t *comp = cg_json_member(o, "compliance");
+            long long id = -1;
+            cg_json_int(comp, "status_id", &id);
+            CHECK(id == rows[i].compliance_id, "%s: compliance.status_id %lld",
+                  name, id);
+            CHECK(json_array_size(cg_json_member(comp, "standards")) > 0,
+                  "%s: compliance.standards", name);
+            const char *fuid =
+                cg_json_str(cg_json_member(o, "finding_info"), "uid");
+            if (!first_uid[0] && fuid)
+                cg_strlcpy(first_uid, fuid, sizeof(first_uid));
+            CHECK(fuid && !strcmp(fuid, first_uid),
+                  "%s: finding_info.uid is stable per subscription", name);
+            json_decref(o);
+            free(s);
+            cg_remediation_clear(&r);
+        }
+    }
+    CHECK(cg_ocsf_check_count(chk, "1.1.0") == 6 &&
+              cg_ocsf_check_count(chk, "1.4.0") == 6,
+          "every outcome in every version");
+    cg_ocsf_check_free(chk);
+}
+
 int main(void)
 {
     if (!mkdtemp(tmpdir))
@@ -512,6 +594,7 @@ int main(void)
     test_plan_keeps_fixtures();
     test_restorable();
     test_event();
+    test_event_conformance();
     unlink(path);
     rmdir(tmpdir);
     return check_done("remediate");
