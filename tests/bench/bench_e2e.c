@@ -50,6 +50,13 @@
 #define BENCH_TIMEOUT_MS  (30 * 60 * 1000)
 #define BENCH_POLL_US     (20 * 1000) /* a sampling period, not a sync */
 
+/* CG_PRODUCER runs another build's producer (old against new). */
+static const char *producer_bin(void)
+{
+    const char *bin = getenv("CG_PRODUCER");
+    return bin && *bin ? bin : CG_BIN_CONTACTGUARD_PRODUCER;
+}
+
 struct proc_cpu {
     char name[32];
     pid_t pid;        /* 0: measured by /usr/bin/time instead */
@@ -175,7 +182,7 @@ static struct cg_harness_proc *start_sweep(struct cg_stack *s, char *err,
     const char *argv[] = { "/usr/bin/time",
                            "-f",
                            MEASURE_TIME_FORMAT,
-                           CG_BIN_CONTACTGUARD_PRODUCER,
+                           producer_bin(),
                            "sweep",
                            "--force",
                            "--json",

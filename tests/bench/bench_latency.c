@@ -37,6 +37,13 @@
 
 #define LAT_TIMEOUT_MS 30000
 
+/* CG_PRODUCER runs another build's producer (old against new). */
+static const char *producer_bin(void)
+{
+    const char *bin = getenv("CG_PRODUCER");
+    return bin && *bin ? bin : CG_BIN_CONTACTGUARD_PRODUCER;
+}
+
 static rd_kafka_t *kafka_new(rd_kafka_type_t type, const char *bootstrap)
 {
     char kerr[256];
@@ -229,7 +236,7 @@ static void producer_file(struct cg_stack *s, int runs)
             break;
         fprintf(f, "%s,%s\n", s->subs[i].tenant, s->subs[i].sub);
         fclose(f);
-        const char *argv[] = { CG_BIN_CONTACTGUARD_PRODUCER,
+        const char *argv[] = { producer_bin(),
                                "file",
                                path,
                                "--config",
