@@ -236,18 +236,11 @@ static void producer_file(struct cg_stack *s, int runs)
             break;
         fprintf(f, "%s,%s\n", s->subs[i].tenant, s->subs[i].sub);
         fclose(f);
-        const char *argv[] = { producer_bin(),
-                               "file",
-                               path,
-                               "--config",
-                               s->creds,
-                               "--set",
-                               bs,
-                               "--set",
-                               rp,
-                               "--set",
-                               "log.level=warn",
-                               NULL };
+        const char *argv[] = {
+            producer_bin(),   "file", path,    "--config", s->creds,
+            "--set",          bs,     "--set", rp,         "--set",
+            "log.level=warn", NULL
+        };
         struct cg_harness_proc_opts po = { .name = "producer-file",
                                            .line_timeout_ms = -1 };
         int64_t t0 = cg_harness_now_ms();
@@ -342,8 +335,11 @@ static int soak(long jobs, int tenants)
         double done = worker_metric(w, "contactguard_jobs_total{");
         if (done >= (double)next_report) {
             printf("bench=soak jobs=%ld tenants=%d t_s=%.0f done=%.0f "
-                   "worker_rss_mb=%.1f worker_peak_rss_mb=%.1f\n",
+                   "tenants_held=%.0f buckets_held=%.0f worker_rss_mb=%.1f "
+                   "worker_peak_rss_mb=%.1f\n",
                    jobs, tenants, elapsed, done,
+                   worker_metric(w, "contactguard_tenants_held"),
+                   worker_metric(w, "contactguard_arm_buckets_held"),
                    (double)measure_rss_kb(cg_harness_proc_pid(w)) / 1024.0,
                    (double)measure_hwm_kb(cg_harness_proc_pid(w)) / 1024.0);
             fflush(stdout);
