@@ -21,7 +21,7 @@
 # Nothing here passes or fails on a number. Knobs: BENCH_SIZES (default
 # 10000: 200 tenants x 50), BENCH_LATENCIES, BENCH_WORKERS,
 # BENCH_PER_TENANT, BENCH_PEER=0 (no peer), BENCH_PRELOADED_SIZES (default
-# 20000), BENCH_LATENCY_JOBS (default 200), BENCH_SOAK_JOBS and
+# 10000), BENCH_LATENCY_JOBS (default 200), BENCH_SOAK_JOBS and
 # BENCH_SOAK_TENANTS (default 0 and 10000), BENCH_SKIP (names to skip,
 # e.g. "ceiling producer_sweep").
 set -euo pipefail
@@ -32,7 +32,7 @@ bin=$root/$build/tests/bench
 sizes=${BENCH_SIZES:-10000}
 latencies=${BENCH_LATENCIES:-"0 50"}
 workers=${BENCH_WORKERS:-"1 2"}
-preloaded=${BENCH_PRELOADED_SIZES:-20000}
+preloaded=${BENCH_PRELOADED_SIZES:-10000}
 skip=" ${BENCH_SKIP:-} "
 want() { [[ $skip != *" $1 "* ]]; }
 peer=$here/peer_scanner.py
