@@ -141,6 +141,7 @@ struct arm_limits {
 };
 
 struct arm_tenant {
+    size_t calls; /* calls that point here; 0: the sweep may forget it */
     size_t in_flight;
     struct cg_arm_call *qhead, *qtail; /* waiting for a slot */
 };
@@ -345,6 +346,8 @@ static void call_free(struct cg_arm_call *c)
     if (c->next)
         c->next->prev = c->prev;
     arm->stats.calls_in_flight--;
+    if (c->tn)
+        c->tn->calls--;
     if (c->token) {
         OPENSSL_cleanse(c->token, strlen(c->token));
         free(c->token);
@@ -972,11 +975,29 @@ static int limits_sweep_cb(const char *key, void *value, void *arg)
     return 0;
 }
 
+static int tenants_sweep_cb(const char *key, void *value, void *arg)
+{
+    struct arm_tenant *tn = value;
+    (void)key;
+    (void)arg;
+    if (tn->calls > 0)
+        return 0;
+    free(tn);
+    return 1;
+}
+
+size_t cg_arm_sweep(struct cg_arm *arm, int64_t now_ms)
+{
+    size_t before = cg_map_count(arm->limits) + cg_map_count(arm->tenants);
+    cg_map_sweep(arm->limits, limits_sweep_cb, &now_ms);
+    cg_map_sweep(arm->tenants, tenants_sweep_cb, NULL);
+    return before - cg_map_count(arm->limits) - cg_map_count(arm->tenants);
+}
+
 static void on_sweep(struct cg_loop *loop, void *arg)
 {
     struct cg_arm *arm = arg;
-    int64_t now = cg_loop_now_ms();
-    cg_map_sweep(arm->limits, limits_sweep_cb, &now);
+    cg_arm_sweep(arm, cg_loop_now_ms());
     cg_loop_timer_add(loop, &arm->sweep, ARM_SWEEP_MS, on_sweep, arm);
 }
 
@@ -1080,6 +1101,7 @@ static struct cg_arm_call *call_new(struct cg_arm *arm,
                          : c->start_ms + CG_ARM_DEADLINE_DEFAULT_MS;
     c->tenant = cg_strdup(req->tenant ? req->tenant : "");
     c->tn = tenant_get(arm, c->tenant);
+    c->tn->calls++;
     if (list)
         c->items = json_array();
     if (req->body) {
@@ -1157,4 +1179,7 @@ void cg_arm_stats(const struct cg_arm *arm, struct cg_arm_stats *out)
     cg_auth_stats(arm->auth, &as);
     out->token_requests = as.token_requests;
     out->token_failures = as.token_failures;
+    out->limits_held = cg_map_count(arm->limits);
+    out->tenants_held = cg_map_count(arm->tenants);
+    out->auth_tenants_held = as.tenants;
 }

@@ -195,8 +195,20 @@ struct cg_arm_stats {
     uint64_t token_requests, token_failures; /* from auth */
     size_t calls_in_flight;                  /* gauge */
     size_t tenant_queued; /* gauge: attempts waiting for a tenant slot */
+    /* Gauges of what is kept per key, bounded by cg_arm_sweep and
+     * cg_auth_sweep: client buckets per (principal, subscription), tenant
+     * slot records, tenants known to auth. */
+    size_t limits_held, tenants_held, auth_tenants_held;
 };
 
 void cg_arm_stats(const struct cg_arm *arm, struct cg_arm_stats *out);
+
+/*
+ * Forgets the client-side records nothing needs any more: a bucket back to
+ * full with no 429 block, probe or waiter (the same as no record), and a
+ * tenant slot record no call points to. A timer calls it every minute;
+ * tests call it directly. Returns how many records went.
+ */
+size_t cg_arm_sweep(struct cg_arm *arm, int64_t now_ms);
 
 #endif

@@ -42,6 +42,7 @@ struct auth_tenant {
     const struct cg_credentials *cred;
     char *token;
     int64_t fetched_ms, refresh_ms, expires_ms;
+    int64_t used_ms;         /* last asked about, for cg_auth_sweep */
     struct cg_http_req *req; /* the one request in flight */
     int64_t req_started_ms;
     /* The last failure, handed to waiters; a final one is also cached
@@ -63,6 +64,7 @@ struct cg_auth {
     char *authority; /* no trailing slash */
     char *scope;
     struct cg_map *tenants;
+    struct cg_loop_timer sweep;
     struct cg_auth_stats stats;
 };
 
@@ -307,6 +309,8 @@ static char *strip_slash(const char *s)
     return cg_strndup(s, n);
 }
 
+static void on_sweep(struct cg_loop *loop, void *arg);
+
 struct cg_auth *cg_auth_new(struct cg_loop *loop, struct cg_http *http,
                             const struct cg_conf *conf, char *errbuf,
                             size_t errsz)
@@ -333,13 +337,12 @@ struct cg_auth *cg_auth_new(struct cg_loop *loop, struct cg_http *http,
         free(base);
     }
     auth->tenants = cg_map_new();
+    cg_loop_timer_add(loop, &auth->sweep, CG_AUTH_SWEEP_MS, on_sweep, auth);
     return auth;
 }
 
-static int tenant_free_cb(const char *key, void *value, void *arg)
+static void tenant_free(struct cg_auth *auth, struct auth_tenant *t)
 {
-    struct auth_tenant *t = value;
-    struct cg_auth *auth = arg;
     cg_http_cancel(auth->http, t->req);
     cg_loop_timer_cancel(auth->loop, &t->deliver);
     while (t->whead) {
@@ -347,16 +350,63 @@ static int tenant_free_cb(const char *key, void *value, void *arg)
         t->whead = w->next;
         free(w);
     }
-    free(t->token);
+    if (t->token) {
+        OPENSSL_cleanse(t->token, strlen(t->token));
+        free(t->token);
+    }
     free(t->id);
     free(t);
+}
+
+static int tenant_free_cb(const char *key, void *value, void *arg)
+{
+    (void)key;
+    tenant_free(arg, value);
     return 1;
+}
+
+struct sweep_ctx {
+    struct cg_auth *auth;
+    int64_t before; /* used before this: idle */
+    size_t n;
+};
+
+static int tenant_idle_cb(const char *key, void *value, void *arg)
+{
+    struct auth_tenant *t = value;
+    struct sweep_ctx *sc = arg;
+    (void)key;
+    if (t->req || t->whead || cg_loop_timer_active(&t->deliver) ||
+        t->used_ms > sc->before)
+        return 0;
+    tenant_free(sc->auth, t);
+    sc->n++;
+    return 1;
+}
+
+size_t cg_auth_sweep(struct cg_auth *auth, int64_t now_ms, int64_t idle_ms)
+{
+    struct sweep_ctx sc = { auth, now_ms - idle_ms, 0 };
+    cg_map_sweep(auth->tenants, tenant_idle_cb, &sc);
+    auth->stats.forgotten += sc.n;
+    if (sc.n)
+        cg_debug("auth.forgotten", "tenants=%zu held=%zu", sc.n,
+                 cg_map_count(auth->tenants));
+    return sc.n;
+}
+
+static void on_sweep(struct cg_loop *loop, void *arg)
+{
+    struct cg_auth *auth = arg;
+    cg_auth_sweep(auth, cg_loop_now_ms(), CG_AUTH_IDLE_MS);
+    cg_loop_timer_add(loop, &auth->sweep, CG_AUTH_SWEEP_MS, on_sweep, auth);
 }
 
 void cg_auth_free(struct cg_auth *auth)
 {
     if (!auth)
         return;
+    cg_loop_timer_cancel(auth->loop, &auth->sweep);
     cg_map_sweep(auth->tenants, tenant_free_cb, auth);
     cg_map_free(auth->tenants);
     free(auth->authority);
@@ -398,9 +448,12 @@ static struct auth_tenant *tenant_get(struct cg_auth *auth, const char *id)
         key[i] = (char)tolower((unsigned char)id[i]);
     key[n] = '\0';
     struct auth_tenant *t = cg_map_get(auth->tenants, key);
-    if (t)
+    if (t) {
+        t->used_ms = cg_loop_now_ms();
         return t;
+    }
     t = cg_calloc(1, sizeof(*t));
+    t->used_ms = cg_loop_now_ms();
     t->auth = auth;
     t->id = cg_strdup(key);
     t->cred = tenant_cred(auth->conf, key);
@@ -804,4 +857,5 @@ void cg_auth_invalidate(struct cg_auth *auth, const char *tenant,
 void cg_auth_stats(const struct cg_auth *auth, struct cg_auth_stats *out)
 {
     *out = auth->stats;
+    out->tenants = cg_map_count(auth->tenants);
 }

@@ -38,6 +38,8 @@ struct cg_auth_wait;
 #define CG_AUTH_ASSERTION_LIFE_S   600         /* exp - nbf of an assertion */
 #define CG_AUTH_REFRESH_MARGIN_MAX 300000      /* ms before expiry, at most */
 #define CG_AUTH_NEGATIVE_TTL_MS    15000       /* a final refusal is cached */
+#define CG_AUTH_IDLE_MS            600000 /* an unused tenant is forgotten */
+#define CG_AUTH_SWEEP_MS           60000  /* how often that is checked */
 
 /*
  * conf (borrowed; must outlive the object) supplies the endpoints and the
@@ -104,10 +106,22 @@ void cg_auth_invalidate(struct cg_auth *auth, const char *tenant,
 struct cg_auth_stats {
     uint64_t token_requests; /* POSTs to the token endpoint */
     uint64_t token_failures;
-    uint64_t waits; /* cg_auth_get calls that had to wait for a request */
+    uint64_t waits;     /* cg_auth_get calls that had to wait for a request */
+    size_t tenants;     /* gauge: tenants held (token, cached error) */
+    uint64_t forgotten; /* tenants dropped after CG_AUTH_IDLE_MS unused */
 };
 
 void cg_auth_stats(const struct cg_auth *auth, struct cg_auth_stats *out);
+
+/*
+ * Forgets every tenant nobody asked about for idle_ms before now_ms and
+ * that has nothing in flight (no token request, no waiter): its token is
+ * wiped and freed, a cached refusal dropped. A fleet that sees thousands
+ * of tenants once a day keeps only the ones in use. A timer calls it every
+ * CG_AUTH_SWEEP_MS with CG_AUTH_IDLE_MS; tests call it directly. Returns
+ * how many were forgotten.
+ */
+size_t cg_auth_sweep(struct cg_auth *auth, int64_t now_ms, int64_t idle_ms);
 
 /*
  * Builds a signed client assertion (compact JWS) for cred (method

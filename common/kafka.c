@@ -62,6 +62,18 @@ fail:
     return NULL;
 }
 
+void cg_kafka_topic_warm(rd_kafka_t *rk, rd_kafka_topic_t *rkt, int timeout_ms)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, timeout_ms);
+    if (err)
+        cg_debug("kafka.topic_warm", "client=%s topic=%s error=%s",
+                 rd_kafka_name(rk), rd_kafka_topic_name(rkt),
+                 rd_kafka_err2name(err));
+    if (md)
+        rd_kafka_metadata_destroy(md);
+}
+
 void cg_kafka_header(const rd_kafka_message_t *msg, const char *name, char *out,
                      size_t outsz)
 {

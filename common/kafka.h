@@ -27,6 +27,16 @@ rd_kafka_conf_t *cg_kafka_conf(const struct cg_conf *conf,
                                const char *const *defaults, char *errbuf,
                                size_t errsz);
 
+/*
+ * Asks the cluster for the topic's partitions now, waiting up to
+ * timeout_ms. librdkafka learns a topic it was not told of at start-up only
+ * on its once-a-second metadata scan, so without this the first message
+ * produced to it waits up to a second (a one-job producer run, a worker's
+ * first finding). Failure is not an error: the scan still runs, and the
+ * reason is logged at debug.
+ */
+void cg_kafka_topic_warm(rd_kafka_t *rk, rd_kafka_topic_t *rkt, int timeout_ms);
+
 /* The value of the last header `name` of a message as a NUL-terminated
  * copy into out, or "" when absent. */
 void cg_kafka_header(const rd_kafka_message_t *msg, const char *name, char *out,

@@ -13,6 +13,8 @@
 
 /* How long one job may wait for room in librdkafka's queue. */
 #define EMIT_QUEUE_WAIT_MS 60000
+/* How long start-up waits for the jobs topic's metadata (kafka.h). */
+#define EMIT_WARM_MS 2000
 
 /* One job in flight: the message's opaque. */
 struct emit_msg {
@@ -26,6 +28,7 @@ struct cg_emit {
     bool dry_run;
     FILE *out;
     rd_kafka_t *rk;
+    rd_kafka_topic_t *rkt; /* topics.jobs, known before the first job */
     struct cg_kafka_wake wake;
     char topic[256];
     struct cg_emit_stats stats;
@@ -109,6 +112,8 @@ struct cg_emit *cg_emit_new(struct cg_loop *loop, const struct cg_conf *conf,
         cg_err_set(errbuf, errsz, CG_EKAFKA, "producer: %s", kerr);
         goto fail;
     }
+    e->rkt = rd_kafka_topic_new(e->rk, e->topic, NULL);
+    cg_kafka_topic_warm(e->rk, e->rkt, EMIT_WARM_MS);
     if (cg_kafka_wake_start(&e->wake, loop, rd_kafka_queue_get_main(e->rk), 100,
                             serve, e, errbuf, errsz))
         goto fail;
@@ -155,7 +160,7 @@ void cg_emit_job(struct cg_emit *e, const struct cg_job *job, cg_emit_fn fn,
     rd_kafka_resp_err_t err;
     for (;;) {
         err = rd_kafka_producev(
-            e->rk, RD_KAFKA_V_TOPIC(e->topic),
+            e->rk, RD_KAFKA_V_RKT(e->rkt),
             RD_KAFKA_V_KEY(job->subscription_id, strlen(job->subscription_id)),
             RD_KAFKA_V_VALUE(value, strlen(value)),
             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
@@ -226,6 +231,8 @@ void cg_emit_free(struct cg_emit *e, int timeout_ms)
         return;
     cg_emit_finish(e, timeout_ms);
     cg_kafka_wake_stop(&e->wake);
+    if (e->rkt)
+        rd_kafka_topic_destroy(e->rkt);
     if (e->rk)
         rd_kafka_destroy(e->rk);
     free(e);

@@ -468,16 +468,130 @@ json_t *cg_contacts_to_json(const struct cg_contacts *ct)
     return root;
 }
 
+/* A JSON string as json_dumps writes it without JSON_ENSURE_ASCII or
+ * JSON_ESCAPE_SLASH: '"', '\\' and the C0 controls are escaped, the rest
+ * (already valid UTF-8: it came through the parser) is copied. */
+static int canon_str(struct cg_buf *b, const char *s)
+{
+    int rc = cg_buf_append(b, "\"", 1);
+    const char *run = s;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        char u[8];
+        const char *esc = NULL;
+        switch (*p) {
+        case '"':
+            esc = "\\\"";
+            break;
+        case '\\':
+            esc = "\\\\";
+            break;
+        case '\b':
+            esc = "\\b";
+            break;
+        case '\f':
+            esc = "\\f";
+            break;
+        case '\n':
+            esc = "\\n";
+            break;
+        case '\r':
+            esc = "\\r";
+            break;
+        case '\t':
+            esc = "\\t";
+            break;
+        default:
+            if (*p < 0x20) {
+                snprintf(u, sizeof(u), "\\u%04X", *p);
+                esc = u;
+            }
+        }
+        if (!esc)
+            continue;
+        rc |= cg_buf_append(b, run, (size_t)((const char *)p - run));
+        rc |= cg_buf_puts(b, esc);
+        run = (const char *)p + 1;
+    }
+    rc |= cg_buf_puts(b, run);
+    return rc | cg_buf_append(b, "\"", 1);
+}
+
+static int canon_opt(struct cg_buf *b, bool *first, const char *k,
+                     const char *v)
+{
+    if (!v)
+        return 0;
+    int rc = cg_buf_printf(b, "%s\"%s\":", *first ? "" : ",", k);
+    *first = false;
+    return rc | canon_str(b, v);
+}
+
+int cg_contacts_canonical(const struct cg_contacts *ct, struct cg_buf *out)
+{
+    struct cg_buf *b = out;
+    int rc = 0;
+    rc |= cg_buf_puts(b, "{\"api_version\":");
+    rc |= canon_str(b, cg_api_version_name(ct->version));
+    rc |= cg_buf_puts(b, ",\"contacts\":[");
+    for (size_t i = 0; i < ct->n; i++) {
+        const struct cg_contact *c = &ct->v[i];
+        bool first = true;
+        /* The keys in byte order, as JSON_SORT_KEYS puts them. */
+        rc |= cg_buf_puts(b, i ? ",{" : "{");
+        rc |= canon_opt(b, &first, "alert_severity", c->alert_severity_raw);
+        rc |= canon_opt(b, &first, "alert_state", c->alert_state_raw);
+        rc |= canon_opt(b, &first, "emails", c->emails);
+        rc |= cg_buf_printf(b, "%s\"enabled\":%s", first ? "" : ",",
+                            c->enabled ? "true" : "false");
+        first = false;
+        rc |= canon_opt(b, &first, "name", c->name);
+        rc |= canon_opt(b, &first, "phone", c->phone);
+        rc |= canon_opt(b, &first, "role_state", c->role_state_raw);
+        rc |= cg_buf_puts(b, ",\"roles\":[");
+        for (size_t r = 0; r < c->nroles; r++) {
+            if (r)
+                rc |= cg_buf_append(b, ",", 1);
+            rc |= canon_str(b, c->roles[r]);
+        }
+        rc |= cg_buf_puts(b, "],\"sources\":[");
+        for (size_t k = 0; k < c->nsources; k++) {
+            bool sfirst = true;
+            rc |= cg_buf_puts(b, k ? ",{" : "{");
+            rc |= canon_opt(b, &sfirst, "level", c->sources[k].level);
+            rc |= canon_opt(b, &sfirst, "type", c->sources[k].type);
+            rc |= cg_buf_append(b, "}", 1);
+        }
+        rc |= cg_buf_puts(b, "]}");
+    }
+    rc |= cg_buf_puts(b, "]}");
+    return rc ? CG_ETOOBIG : 0;
+}
+
 void cg_contacts_hash(const struct cg_contacts *ct, char out[65])
 {
-    json_t *j = cg_contacts_to_json(ct);
-    char *s = cg_json_dump(j);
+    /* Written straight into one buffer rather than built as a tree and
+     * dumped: the hash is taken for every job. */
+    struct cg_buf b;
+    cg_buf_init(&b, CG_CONTACTS_CANON_MAX);
+    char *tree = NULL;
+    const char *s;
+    size_t len;
+    if (cg_contacts_canonical(ct, &b) == 0 && b.data) {
+        s = b.data;
+        len = b.len;
+    } else { /* past the bound: the slow path says the same */
+        json_t *j = cg_contacts_to_json(ct);
+        tree = cg_json_dump(j);
+        json_decref(j);
+        s = tree;
+        len = strlen(tree);
+    }
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
-    EVP_Digest(s, strlen(s), md, &mdlen, EVP_sha256(), NULL);
+    EVP_Digest(s, len, md, &mdlen, EVP_sha256(), NULL);
     for (unsigned int i = 0; i < mdlen && i < 32; i++)
         snprintf(out + 2 * i, 3, "%02x", md[i]);
     out[64] = '\0';
-    free(s);
-    json_decref(j);
+    free(tree);
+    cg_buf_free(&b);
 }

@@ -117,6 +117,15 @@ const char *cg_level_name(enum cg_level l);
  * versions and key order, for evidence and for the cache's change hash. */
 json_t *cg_contacts_to_json(const struct cg_contacts *ct);
 
+/*
+ * The same JSON as cg_json_dump(cg_contacts_to_json(ct)), byte for byte
+ * (compact, keys sorted), appended to out without building a tree. 0, or
+ * the cg_buf error when out's bound is reached (out is then incomplete).
+ */
+#define CG_CONTACTS_CANON_MAX ((size_t)64 << 20)
+struct cg_buf;
+int cg_contacts_canonical(const struct cg_contacts *ct, struct cg_buf *out);
+
 /* Hex SHA-256 of the canonical JSON above (65 bytes with the NUL). */
 void cg_contacts_hash(const struct cg_contacts *ct, char out[65]);
 

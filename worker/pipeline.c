@@ -519,6 +519,14 @@ static void render(struct cg_buf *b, void *arg)
     cg_metrics_counter(b, "contactguard_token_failures_total",
                        "Entra ID token requests that failed", "",
                        as.token_failures);
+    cg_metrics_gauge(b, "contactguard_tenants_held",
+                     "Tenants whose token or refusal is kept (idle ones "
+                     "are forgotten)",
+                     "", (double)as.auth_tenants_held);
+    cg_metrics_gauge(b, "contactguard_arm_buckets_held",
+                     "Client-side throttling records kept per (principal, "
+                     "subscription) (full ones are forgotten)",
+                     "", (double)as.limits_held);
     cg_cache_metrics(pl->cache, b);
     struct cg_publish_stats ps;
     cg_publish_stats(pl->publish, &ps);

@@ -13,6 +13,9 @@
 #include <string.h>
 #include <strings.h>
 
+/* How long start-up waits for the results topic's metadata (kafka.h). */
+#define PUBLISH_WARM_MS 2000
+
 struct cg_publish {
     struct cg_loop *loop;
     rd_kafka_t *rk;
@@ -102,6 +105,9 @@ struct cg_publish *cg_publish_new(struct cg_loop *loop,
         rd_kafka_topic_new(p->rk, cg_conf_str(conf, "topics.results"), NULL);
     p->dlq = rd_kafka_topic_new(p->rk, cg_conf_str(conf, "topics.dead_letter"),
                                 NULL);
+    /* The first finding would otherwise wait for librdkafka's metadata
+     * scan (up to a second); the dead-letter topic can. */
+    cg_kafka_topic_warm(p->rk, p->results, PUBLISH_WARM_MS);
     if (cg_kafka_wake_start(&p->wake, loop, rd_kafka_queue_get_main(p->rk), 100,
                             publish_serve, p, errbuf, errsz))
         goto fail;

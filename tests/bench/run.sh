@@ -4,33 +4,83 @@
 #                   ceiling for one securityContacts read)
 #   bench=producer_sweep  a sweep of 1,000 tenants (100,000 subscriptions)
 #                   to delivered jobs, 100 and 10 per page
-#   bench=e2e       jobs to findings through 1 and 2 workers, at 0 and 50 ms
-#                   of fake latency, for 20,000 and 100,000 subscriptions
-# Nothing here passes or fails on a number. BENCH_SIZES and BENCH_LATENCIES
-# narrow the matrix (e.g. BENCH_SIZES=20000 for a quick run).
+#   bench=e2e       what a user waits for: `contactguard-producer sweep`
+#                   start to the last finding, idle workers already in
+#                   their group; 1 and 2 workers at 0 and 50 ms of fake
+#                   latency; bench=e2e_proc per process (CPU per 1,000
+#                   subscriptions, peak RSS)
+#   bench=peer      the Python asyncio scanner (tests/bench/peer_scanner.py)
+#                   on the same population in the same run, bench=ratio
+#                   contactguard against it
+#   bench=e2e_preloaded  the fleet alone: jobs on the topic before the
+#                   workers start, rate from the first finished job
+#   bench=latency   events on an idle fleet: one job to its findings, a
+#                   one-job `producer file` run, a new worker's first job
+#   bench=soak      worker RSS over time under a steady stream of jobs
+#                   (only with BENCH_SOAK_JOBS)
+# Nothing here passes or fails on a number. Knobs: BENCH_SIZES (default
+# 10000: 200 tenants x 50), BENCH_LATENCIES, BENCH_WORKERS,
+# BENCH_PER_TENANT, BENCH_PEER=0 (no peer), BENCH_PRELOADED_SIZES (default
+# 10000), BENCH_LATENCY_JOBS (default 200), BENCH_SOAK_JOBS and
+# BENCH_SOAK_TENANTS (default 0 and 10000), BENCH_SKIP (names to skip,
+# e.g. "ceiling producer_sweep").
 set -euo pipefail
 build=${1:-build-release}
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-sizes=${BENCH_SIZES:-"20000 100000"}
+bin=$root/$build/tests/bench
+sizes=${BENCH_SIZES:-10000}
 latencies=${BENCH_LATENCIES:-"0 50"}
 workers=${BENCH_WORKERS:-"1 2"}
+preloaded=${BENCH_PRELOADED_SIZES:-10000}
+skip=" ${BENCH_SKIP:-} "
+want() { [[ $skip != *" $1 "* ]]; }
+peer=$here/peer_scanner.py
+[ "${BENCH_PEER:-1}" = 0 ] && peer=
 
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -srm)" >&2
-ceiling_line=$("$here/fakeazure_ceiling.sh" "$root/$build/tests/fakeazure/contactguard-fakeazure" 10 64 2>/dev/null | grep '^bench=ceiling')
-echo "$ceiling_line"
-ceiling=$(sed -n 's/.*req_per_s=\([0-9]*\).*/\1/p' <<<"$ceiling_line")
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -srm), $(date -u +%FT%TZ)" >&2
+ceiling=0
+if want ceiling; then
+    ceiling_line=$("$here/fakeazure_ceiling.sh" "$root/$build/tests/fakeazure/contactguard-fakeazure" 10 64 2>/dev/null | grep '^bench=ceiling' || true)
+    echo "$ceiling_line"
+    ceiling=$(sed -n 's/.*req_per_s=\([0-9]*\).*/\1/p' <<<"$ceiling_line")
+fi
 
-for page in 100 10; do
-    "$root/$build/tests/bench/bench_producer" 1000 100 "$page" 2>/dev/null |
-        grep '^bench=' || echo "bench=producer_sweep page_size=$page error=failed"
-done
+if want producer_sweep; then
+    for page in 100 10; do
+        "$bin/bench_producer" 1000 100 "$page" 2>/dev/null |
+            grep '^bench=' || echo "bench=producer_sweep page_size=$page error=failed"
+    done
+fi
 
-for lat in $latencies; do
-    for n in $sizes; do
-        for w in $workers; do
-            "$root/$build/tests/bench/bench_e2e" "$n" "$lat" "$w" "${ceiling:-0}" 2>/dev/null |
-                grep '^bench=' || echo "bench=e2e latency_ms=$lat subscriptions=$n workers=$w error=failed"
+if want e2e; then
+    for lat in $latencies; do
+        for n in $sizes; do
+            for w in $workers; do
+                BENCH_PEER=$peer "$bin/bench_e2e" sweep "$n" "$lat" "$w" "${ceiling:-0}" 2>/dev/null |
+                    grep '^bench=' || echo "bench=e2e latency_ms=$lat subscriptions=$n workers=$w error=failed"
+            done
         done
     done
-done
+fi
+
+if want e2e_preloaded; then
+    for lat in $latencies; do
+        for n in $preloaded; do
+            for w in $workers; do
+                "$bin/bench_e2e" preloaded "$n" "$lat" "$w" "${ceiling:-0}" 2>/dev/null |
+                    grep '^bench=' || echo "bench=e2e_preloaded latency_ms=$lat subscriptions=$n workers=$w error=failed"
+            done
+        done
+    done
+fi
+
+if want latency; then
+    "$bin/bench_latency" "${BENCH_LATENCY_JOBS:-200}" 2>/dev/null |
+        grep '^bench=' || echo "bench=latency error=failed"
+fi
+
+if [ "${BENCH_SOAK_JOBS:-0}" -gt 0 ]; then
+    "$bin/bench_latency" --soak "$BENCH_SOAK_JOBS" "${BENCH_SOAK_TENANTS:-10000}" 2>/dev/null |
+        grep '^bench=' || echo "bench=soak error=failed"
+fi

@@ -131,7 +131,10 @@ struct cg_harness_proc *cg_stack_worker(struct cg_stack *s, const char *name,
     snprintf(bs, sizeof(bs), "kafka.bootstrap.servers=%s",
              cg_harness_devbroker_bootstrap(s->kafka));
     snprintf(rp, sizeof(rp), "redis.port=%d", cg_harness_redis_port(s->redis));
-    const char *argv[64] = { CG_BIN_CONTACTGUARD_WORKER,
+    /* CG_WORKER runs another build's worker on the same stack (old against
+     * new in one benchmark run). */
+    const char *bin = getenv("CG_WORKER");
+    const char *argv[64] = { bin && *bin ? bin : CG_BIN_CONTACTGUARD_WORKER,
                              "--config",
                              s->creds,
                              "--set",

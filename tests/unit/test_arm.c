@@ -910,6 +910,94 @@ static void test_cancel(void)
     env_close(&e);
 }
 
+/* Records per subscription and per tenant do not outlive their use: a
+ * fleet that reads 100,000 subscriptions once a day keeps none of them. */
+static void test_forget(void)
+{
+    struct env e;
+    if (env_open(&e, NULL) != 0)
+        return;
+    enum { N = 4 };
+    struct outcome o[N + 2];
+    memset(o, 0, sizeof(o));
+    char subs[N][40], paths[N][200];
+    for (int i = 0; i < N; i++) {
+        snprintf(subs[i], sizeof(subs[i]),
+                 "00000000-0000-0000-0000-0000000001%02d", i);
+        snprintf(paths[i], sizeof(paths[i]), "/subscriptions/%s/ok?v=6",
+                 subs[i]);
+        struct cg_arm_request req = { .method = CG_HTTP_GET,
+                                      .tenant = "t1",
+                                      .subscription = subs[i],
+                                      .path = paths[i] };
+        cg_arm_call(e.arm, &req, on_done, &o[i]);
+    }
+    struct cg_arm_request nocred = { .method = CG_HTTP_GET,
+                                     .tenant = "t9",
+                                     .subscription = SUB,
+                                     .path = "/subscriptions/" SUB "/ok?v=6" };
+    cg_arm_call(e.arm, &nocred, on_done, &o[N]);
+    for (int i = 0; i <= N; i++)
+        run_until(&e, &o[i].calls, 1);
+    struct cg_arm_stats st;
+    cg_arm_stats(e.arm, &st);
+    CHECK(st.limits_held == N && st.tenants_held == 2 &&
+              st.auth_tenants_held == 2,
+          "forget: %zu buckets, %zu tenant slots, %zu auth tenants held "
+          "after the calls (want %d, 2, 2)",
+          st.limits_held, st.tenants_held, st.auth_tenants_held, N);
+    /* Buckets not yet refilled are kept; a slot record without a call is
+     * the same as none; auth keeps what was used within idle_ms. */
+    int64_t now = cg_loop_now_ms();
+    size_t gone = cg_arm_sweep(e.arm, now);
+    cg_arm_stats(e.arm, &st);
+    CHECK(gone == 2 && st.limits_held == N && st.tenants_held == 0,
+          "forget: %zu forgotten now, %zu buckets kept (want 2, %d)", gone,
+          st.limits_held, N);
+    CHECK(cg_auth_sweep(e.auth, now, 1000) == 0,
+          "forget: auth keeps tenants used within the idle time");
+    /* A call in flight keeps its tenant's records. */
+    struct cg_arm_request hang = { .method = CG_HTTP_GET,
+                                   .tenant = "t1",
+                                   .subscription = SUB,
+                                   .path = "/subscriptions/" SUB "/hang?v=6",
+                                   .deadline_ms = now + 300 };
+    cg_arm_call(e.arm, &hang, on_done, &o[N + 1]);
+    for (int i = 0; i < 5; i++)
+        cg_loop_run_once(e.loop, 5);
+    int64_t later = now + CG_AUTH_IDLE_MS + 1;
+    gone = cg_arm_sweep(e.arm, later);
+    cg_arm_stats(e.arm, &st);
+    CHECK(gone == N + 1 && st.tenants_held == 1,
+          "forget: %zu buckets forgotten, %zu tenant slots left (want %d, "
+          "1: the one with a call)",
+          gone, st.tenants_held, N + 1);
+    run_until(&e, &o[N + 1].calls, 1);
+    CHECK(cg_auth_sweep(e.auth, later, CG_AUTH_IDLE_MS) == 2,
+          "forget: both auth tenants forgotten once idle");
+    cg_arm_sweep(e.arm, later);
+    cg_arm_stats(e.arm, &st);
+    CHECK(st.limits_held == 0 && st.tenants_held == 0 &&
+              st.auth_tenants_held == 0,
+          "forget: %zu, %zu, %zu held after both sweeps", st.limits_held,
+          st.tenants_held, st.auth_tenants_held);
+    /* A forgotten tenant works again: one new token. */
+    uint64_t tokens = st.token_requests;
+    memset(&o[0], 0, sizeof(o[0]));
+    struct cg_arm_request again = { .method = CG_HTTP_GET,
+                                    .tenant = "t1",
+                                    .subscription = subs[0],
+                                    .path = paths[0] };
+    cg_arm_call(e.arm, &again, on_done, &o[0]);
+    run_until(&e, &o[0].calls, 1);
+    cg_arm_stats(e.arm, &st);
+    CHECK(o[0].err == 0 && st.token_requests == tokens + 1,
+          "forget: the tenant is served again (%s, %llu new tokens)",
+          cg_err_name(o[0].err),
+          (unsigned long long)(st.token_requests - tokens));
+    env_close(&e);
+}
+
 int main(void)
 {
     cg_log_setup(CG_LOG_ERROR, CG_LOG_TEXT, "test_arm");
@@ -925,5 +1013,6 @@ int main(void)
     test_client_bucket();
     test_tenant_cap();
     test_cancel();
+    test_forget();
     return check_done("test_arm");
 }

@@ -5,6 +5,7 @@
 #include "../check.h"
 #include "contacts.h"
 #include "evaluate.h"
+#include "json.h"
 #include "mem.h"
 
 #include <stdlib.h>
@@ -24,6 +25,61 @@ static char *slurp(const char *path, size_t *len)
     fclose(f);
     *len = b.len;
     return b.data ? cg_buf_take(&b) : cg_strdup("");
+}
+
+/* The hash's canonical text, written directly, is the tree's dump. */
+static void check_canonical(const struct cg_contacts *ct, const char *what)
+{
+    json_t *j = cg_contacts_to_json(ct);
+    char *want = cg_json_dump(j);
+    struct cg_buf b;
+    cg_buf_init(&b, CG_CONTACTS_CANON_MAX);
+    int rc = cg_contacts_canonical(ct, &b);
+    CHECK(rc == 0 && b.data && !strcmp(b.data, want),
+          "%s: canonical text differs:\n got %s\nwant %s", what,
+          b.data ? b.data : "(none)", want);
+    cg_buf_free(&b);
+    free(want);
+    json_decref(j);
+}
+
+/* Strings that need escaping, in every field the canonical text holds. */
+static void test_canonical_escapes(void)
+{
+    static const char *const bodies[] = {
+        "{\"value\":[{\"name\":\"q\\\"b\\\\s/\",\"properties\":{"
+        "\"isEnabled\":true,\"emails\":\"a\\u0001b\\u001fc\\td\\ne\\rf\\bg\\fh"
+        "\\u007f\",\"phone\":\"\\u00e9\\u20ac\\ud83d\\ude00\","
+        "\"notificationsByRole\":"
+        "{\"state\":\"O\\\"n\",\"roles\":[\"Own\\ner\",\"\\\\\"]},"
+        "\"notificationsSources\":[{\"sourceType\":\"Al\\u000bert\","
+        "\"minimalSeverity\":\"H\\u0000igh\"},{\"sourceType\":\"AttackPath\"}]}"
+        "},"
+        "{\"name\":\"second\",\"properties\":{\"isEnabled\":false}}]}",
+        "{\"value\":[]}",
+        "{\"id\":\"x\",\"name\":\"default1\",\"properties\":{\"email\":"
+        "\"\\\"\","
+        "\"alertNotifications\":\"On\\n\",\"alertsToAdmins\":\"\"}}",
+        "[{\"name\":\"default\",\"properties\":{\"emails\":\"x@y.zz\","
+        "\"alertNotifications\":{\"state\":\"On\",\"minimalSeverity\":\"Low\"}}"
+        "}]",
+    };
+    struct cg_rules_conf rc;
+    cg_rules_conf_default(&rc);
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+        struct cg_contacts ct;
+        struct cg_finding out[CG_RULE_COUNT];
+        memset(out, 0, sizeof(out));
+        cg_contacts_init(&ct);
+        cg_evaluate_body(bodies[i], strlen(bodies[i]), CG_API_UNKNOWN, &rc, &ct,
+                         out);
+        char what[32];
+        snprintf(what, sizeof(what), "escapes row %zu", i);
+        check_canonical(&ct, what);
+        for (int r = 0; r < CG_RULE_COUNT; r++)
+            cg_finding_clear(&out[r]);
+        cg_contacts_free(&ct);
+    }
 }
 
 static enum cg_api_version short_version(const char *s)
@@ -73,6 +129,7 @@ int main(int argc, char **argv)
         memset(out, 0, sizeof(out));
         cg_contacts_init(&ct);
         cg_evaluate_body(body, len, short_version(ver), &rc, &ct, out);
+        check_canonical(&ct, file);
         for (int r = 0; r < CG_RULE_COUNT; r++) {
             char got[96];
             snprintf(got, sizeof(got), "%s:%s", cg_status_name(out[r].status),
@@ -91,5 +148,6 @@ int main(int argc, char **argv)
     }
     fclose(cases);
     CHECK(rows >= 40, "only %d fixture rows", rows);
+    test_canonical_escapes();
     return check_done("fixtures");
 }
