@@ -24,6 +24,8 @@
  *             (tests/ocsf), keys, headers, findings and the cache name
  *             each subscription in lower case; a tombstone, an empty and a
  *             non-UTF-8 message reach the dead-letter topic saying so
+ *   tls       Azure's certificate not trusted: every finding is ERROR
+ *             TLS_VERIFICATION_FAILED after more than one attempt
  */
 #include "../check.h"
 #include "cache.h"
@@ -419,6 +421,25 @@ static void check_plain_dead_letters(struct cg_stack *s)
     cg_harness_msgs_free(&dl);
 }
 
+/* The value of an unlabelled sample on the worker's /metrics, or -1. */
+static long long metric_value(struct cg_harness_proc *w, const char *name)
+{
+    const char *addr = cg_stack_worker_metrics(w);
+    char url[160];
+    long st;
+    snprintf(url, sizeof(url), "http://%s/metrics", addr ? addr : "");
+    char *body = addr ? cg_stack_http_get(url, NULL, &st) : NULL;
+    long long v = -1;
+    for (const char *p = body; p && (p = strstr(p, name)) != NULL; p++) {
+        if ((p == body || p[-1] == '\n') && p[strlen(name)] == ' ') {
+            v = strtoll(p + strlen(name) + 1, NULL, 10);
+            break;
+        }
+    }
+    free(body);
+    return v;
+}
+
 int main(int argc, char **argv)
 {
     const char *scenario = argc > 1 ? argv[1] : "e2e";
@@ -568,6 +589,39 @@ int main(int argc, char **argv)
                   "tokens: %lld by %s, %lld by secret", by_kind, scenario,
                   by_secret);
             json_decref(st);
+            CHECK(stop_worker(workers[0]) == 0, "exit status");
+        }
+    } else if (!strcmp(scenario, "tls")) {
+        /* Trusting only the public roots, the fake's own CA fails. */
+        if (stack_up(&s, 1, 4, NULL, 2)) {
+            produce_jobs(&s, 0);
+            workers[0] = worker_start(
+                &s, "worker",
+                (const char *const[]){
+                    "--set", "azure.ca_file=/etc/ssl/certs/ca-certificates.crt",
+                    "--set", "worker.job_deadline_ms=4000", NULL });
+            size_t want = s.nsubs * CG_RULE_COUNT, tls = 0;
+            struct cg_harness_msgs m;
+            read_findings(&s, want, WAIT_MS, &m);
+            for (size_t i = 0; i < m.n; i++) {
+                struct cg_finding f;
+                char err[256];
+                if (cg_finding_parse(m.v[i].value, m.v[i].value_len, &f, err,
+                                     sizeof(err)))
+                    continue;
+                tls += f.status == CG_STATUS_ERROR &&
+                       !strcmp(f.reason_code, "TLS_VERIFICATION_FAILED");
+                cg_finding_clear(&f);
+            }
+            CHECK(m.n == want && tls == want,
+                  "%zu of %zu findings say TLS_VERIFICATION_FAILED", tls, want);
+            /* Retried like a transport failure: more than one token
+             * request failed for the one tenant. */
+            long long failures =
+                metric_value(workers[0], "contactguard_token_failures_total");
+            CHECK(failures > 1, "%lld token requests failed: not retried",
+                  failures);
+            cg_harness_msgs_free(&m);
             CHECK(stop_worker(workers[0]) == 0, "exit status");
         }
     } else if (!strcmp(scenario, "poison")) {
