@@ -25,8 +25,8 @@ struct cg_publish {
     rd_kafka_topic_t *dlq;
     bool ocsf;
     struct cg_ocsf writer; /* OCSF version and metadata.uid sequence */
-    size_t dlq_whole_max; /* larger dead letters are sent cut */
-    size_t dlq_keep;      /* what a cut dead letter keeps */
+    size_t dlq_whole_max;  /* larger dead letters are sent cut */
+    size_t dlq_keep;       /* what a cut dead letter keeps */
     struct cg_publish_stats stats;
 };
 
