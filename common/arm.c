@@ -586,7 +586,8 @@ static void on_http(const struct cg_http_response *res, void *arg)
     if (res->err) {
         arm->stats.transport_errors++;
         cg_strlcpy(c->why, res->why, sizeof(c->why));
-        if (res->err == CG_EIO || res->err == CG_ETIMEOUT)
+        if (res->err == CG_EIO || res->err == CG_ETIMEOUT ||
+            res->err == CG_ETLS)
             call_retry(c, res->err, 0, true, NULL, 0);
         else
             call_finish(c, res->err, NULL, 0);

@@ -224,10 +224,57 @@ void cg_conf_free(struct cg_conf *conf)
     free(conf);
 }
 
+/*
+ * The one rule for secret settings. A name is secret when its last part
+ * ends in password, secret, passphrase or key (redis.password,
+ * kafka.sasl.oauthbearer.client.secret, kafka.ssl.keystore.password), or
+ * when it is one of librdkafka's properties that carry key material under
+ * another name. A value is secret wherever it holds a PEM private key (the
+ * key part of kafka.ssl.certificate.pem, or a key pasted anywhere else).
+ */
+static const char *const kafka_secret_names[] = {
+    "ssl.key.pem",             /* the private key itself */
+    "sasl.oauthbearer.config", /* may hold clientSecret=... */
+    "sasl.kerberos.keytab",    /* the keytab holds long-term keys */
+    NULL,
+};
+
+static bool name_secret(const char *name)
+{
+    static const char *const suffixes[] = { "password", "secret", "passphrase",
+                                            "key", NULL };
+    const char *last = strrchr(name, '.');
+    last = last ? last + 1 : name;
+    size_t n = strlen(last);
+    for (int i = 0; suffixes[i]; i++) {
+        size_t sl = strlen(suffixes[i]);
+        if (n >= sl && strcasecmp(last + n - sl, suffixes[i]) == 0)
+            return true;
+    }
+    return false;
+}
+
+static bool value_secret(const char *value)
+{
+    return value && strstr(value, "-----BEGIN ") &&
+           strstr(value, "PRIVATE KEY-----");
+}
+
 bool cg_conf_kafka_key_secret(const char *key)
 {
-    return strstr(key, "password") || strstr(key, "secret") ||
-           strstr(key, "sasl.oauthbearer.config");
+    for (int i = 0; kafka_secret_names[i]; i++)
+        if (strcasecmp(key, kafka_secret_names[i]) == 0)
+            return true;
+    return name_secret(key);
+}
+
+bool cg_conf_is_secret(const char *key, const char *value)
+{
+    if (strncmp(key, "kafka.", 6) == 0)
+        return cg_conf_kafka_key_secret(key + 6) || value_secret(value);
+    int i = conf_index(key);
+    return (i >= 0 && conf_table[i].type == CG_CONF_SECRET) ||
+           name_secret(key) || value_secret(value);
 }
 
 static bool choice_ok(const char *choices, const char *v, char *canon,
@@ -288,7 +335,7 @@ static void kafka_put(struct cg_conf *conf, const char *key, const char *value)
     conf->kafka[conf->nkafka].key = cg_strdup(key);
     conf->kafka[conf->nkafka].value = cg_strdup(value);
     conf->nkafka++;
-    if (cg_conf_kafka_key_secret(key))
+    if (cg_conf_kafka_key_secret(key) || value_secret(value))
         cg_log_secret(value);
 }
 
@@ -355,11 +402,7 @@ int cg_conf_set_arg(struct cg_conf *conf, const char *kv, char *errbuf,
                           "--set takes key=value, got '%s'", kv);
     char *key = cg_strndup(kv, (size_t)(eq - kv));
     int rc;
-    int i = conf_index(key);
-    bool secret =
-        (i >= 0 && conf_table[i].type == CG_CONF_SECRET) ||
-        (strncmp(key, "kafka.", 6) == 0 && cg_conf_kafka_key_secret(key + 6));
-    if (secret)
+    if (cg_conf_is_secret(key, eq + 1))
         rc = cg_err_set(errbuf, errsz, CG_ECONF,
                         "%s is a secret: set it in the config file or the "
                         "environment, never on the command line",
@@ -928,7 +971,7 @@ void cg_conf_dump(const struct cg_conf *conf, FILE *out)
     for (size_t i = 0; i < conf->nkafka; i++) {
         char key[256];
         snprintf(key, sizeof(key), "kafka.%s", conf->kafka[i].key);
-        const char *v = cg_conf_kafka_key_secret(conf->kafka[i].key)
+        const char *v = cg_conf_is_secret(key, conf->kafka[i].value)
                             ? "***"
                             : conf->kafka[i].value;
         json_object_set_new(root, key, json_string(v));

@@ -8,7 +8,8 @@
  * for the file). Keys under `kafka.` are not in the table: they pass
  * verbatim to librdkafka. Secret-typed values are never printed: the dump
  * masks them, and every secret value loaded is registered with the logger's
- * scrubber. Secrets are refused on the command line.
+ * scrubber. Secrets are refused on the command line. One rule
+ * (cg_conf_is_secret) says what is secret.
  *
  * Tenants come from the file's "tenants" array and/or a JSON-lines file
  * named by `azure.tenants_file`; each may override the global credentials,
@@ -136,7 +137,18 @@ void cg_conf_help(FILE *out);
  * holds its output; a test keeps the two equal). */
 void cg_conf_markdown(FILE *out);
 
-/* True for a Kafka property whose value is a secret. */
+/*
+ * The one rule for secrets, used by the dump (masked), the command line
+ * (refused) and the logger's registry: key (a full name such as
+ * "redis.password" or "kafka.ssl.key.pem") is an option of type secret, a
+ * librdkafka property that carries key material (ssl.key.pem,
+ * sasl.oauthbearer.config, sasl.kerberos.keytab), or a name whose last part
+ * ends in password, secret, passphrase or key; or value (may be NULL) holds
+ * a PEM private key, as the key part of kafka.ssl.certificate.pem does.
+ */
+bool cg_conf_is_secret(const char *key, const char *value);
+
+/* The name part of the rule for a Kafka property (without "kafka."). */
 bool cg_conf_kafka_key_secret(const char *key);
 
 const char *cg_remediation_mode_name(enum cg_remediation_mode m);

@@ -34,7 +34,8 @@
     X(CG_EREDIS, -16, true, "Redis failure")                                   \
     X(CG_ECANCELLED, -17, true, "cancelled")                                   \
     X(CG_EBUSY, -18, true, "resource busy")                                    \
-    X(CG_EDEADLINE, -19, false, "deadline exceeded")
+    X(CG_EDEADLINE, -19, false, "deadline exceeded")                           \
+    X(CG_ETLS, -20, true, "TLS verification failed")
 
 enum cg_err {
 #define CG_ERR_ENUM(name, value, retry, desc) name = value,

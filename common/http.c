@@ -454,11 +454,18 @@ static int http_classify(struct cg_http_req *r, char *why, size_t whysz)
         return cg_err_set(why, whysz, CG_EINVAL, "%s %.*s: bad URL: %s", m,
                           ulen, u, detail);
     case CURLE_PEER_FAILED_VERIFICATION:
+        /* Its own code: a transport failure like any other (an
+         * interception proxy, a chain rotated mid-way, a skewed clock can
+         * all pass), retried as one, yet named for what it is. */
+        return cg_err_set(why, whysz, CG_ETLS,
+                          "%s %.*s: TLS verification failed: %s", m, ulen, u,
+                          detail);
     case CURLE_SSL_CACERT_BADFILE:
     case CURLE_SSL_CERTPROBLEM:
-        /* Retrying cannot fix a certificate the configuration rejects. */
+        /* Our own CA file or certificate cannot be read: retrying cannot
+         * fix the configuration. */
         return cg_err_set(why, whysz, CG_ECONF,
-                          "%s %.*s: TLS verification failed: %s", m, ulen, u,
+                          "%s %.*s: TLS configuration unusable: %s", m, ulen, u,
                           detail);
     default:
         return cg_err_set(why, whysz, CG_EIO, "%s %.*s: %s", m, ulen, u,

@@ -1,12 +1,19 @@
 /*
  * log — one level-gated line per event on stderr, text or JSON.
  *
- * A line is an event name plus `key=value` pairs (values with spaces are
- * written "quoted"). In JSON mode the pairs become fields. Every line passes
- * through a scrubber before it is written: registered secret values, anything
- * shaped like a JWT, `Bearer` credentials, and `client_secret=` /
- * `client_assertion=` form fields are replaced by `***`, so a secret cannot
- * reach a log line even through a remote peer's error text.
+ * A line is an event name plus `key=value` pairs. In JSON mode the pairs
+ * become fields. The format string is the caller's literal; every argument
+ * is escaped by the logger where it lands, whatever its source: inside a
+ * "quoted" value quotes, backslashes, control characters (ESC included),
+ * line and bidi overrides and invalid UTF-8 are escaped (\" \\ \n \xHH); a
+ * bare value that could end early (blank, quote, '=', ...) is quoted. So a
+ * hostile value can neither close its field nor add one, in either format.
+ *
+ * Every argument and every line also pass through a scrubber: registered
+ * secret values, anything shaped like a JWT, `Bearer` credentials,
+ * `client_secret=` / `client_assertion=` / `password=` form fields and the
+ * body of any PEM block (keys, certificates) are replaced by `***`, so a
+ * secret cannot reach a log line even through a remote peer's error text.
  *
  * The logger's settings are the one piece of process-wide state besides the
  * stop flag: they are written once at start-up, before threads exist, and

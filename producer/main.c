@@ -118,7 +118,7 @@ static void summary_json(const struct cg_summary *s,
         "s:{s:I,s:I,s:I,s:o},"
         "s:{s:I,s:I,s:o},"
         "s:{s:I,s:I,s:I,s:I,s:I,s:o},"
-        "s:{s:I,s:I,s:I,s:I,s:I},s:I}",
+        "s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I},s:I}",
         "schema", "contactguard.producer.summary/1", "mode", s->mode,
         "exit_status", status, "elapsed_ms", (json_int_t)s->elapsed_ms,
         "jobs_per_s", secs > 0 ? (double)es->sent / secs : 0.0,
@@ -149,8 +149,9 @@ static void summary_json(const struct cg_summary *s,
         "webhook", "requests", (json_int_t)s->webhook_requests, "unauthorized",
         (json_int_t)s->webhook_unauthorized, "too_big",
         (json_int_t)s->webhook_too_big, "bad", (json_int_t)s->webhook_bad,
-        "validations", (json_int_t)s->webhook_validations, "cycles",
-        (json_int_t)s->cycles);
+        "validations", (json_int_t)s->webhook_validations, "refused",
+        (json_int_t)s->webhook_refused, "timeouts",
+        (json_int_t)s->webhook_timeouts, "cycles", (json_int_t)s->cycles);
     char *txt = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
     cg_log_scrub(txt);
     fprintf(out, "%s\n", txt);
@@ -204,9 +205,11 @@ static void summary_text(const struct cg_summary *s,
     if (s->webhook_requests)
         fprintf(out,
                 "webhook: %zu requests, %zu unauthorized, %zu too large, %zu "
-                "bad, %zu handshakes\n",
+                "bad, %zu handshakes, %zu connections refused, %zu timed "
+                "out\n",
                 s->webhook_requests, s->webhook_unauthorized,
-                s->webhook_too_big, s->webhook_bad, s->webhook_validations);
+                s->webhook_too_big, s->webhook_bad, s->webhook_validations,
+                s->webhook_refused, s->webhook_timeouts);
 }
 
 static void summary_free(struct cg_summary *s)

@@ -75,6 +75,9 @@ struct cg_summary {
     size_t events_duplicate, events_debounced;
     size_t webhook_requests, webhook_unauthorized, webhook_too_big, webhook_bad,
         webhook_validations;
+    size_t webhook_refused;  /* connections over the per-address or total
+                                limit, closed at once */
+    size_t webhook_timeouts; /* connections past a phase's deadline */
     int64_t elapsed_ms;
 };
 

@@ -24,12 +24,29 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <stdint.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define WEBHOOK_HEAD_MAX      (16 * 1024) /* request line and headers */
-#define WEBHOOK_CONNS_MAX     128
-#define WEBHOOK_IDLE_MS       30000 /* a request must arrive within this */
+#define WEBHOOK_HEAD_MAX (16 * 1024) /* request line and headers */
+/*
+ * Slow clients. Each phase of a connection has its own deadline, which
+ * trickled bytes do not move: the head must be complete WEBHOOK_HEAD_MS
+ * after the accept; the body must then arrive at WEBHOOK_BODY_MIN_RATE
+ * bytes/s at least (after WEBHOOK_BODY_MS of grace); the answer must be
+ * taken within WEBHOOK_WRITE_MS. One peer address holds at most
+ * WEBHOOK_PER_ADDR_MAX connections, and the table is far larger than that
+ * (bounded by the descriptors the process may open), so one slow client
+ * cannot hold the slots Event Grid's deliveries need.
+ */
+#define WEBHOOK_CONNS_MAX     4096
+#define WEBHOOK_PER_ADDR_MAX  64
+#define WEBHOOK_FD_RESERVE    64 /* descriptors kept for Kafka, Redis, logs */
+#define WEBHOOK_HEAD_MS       5000
+#define WEBHOOK_BODY_MS       5000
+#define WEBHOOK_BODY_MIN_RATE 16384
+#define WEBHOOK_WRITE_MS      5000
 #define LISTEN_PARTITIONS_MAX 65536
 #define STOP_FLUSH_MS         30000
 
@@ -264,6 +281,7 @@ struct webhook;
 struct conn {
     struct webhook *wh;
     int fd;
+    uint32_t addr; /* the peer's IPv4 address, network order */
     struct cg_loop_io io;
     struct cg_loop_timer idle;
     struct cg_buf in;
@@ -286,8 +304,19 @@ struct webhook {
     int fd;
     struct cg_loop_io io;
     struct conn *conns[WEBHOOK_CONNS_MAX];
+    int conns_max; /* <= WEBHOOK_CONNS_MAX, within RLIMIT_NOFILE */
     char address[80];
 };
+
+static void on_conn_idle(struct cg_loop *loop, void *arg);
+
+/* Starts the deadline of a connection's next phase. */
+static void conn_deadline(struct conn *c, int64_t ms)
+{
+    struct cg_loop *loop = c->wh->src->loop;
+    cg_loop_timer_cancel(loop, &c->idle);
+    cg_loop_timer_add(loop, &c->idle, ms, on_conn_idle, c);
+}
 
 static void conn_close(struct conn *c)
 {
@@ -349,6 +378,7 @@ static void conn_respond(struct conn *c, const struct cg_webhook_response *r)
                   "Connection: close\r\n\r\n%s",
                   blen, r->body);
     c->writing = true;
+    conn_deadline(c, WEBHOOK_WRITE_MS);
     cg_loop_io_modify(c->wh->src->loop, &c->io, CG_LOOP_WRITE);
 }
 
@@ -442,10 +472,14 @@ static void conn_dispatch(struct conn *c, bool with_body)
     conn_respond(c, &res);
 }
 
+/* A phase overran its deadline: no answer, the peer is not reading or
+ * not sending. */
 static void on_conn_idle(struct cg_loop *loop, void *arg)
 {
+    struct conn *c = arg;
     (void)loop;
-    conn_close(arg);
+    c->wh->src->sum->webhook_timeouts++;
+    conn_close(c);
 }
 
 static void on_conn(struct cg_loop *loop, int fd, unsigned events, void *arg)
@@ -514,6 +548,8 @@ static void on_conn(struct cg_loop *loop, int fd, unsigned events, void *arg)
             conn_error(c, 411, "{\"error\":\"Content-Length required\"}");
             return;
         }
+        conn_deadline(c, WEBHOOK_BODY_MS + (int64_t)(c->content_length * 1000 /
+                                                     WEBHOOK_BODY_MIN_RATE));
     }
     if (c->in.len - c->head_len >= c->content_length)
         conn_dispatch(c, true);
@@ -525,20 +561,32 @@ static void on_accept(struct cg_loop *loop, int fd, unsigned events, void *arg)
     struct webhook *wh = arg;
     (void)events;
     for (;;) {
-        int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_in peer;
+        socklen_t pl = sizeof(peer);
+        memset(&peer, 0, sizeof(peer));
+        int cfd = accept4(fd, (struct sockaddr *)&peer, &pl,
+                          SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (cfd < 0)
             return;
-        int slot = -1;
-        for (int i = 0; i < WEBHOOK_CONNS_MAX && slot < 0; i++)
-            if (!wh->conns[i])
-                slot = i;
-        if (slot < 0) {
-            close(cfd); /* full: Event Grid retries */
+        int slot = -1, same = 0;
+        for (int i = 0; i < wh->conns_max; i++) {
+            if (!wh->conns[i]) {
+                if (slot < 0)
+                    slot = i;
+            } else if (wh->conns[i]->addr == peer.sin_addr.s_addr) {
+                same++;
+            }
+        }
+        if (slot < 0 || same >= WEBHOOK_PER_ADDR_MAX) {
+            /* Full, or this peer holds its share: Event Grid retries. */
+            wh->src->sum->webhook_refused++;
+            close(cfd);
             continue;
         }
         struct conn *c = cg_calloc(1, sizeof(*c));
         c->wh = wh;
         c->fd = cfd;
+        c->addr = peer.sin_addr.s_addr;
         cg_buf_init(&c->in,
                     WEBHOOK_HEAD_MAX +
                         (size_t)cg_conf_int(wh->src->conf,
@@ -551,9 +599,30 @@ static void on_accept(struct cg_loop *loop, int fd, unsigned events, void *arg)
             free(c);
             continue;
         }
-        cg_loop_timer_add(loop, &c->idle, WEBHOOK_IDLE_MS, on_conn_idle, c);
+        cg_loop_timer_add(loop, &c->idle, WEBHOOK_HEAD_MS, on_conn_idle, c);
         wh->conns[slot] = c;
     }
+}
+
+/*
+ * As many connections as the descriptors allow: the soft RLIMIT_NOFILE is
+ * raised to the hard one (often 1024 against 65536 or more), less a
+ * reserve for the process's other descriptors.
+ */
+static int webhook_conns_max(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return 128;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    rlim_t n = rl.rlim_cur > WEBHOOK_FD_RESERVE * 2
+                   ? rl.rlim_cur - WEBHOOK_FD_RESERVE
+                   : rl.rlim_cur / 2;
+    return n < WEBHOOK_CONNS_MAX ? (int)n : WEBHOOK_CONNS_MAX;
 }
 
 static int webhook_listen(struct webhook *wh, const char *addr)
@@ -586,7 +655,8 @@ static int webhook_listen(struct webhook *wh, const char *addr)
     if (fd < 0 ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
         bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
-        listen(fd, 128) != 0 || getsockname(fd, (struct sockaddr *)&sa, &sl)) {
+        listen(fd, SOMAXCONN) != 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &sl)) {
         cg_error("producer.webhook_listen_failed", "address=%s error=\"%s\"",
                  addr, strerror(errno));
         if (fd >= 0)
@@ -647,12 +717,16 @@ int cg_source_webhook(struct cg_source *src)
     wh.src = src;
     wh.secret = secret;
     wh.fd = -1;
+    wh.conns_max = webhook_conns_max();
     wh.st = cg_events_state_new(src);
     int rc =
         webhook_listen(&wh, cg_conf_str(src->conf, "producer.webhook_listen"));
     if (rc)
         goto out;
-    cg_info("producer.webhook_listening", "address=%s", wh.address);
+    cg_info("producer.webhook_listening",
+            "address=%s connections_max=%d "
+            "per_address_max=%d",
+            wh.address, wh.conns_max, WEBHOOK_PER_ADDR_MAX);
     fprintf(src->out, "contactguard-producer webhook listening on %s\n",
             wh.address);
     fflush(src->out);

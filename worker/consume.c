@@ -255,6 +255,20 @@ struct cg_consume *cg_consume_new(struct cg_loop *loop,
          * idle worker sends 20 empty fetches a second per broker. */
         "fetch.wait.max.ms",
         "50",
+        /* A worker that dies (SIGKILL, OOM, node lost) holds its
+         * partitions until the group coordinator stops hearing from it:
+         * librdkafka's 45 s default left them idle that long. 6 s is the
+         * smallest session a default broker allows
+         * (group.min.session.timeout.ms); heartbeats come from librdkafka's
+         * own thread, never from the job loop, so a busy worker still
+         * beats every second, and survivors learn of a rebalance within
+         * one beat. For restarts that should not move partitions at all
+         * (Kubernetes rolling updates), set kafka.group.instance.id per
+         * pod: static membership (see deploy/k8s/worker.yaml). */
+        "session.timeout.ms",
+        "6000",
+        "heartbeat.interval.ms",
+        "1000",
         NULL,
     };
     struct cg_consume *c = cg_calloc(1, sizeof(*c));

@@ -96,6 +96,13 @@ static void classify(const struct cg_arm_result *r, struct cg_fetch_result *res)
                 why);
         return;
     }
+    /* Retried as a transport failure until the deadline; named apart so
+     * that an operator looks at certificates, not at Azure's health. */
+    if (r->err == CG_ETLS || (r->err == CG_EDEADLINE && r->cause == CG_ETLS)) {
+        verdict(res, CG_STATUS_ERROR, "TLS_VERIFICATION_FAILED",
+                "The TLS peer could not be verified: %s", why);
+        return;
+    }
     switch (r->err) {
     case CG_ENOTFOUND:
         if (strcasecmp(r->code, "SubscriptionNotFound") == 0)

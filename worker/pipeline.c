@@ -29,14 +29,17 @@
 #define RETRY_CAP_MS  30000
 
 enum outcome {
-    OUT_PUBLISHED,   /* findings delivered */
-    OUT_DUPLICATE,   /* already delivered by an earlier attempt */
-    OUT_DEAD_LETTER, /* undecodable, sent to the dead-letter topic */
+    OUT_PUBLISHED,        /* findings delivered */
+    OUT_DUPLICATE,        /* already delivered by an earlier attempt */
+    OUT_DEAD_LETTER,      /* undecodable, sent to the dead-letter topic */
+    OUT_DEAD_LETTER_LOST, /* undecodable, and the dead-letter topic refused
+                             it for good: counted and committed */
     OUT_COUNT,
 };
 
 static const char *const outcome_names[OUT_COUNT] = { "published", "duplicate",
-                                                      "dead_letter" };
+                                                      "dead_letter",
+                                                      "dead_letter_lost" };
 
 struct job_ctx {
     struct cg_pipeline *pl;
@@ -187,11 +190,26 @@ static void publish_later(struct job_ctx *j, const char *why)
     cg_loop_timer_add(pl->loop, &j->retry, wait, on_publish_retry, j);
 }
 
+/* The dead-letter topic refused a poison message for good: retrying would
+ * hold its partition for ever, so the job ends as a counted loss (the
+ * message stays on the jobs topic for its retention). */
+static void dead_letter_lost(struct job_ctx *j, const char *why)
+{
+    cg_error("job.dead_letter_lost",
+             "partition=%d offset=%lld size=%zu why=\"%s\"", (int)j->partition,
+             (long long)j->offset, j->msg ? j->msg->len : 0, why);
+    job_finish(j, OUT_DEAD_LETTER_LOST);
+}
+
 static void on_published(struct cg_publish_batch *b, void *arg)
 {
     struct job_ctx *j = arg;
     struct cg_pipeline *pl = j->pl;
     j->sending = false;
+    if (b->err && j->msg && !cg_err_retryable(b->err)) {
+        dead_letter_lost(j, b->why);
+        return;
+    }
     if (b->err) {
         if (pl->stopping && cg_pipeline_done(pl))
             return; /* shutting down: stays uncommitted, redelivered */
@@ -215,6 +233,10 @@ static void stage_publish(struct job_ctx *j)
                                     &j->batch, on_published, j);
     else
         rc = cg_publish_send(pl->publish, &j->batch, on_published, j);
+    if (rc && j->msg && !cg_err_retryable(rc)) {
+        dead_letter_lost(j, j->batch.why);
+        return;
+    }
     if (rc) {
         publish_later(j,
                       j->batch.why[0] ? j->batch.why : "producer queue full");
@@ -536,6 +558,9 @@ static void render(struct cg_buf *b, void *arg)
     cg_metrics_counter(b, "contactguard_publish_retries_total",
                        "Batches sent again after a failure", "",
                        pl->publish_retries);
+    cg_metrics_counter(b, "contactguard_dead_letters_truncated_total",
+                       "Dead letters too large to send whole, sent cut", "",
+                       ps.dead_letters_truncated);
     struct cg_consume_stats ks;
     cg_consume_stats(pl->consume, &ks);
     cg_metrics_gauge(b, "contactguard_consumer_lag",

@@ -8,6 +8,7 @@
 #include "mem.h"
 #include "ocsf.h"
 
+#include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,8 +25,41 @@ struct cg_publish {
     rd_kafka_topic_t *dlq;
     bool ocsf;
     struct cg_ocsf writer; /* OCSF version and metadata.uid sequence */
+    size_t dlq_whole_max;  /* larger dead letters are sent cut */
+    size_t dlq_keep;       /* what a cut dead letter keeps */
     struct cg_publish_stats stats;
 };
+
+/* Room left in a dead letter for its key and headers. */
+#define DLQ_HEADROOM 16384
+
+/*
+ * Produce errors no retry can cure: the message (or the topic) is refused
+ * as it stands. A dead letter that meets one ends its job as a counted
+ * loss; retrying it would wedge the partition behind it for ever.
+ */
+static bool dlq_err_final(rd_kafka_resp_err_t err)
+{
+    switch (err) {
+    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE:
+    case RD_KAFKA_RESP_ERR_INVALID_MSG:
+    case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+    case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_POLICY_VIOLATION:
+    case RD_KAFKA_RESP_ERR_UNSUPPORTED_FOR_MESSAGE_FORMAT:
+    case RD_KAFKA_RESP_ERR__INVALID_ARG:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static rd_kafka_resp_err_t dlq_produce(struct cg_publish *p,
+                                       struct cg_publish_batch *b,
+                                       const void *value, size_t len,
+                                       const void *key, size_t key_len,
+                                       rd_kafka_headers_t *h, bool cut);
 
 static void publish_batch_settle(struct cg_publish_batch *b)
 {
@@ -34,7 +68,7 @@ static void publish_batch_settle(struct cg_publish_batch *b)
     b->err = 0;
     for (size_t i = 0; i < b->n; i++)
         if (!b->delivered[i])
-            b->err = CG_EKAFKA;
+            b->err = b->refused ? CG_EBADREQ : CG_EKAFKA;
     b->fn(b, b->arg);
 }
 
@@ -46,7 +80,25 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
     if (!ref)
         return;
     struct cg_publish_batch *b = ref->b;
+    /* The broker's limit can be below ours: send the dead letter again,
+     * cut, before counting anything. */
+    if (m->err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE && b->dead_letter &&
+        !b->truncated) {
+        rd_kafka_headers_t *orig = NULL;
+        rd_kafka_headers_t *h =
+            rd_kafka_message_headers(m, &orig) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+                    orig
+                ? rd_kafka_headers_copy(orig)
+                : rd_kafka_headers_new(4);
+        p->stats.outstanding--;
+        if (dlq_produce(p, b, m->payload, m->len, m->key, m->key_len, h,
+                        true) == RD_KAFKA_RESP_ERR_NO_ERROR)
+            return;
+        p->stats.outstanding++;
+    }
     if (m->err) {
+        if (b->dead_letter && dlq_err_final(m->err))
+            b->refused = true;
         p->stats.failed++;
         snprintf(b->why, sizeof(b->why), "%s", rd_kafka_err2str(m->err));
         cg_warn("publish.failed", "key=%s error=%s", b->key,
@@ -93,6 +145,16 @@ struct cg_publish *cg_publish_new(struct cg_loop *loop,
     rd_kafka_conf_t *kc = cg_kafka_conf(conf, defaults, errbuf, errsz);
     if (!kc)
         goto fail;
+    char mmb[32];
+    size_t mmbsz = sizeof(mmb);
+    long long max = 1000000;
+    if (rd_kafka_conf_get(kc, "message.max.bytes", mmb, &mmbsz) ==
+        RD_KAFKA_CONF_OK)
+        max = strtoll(mmb, NULL, 10);
+    p->dlq_whole_max =
+        max > 2 * DLQ_HEADROOM ? (size_t)max - DLQ_HEADROOM : (size_t)max / 2;
+    p->dlq_keep = p->dlq_whole_max < CG_PUBLISH_DLQ_KEEP ? p->dlq_whole_max
+                                                         : CG_PUBLISH_DLQ_KEEP;
     rd_kafka_conf_set_dr_msg_cb(kc, dr_msg_cb);
     rd_kafka_conf_set_opaque(kc, p);
     p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, kerr, sizeof(kerr));
@@ -256,13 +318,58 @@ int cg_publish_send(struct cg_publish *p, struct cg_publish_batch *b,
     return b->pending ? 0 : CG_EKAFKA;
 }
 
+/*
+ * Produces one dead-letter copy (h is taken). cut: only the first dlq_keep
+ * bytes of value, with the original size and the SHA-256 of the whole in
+ * headers, so the copy still names the message it stands for.
+ */
+static rd_kafka_resp_err_t dlq_produce(struct cg_publish *p,
+                                       struct cg_publish_batch *b,
+                                       const void *value, size_t len,
+                                       const void *key, size_t key_len,
+                                       rd_kafka_headers_t *h, bool cut)
+{
+    size_t keep = len;
+    if (cut) {
+        unsigned char md[SHA256_DIGEST_LENGTH];
+        char hex[2 * SHA256_DIGEST_LENGTH + 1], num[32];
+        SHA256(value, len, md);
+        for (size_t i = 0; i < sizeof(md); i++)
+            snprintf(hex + 2 * i, 3, "%02x", md[i]);
+        snprintf(num, sizeof(num), "%zu", len);
+        rd_kafka_header_add(h, "cg-dlq-truncated", -1, "true", -1);
+        rd_kafka_header_add(h, "cg-dlq-original-size", -1, num, -1);
+        rd_kafka_header_add(h, "cg-dlq-sha256", -1, hex, -1);
+        keep = len < p->dlq_keep ? len : p->dlq_keep;
+        b->truncated = true;
+        p->stats.dead_letters_truncated++;
+        cg_warn("publish.dead_letter_truncated", "size=%zu kept=%zu sha256=%s",
+                len, keep, hex);
+    }
+    struct cg_publish_slot *ref = &b->slot[0];
+    ref->b = b;
+    ref->i = 0;
+    /* The payload may contain NULs: produce its exact length. */
+    rd_kafka_resp_err_t err = rd_kafka_producev(
+        p->rk, RD_KAFKA_V_RKT(p->dlq), RD_KAFKA_V_VALUE((void *)value, keep),
+        RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(ref), RD_KAFKA_V_END);
+    if (err) {
+        rd_kafka_headers_destroy(h);
+        return err;
+    }
+    p->stats.produced++;
+    p->stats.outstanding++;
+    return RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
 int cg_publish_dead_letter(struct cg_publish *p, const rd_kafka_message_t *m,
                            const char *reason, struct cg_publish_batch *b,
                            cg_publish_fn fn, void *arg)
 {
     cg_publish_batch_clear(b);
     b->n = 1;
-    b->payload[0] = cg_strndup(m->payload ? m->payload : "", m->len);
+    b->dead_letter = true;
     size_t kl =
         m->key_len < sizeof(b->key) - 1 ? m->key_len : sizeof(b->key) - 1;
     if (m->key)
@@ -283,23 +390,23 @@ int cg_publish_dead_letter(struct cg_publish *p, const rd_kafka_message_t *m,
     rd_kafka_header_add(h, "cg-dlq-partition", -1, num, -1);
     snprintf(num, sizeof(num), "%lld", (long long)m->offset);
     rd_kafka_header_add(h, "cg-dlq-offset", -1, num, -1);
-    /* The payload may contain NULs: produce its exact length. */
-    struct cg_publish_slot *ref = &b->slot[0];
-    ref->b = b;
-    ref->i = 0;
-    rd_kafka_resp_err_t err = rd_kafka_producev(
-        p->rk, RD_KAFKA_V_RKT(p->dlq), RD_KAFKA_V_VALUE(m->payload, m->len),
-        RD_KAFKA_V_KEY(m->key, m->key_len),
-        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h),
-        RD_KAFKA_V_OPAQUE(ref), RD_KAFKA_V_END);
+    const void *value = m->payload ? m->payload : "";
+    bool cut = m->len + m->key_len > p->dlq_whole_max;
+    rd_kafka_headers_t *again = cut ? NULL : rd_kafka_headers_copy(h);
+    rd_kafka_resp_err_t err =
+        dlq_produce(p, b, value, m->len, m->key, m->key_len, h, cut);
+    /* Over our own limit after all (headers count too): cut it now. */
+    if (err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE && again) {
+        err = dlq_produce(p, b, value, m->len, m->key, m->key_len, again, true);
+        again = NULL;
+    }
+    if (again)
+        rd_kafka_headers_destroy(again);
     if (err) {
-        rd_kafka_headers_destroy(h);
         p->stats.enqueue_failed++;
         snprintf(b->why, sizeof(b->why), "%s", rd_kafka_err2str(err));
-        return CG_EKAFKA;
+        return dlq_err_final(err) ? CG_EBADREQ : CG_EKAFKA;
     }
-    p->stats.produced++;
-    p->stats.outstanding++;
     b->pending = 1;
     return 0;
 }

@@ -50,7 +50,12 @@ struct cg_publish_batch {
     char outcome[24];                 /* of the remediation event */
     char key[40];
     char tenant[40];
-    int err;       /* after the callback: 0 when all delivered */
+    bool dead_letter; /* a one-message batch for the dead-letter topic */
+    bool truncated;   /* that message was sent cut (see below) */
+    bool refused;     /* a delivery error no retry can cure */
+    /* after the callback: 0 when all delivered; CG_EBADREQ (final) when a
+     * dead letter was refused for good, CG_EKAFKA (retryable) otherwise */
+    int err;
     char why[256]; /* the last delivery error */
     /* private */
     struct cg_publish_slot slot[CG_PUBLISH_BATCH_MAX];
@@ -91,9 +96,20 @@ void cg_publish_batch_add_remediation(struct cg_publish *p,
 int cg_publish_send(struct cg_publish *p, struct cg_publish_batch *b,
                     cg_publish_fn fn, void *arg);
 
-/* Sends a message that could not be decoded to the dead-letter topic with
+/* What a dead letter too large for the producer or the broker keeps. */
+#define CG_PUBLISH_DLQ_KEEP 65536
+
+/*
+ * Sends a message that could not be decoded to the dead-letter topic with
  * its key, value and headers, plus cg-dlq-reason, -topic, -partition and
- * -offset headers. fn as above (with a one-message batch b). */
+ * -offset headers. fn as above (with a one-message batch b). A copy larger
+ * than the producer's message.max.bytes (less room for headers), or one the
+ * broker refuses as too large, is sent cut to its first
+ * CG_PUBLISH_DLQ_KEEP bytes with cg-dlq-truncated, cg-dlq-original-size and
+ * cg-dlq-sha256 (of the whole value) headers. A produce error no retry can
+ * cure (too large even cut, topic not authorised, ...) gives CG_EBADREQ,
+ * returned or in b->err: the caller counts the loss and moves on.
+ */
 int cg_publish_dead_letter(struct cg_publish *p, const rd_kafka_message_t *m,
                            const char *reason, struct cg_publish_batch *b,
                            cg_publish_fn fn, void *arg);
@@ -104,6 +120,7 @@ int cg_publish_flush(struct cg_publish *p, int timeout_ms);
 
 struct cg_publish_stats {
     uint64_t produced, delivered, failed, enqueue_failed;
+    uint64_t dead_letters_truncated;
     size_t outstanding;
     bool fatal; /* the idempotent producer hit a fatal error */
 };

@@ -1243,8 +1243,17 @@ int cg_harness_kafka_produce(const char *bootstrap, const char *topic,
 {
     int64_t deadline = cg_harness_now_ms() + timeout_ms;
     char timeout[32];
-    const char *kv[] = { "enable.idempotence", "true",  "linger.ms", "5",
-                         "message.timeout.ms", timeout, NULL };
+    /* Tests send oversized poison on purpose: the limit of the broker
+     * under test, not the client's default, should decide. */
+    const char *kv[] = { "enable.idempotence",
+                         "true",
+                         "linger.ms",
+                         "5",
+                         "message.timeout.ms",
+                         timeout,
+                         "message.max.bytes",
+                         "16777216",
+                         NULL };
     struct produce_state st = { 0 };
     rd_kafka_t *rk;
     int rc = 0;

@@ -148,12 +148,8 @@ struct cg_harness_proc *cg_stack_worker(struct cg_stack *s, const char *name,
                              "--set",
                              "log.level=info",
                              "--set",
-                             "kafka.session.timeout.ms=6000",
-                             "--set",
-                             "kafka.heartbeat.interval.ms=500",
-                             "--set",
                              "worker.job_deadline_ms=60000" };
-    int n = 19;
+    int n = 15;
     for (const char *const *e = extra; e && *e && n < 62; e++)
         argv[n++] = *e;
     argv[n] = NULL;

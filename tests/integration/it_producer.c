@@ -21,6 +21,10 @@
 #include <string.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -932,6 +936,170 @@ static void test_webhook(void)
     run_free(&rr);
 }
 
+/* ---- slow clients ---- */
+
+#define SLOW_CONNS      500
+#define SLOW_DELIVERIES 40
+
+/* One peer (127.0.0.2) holding SLOW_CONNS connections that trickle a head
+ * one byte at a time and re-open as soon as the receiver closes them. */
+struct slowloris {
+    int port;
+    atomic_bool stop;
+    int fds[SLOW_CONNS];
+    size_t opened;
+};
+
+static int slow_open(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    struct sockaddr_in src, dst;
+    memset(&src, 0, sizeof(src));
+    memset(&dst, 0, sizeof(dst));
+    src.sin_family = dst.sin_family = AF_INET;
+    src.sin_addr.s_addr = htonl(0x7f000002);
+    dst.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    dst.sin_port = htons((uint16_t)port);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&src, sizeof(src)) != 0 ||
+        (connect(fd, (struct sockaddr *)&dst, sizeof(dst)) != 0 &&
+         errno != EINPROGRESS)) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void *slow_run(void *arg)
+{
+    struct slowloris *sl = arg;
+    static const char head[] = "POST /events HTTP/1.1\r\nX-Slow: ";
+    size_t at[SLOW_CONNS] = { 0 };
+    while (!atomic_load(&sl->stop)) {
+        for (int i = 0; i < SLOW_CONNS; i++) {
+            char b;
+            ssize_t r =
+                sl->fds[i] >= 0 ? recv(sl->fds[i], &b, 1, MSG_DONTWAIT) : 0;
+            bool gone = sl->fds[i] < 0 || r == 0 ||
+                        (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+            if (!gone) {
+                char c = at[i] < sizeof(head) - 1 ? head[at[i]] : 'a';
+                ssize_t w = send(sl->fds[i], &c, 1, MSG_NOSIGNAL);
+                if (w == 1)
+                    at[i]++;
+                else if (errno != EAGAIN && errno != EWOULDBLOCK &&
+                         errno != ENOTCONN)
+                    gone = true;
+            }
+            if (gone) {
+                if (sl->fds[i] >= 0)
+                    close(sl->fds[i]);
+                sl->fds[i] = slow_open(sl->port);
+                at[i] = 0;
+                sl->opened++;
+            }
+        }
+        usleep(200 * 1000);
+    }
+    for (int i = 0; i < SLOW_CONNS; i++)
+        if (sl->fds[i] >= 0)
+            close(sl->fds[i]);
+    return NULL;
+}
+
+/* 500 slow connections from one peer, re-opened whenever closed, while
+ * Event Grid deliveries from another keep coming: at least 95% answered. */
+static void test_slowloris(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (start_stack(1, 3, NULL))
+        return;
+    int port = cg_harness_free_port(errbuf, sizeof(errbuf));
+    char listen[64], url[160];
+    snprintf(listen, sizeof(listen), "producer.webhook_listen=127.0.0.1:%d",
+             port);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/events", port);
+    const char *args[] = { "webhook", "--json", "--set",
+                           listen,    "--set",  "producer.debounce_ms=0",
+                           NULL };
+    static const char *const env[] = {
+        "CONTACTGUARD_PRODUCER_WEBHOOK_SECRET=" WEBHOOK_SECRET, NULL
+    };
+    struct cg_harness_proc *p = start_long(args, env);
+    if (!p)
+        return;
+    struct slowloris sl = { .port = port };
+    for (int i = 0; i < SLOW_CONNS; i++)
+        sl.fds[i] = -1;
+    atomic_init(&sl.stop, false);
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, slow_run, &sl) == 0, "slow client thread");
+    /* The slow peer first takes what it can. */
+    while (sl.opened < SLOW_CONNS)
+        usleep(50 * 1000);
+    static const char *const ok_h[] = { "X-Webhook-Secret: " WEBHOOK_SECRET,
+                                        "aeg-event-type: Notification", NULL };
+    /* Paced over 10 s, twice the head deadline, so that the slow peer's
+     * connections expire and come back while deliveries go on. */
+    int answered = 0;
+    for (int i = 0; i < SLOW_DELIVERIES; i++) {
+        struct http_res r;
+        http_do("POST", url, ok_h, "[]", 2, &r);
+        answered += r.status == 200;
+        http_free(&r);
+        usleep(250 * 1000);
+    }
+    atomic_store(&sl.stop, true);
+    pthread_join(t, NULL);
+    /* A body trickled a byte every half second is cut off by the body's
+     * rate deadline (5 s of grace here), not after a request-wide 30 s. */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int64_t trickle_ms = -1;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+        static const char h[] =
+            "POST /events HTTP/1.1\r\nX-Webhook-Secret: " WEBHOOK_SECRET
+            "\r\nContent-Length: 1000\r\n"
+            "\r\n";
+        int64_t t0 = cg_harness_now_ms();
+        ssize_t w = send(fd, h, sizeof(h) - 1, MSG_NOSIGNAL);
+        while (w > 0 && cg_harness_now_ms() - t0 < 60000) {
+            char b;
+            if (recv(fd, &b, 1, MSG_DONTWAIT) == 0)
+                break;
+            w = send(fd, " ", 1, MSG_NOSIGNAL);
+            usleep(500 * 1000);
+        }
+        trickle_ms = cg_harness_now_ms() - t0;
+    }
+    close(fd);
+    printf("slowloris: a trickled body was cut off after %lld ms\n",
+           (long long)trickle_ms);
+    CHECK(trickle_ms >= 0 && trickle_ms < 20000,
+          "a trickled body held its connection %lld ms", (long long)trickle_ms);
+    printf("slowloris: %d of %d deliveries answered while %d slow "
+           "connections were held (%zu opened)\n",
+           answered, SLOW_DELIVERIES, SLOW_CONNS, sl.opened);
+    CHECK(answered * 100 >= SLOW_DELIVERIES * 95,
+          "%d of %d deliveries answered under %d slow connections", answered,
+          SLOW_DELIVERIES, SLOW_CONNS);
+    CHECK(cg_harness_proc_running(p), "the receiver survived");
+    struct run rr;
+    stop_long(p, &rr);
+    CHECK(jint(rr.summary, "webhook", "refused") > 0 &&
+              jint(rr.summary, "webhook", "timeouts") > 0,
+          "the slow peer was held to its share and timed out: %s", rr.out);
+    run_free(&rr);
+}
+
 /* A subscription created while watching is scanned at the next listing,
  * not at the next sweep. */
 static void test_watch(void)
@@ -1128,15 +1296,11 @@ int main(int argc, char **argv)
         const char *name;
         void (*fn)(void);
     } scenarios[] = {
-        { "sweep", test_sweep },
-        { "failing", test_failing },
-        { "file", test_file },
-        { "listen", test_listen },
-        { "webhook", test_webhook },
-        { "watch", test_watch },
-        { "fresh", test_fresh },
-        { "dryrun", test_dry_run },
-        { "undelivered", test_undelivered },
+        { "sweep", test_sweep },     { "failing", test_failing },
+        { "file", test_file },       { "listen", test_listen },
+        { "webhook", test_webhook }, { "slowloris", test_slowloris },
+        { "watch", test_watch },     { "fresh", test_fresh },
+        { "dryrun", test_dry_run },  { "undelivered", test_undelivered },
     };
     curl_global_init(CURL_GLOBAL_DEFAULT);
     const char *which = argc > 1 ? argv[1] : "";

@@ -24,6 +24,17 @@
  *             (tests/ocsf), keys, headers, findings and the cache name
  *             each subscription in lower case; a tombstone, an empty and a
  *             non-UTF-8 message reach the dead-letter topic saying so
+ *   giants    a 1 MiB and a 5 MiB message between valid jobs on one
+ *             partition: both dead-lettered cut (size and SHA-256 in
+ *             headers), every job behind them done
+ *   dlqdenied the broker refuses a dead letter for good (whole and cut):
+ *             the poison ends as a counted loss, every valid job behind
+ *             it done
+ *   failover  three workers, one SIGKILLed mid-sweep: with the worker's
+ *             own session settings (no test overrides) the survivors hold
+ *             its partitions within seconds (figures printed) and finish
+ *   tls       Azure's certificate not trusted: every finding is ERROR
+ *             TLS_VERIFICATION_FAILED after more than one attempt
  */
 #include "../check.h"
 #include "cache.h"
@@ -37,6 +48,7 @@
 #include "ocsf_check.h"
 
 #include <curl/curl.h>
+#include <openssl/sha.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -419,6 +431,135 @@ static void check_plain_dead_letters(struct cg_stack *s)
     cg_harness_msgs_free(&dl);
 }
 
+/*
+ * The truth's jobs for subscriptions [from, to) on partition 0, with an
+ * undecodable message of `giant` bytes (0: none) in their middle, so that
+ * valid jobs sit on both sides of it on the same partition.
+ */
+static void produce_span(struct cg_stack *s, size_t from, size_t to,
+                         size_t giant)
+{
+    size_t n = to - from + (giant ? 1 : 0), sub = from;
+    size_t at = giant ? (to - from) / 2 : n;
+    struct cg_harness_msg *msgs = cg_calloc(n, sizeof(*msgs));
+    char **vals = cg_calloc(n, sizeof(char *));
+    for (size_t i = 0; i < n; i++) {
+        struct cg_harness_msg *m = &msgs[i];
+        if (i == at) {
+            vals[i] = cg_malloc(giant + 1);
+            memset(vals[i], 'g', giant);
+            vals[i][giant] = '\0';
+            m->key = "giant";
+            m->value_len = giant;
+        } else {
+            struct cg_job job;
+            cg_job_init(&job, s->subs[sub].tenant, s->subs[sub].sub,
+                        CG_JOB_SCHEDULED);
+            job.state = cg_sub_state_parse(s->subs[sub].state);
+            vals[i] = cg_job_encode(&job);
+            m->key = s->subs[sub++].sub;
+            m->value_len = strlen(vals[i]);
+        }
+        m->key_len = strlen(m->key);
+        m->value = vals[i];
+        m->partition = 0;
+    }
+    char err[512];
+    int rc = cg_harness_kafka_produce(cg_harness_devbroker_bootstrap(s->kafka),
+                                      "contactguard.jobs", msgs, n, 120000, err,
+                                      sizeof(err));
+    CHECK(rc == 0, "produce %zu messages: %s", n, err);
+    for (size_t i = 0; i < n; i++)
+        free(vals[i]);
+    free(vals);
+    free(msgs);
+}
+
+/* Reads the dead-letter topic until it holds want messages. */
+static int read_dead_letters(struct cg_stack *s, size_t want,
+                             struct cg_harness_msgs *out)
+{
+    char err[512];
+    memset(out, 0, sizeof(*out));
+    int rc = cg_harness_kafka_consume(cg_harness_devbroker_bootstrap(s->kafka),
+                                      "contactguard.jobs.dlq", want, WAIT_MS,
+                                      out, err, sizeof(err));
+    CHECK(rc == 0 && out->n == want, "dead letters: %zu of %zu (%s)", out->n,
+          want, err);
+    return rc;
+}
+
+/* Waits until every (subscription, rule) pair has a finding (duplicates
+ * from redelivered jobs do not count); false at WAIT_MS. */
+static bool wait_all_pairs(struct cg_stack *s)
+{
+    size_t want = s->nsubs * CG_RULE_COUNT, missing = want, have = want;
+    int64_t until = cg_harness_now_ms() + WAIT_MS;
+    while (missing > 0 && cg_harness_now_ms() < until) {
+        struct cg_harness_msgs m;
+        read_findings(s, have, (int)(until - cg_harness_now_ms()), &m);
+        unsigned char *seen = cg_calloc(want, 1);
+        for (size_t i = 0; i < m.n; i++) {
+            struct cg_finding f;
+            char err[256];
+            if (cg_finding_parse(m.v[i].value, m.v[i].value_len, &f, err,
+                                 sizeof(err)))
+                continue;
+            for (size_t t = 0; t < s->nsubs; t++)
+                if (!strcmp(s->subs[t].sub, f.subscription_id))
+                    seen[t * CG_RULE_COUNT + f.rule] = 1;
+            cg_finding_clear(&f);
+        }
+        missing = 0;
+        for (size_t k = 0; k < want; k++)
+            missing += !seen[k];
+        have = m.n + missing;
+        free(seen);
+        cg_harness_msgs_free(&m);
+    }
+    return missing == 0;
+}
+
+/* Polls the worker's /metrics until it has the sample line `want`. */
+static void wait_metric(struct cg_harness_proc *w, const char *want)
+{
+    const char *addr = cg_stack_worker_metrics(w);
+    char url[160];
+    bool seen = false;
+    snprintf(url, sizeof(url), "http://%s/metrics", addr ? addr : "");
+    int64_t until = cg_harness_now_ms() + WAIT_MS;
+    while (addr && !seen && cg_harness_now_ms() < until) {
+        long st;
+        char *body = cg_stack_http_get(url, NULL, &st);
+        const char *at = body ? strstr(body, want) : NULL;
+        seen = at && (at == body || at[-1] == '\n') &&
+               (at[strlen(want)] == '\n' || at[strlen(want)] == '\0');
+        free(body);
+        if (!seen)
+            usleep(100 * 1000);
+    }
+    CHECK(seen, "/metrics never had '%s'", want);
+}
+
+/* The value of an unlabelled sample on the worker's /metrics, or -1. */
+static long long metric_value(struct cg_harness_proc *w, const char *name)
+{
+    const char *addr = cg_stack_worker_metrics(w);
+    char url[160];
+    long st;
+    snprintf(url, sizeof(url), "http://%s/metrics", addr ? addr : "");
+    char *body = addr ? cg_stack_http_get(url, NULL, &st) : NULL;
+    long long v = -1;
+    for (const char *p = body; p && (p = strstr(p, name)) != NULL; p++) {
+        if ((p == body || p[-1] == '\n') && p[strlen(name)] == ' ') {
+            v = strtoll(p + strlen(name) + 1, NULL, 10);
+            break;
+        }
+    }
+    free(body);
+    return v;
+}
+
 int main(int argc, char **argv)
 {
     const char *scenario = argc > 1 ? argv[1] : "e2e";
@@ -568,6 +709,163 @@ int main(int argc, char **argv)
                   "tokens: %lld by %s, %lld by secret", by_kind, scenario,
                   by_secret);
             json_decref(st);
+            CHECK(stop_worker(workers[0]) == 0, "exit status");
+        }
+    } else if (!strcmp(scenario, "giants")) {
+        /* The mock broker keeps at most 5 MiB of log per partition, batch
+         * overhead included, and prunes the oldest batches past it
+         * (hard-coded in librdkafka 2.0's mock, not a setting): the big
+         * message is 5 MiB less 4 KiB for that overhead, goes in once the
+         * worker has caught up, and the jobs behind it once it was read. */
+        static const size_t sizes[] = { 1 << 20, (5 << 20) - 4096 };
+        if (stack_up(&s, 1, 12, NULL, 1)) {
+            struct cg_harness_msgs dl;
+            workers[0] = worker_start(&s, "worker", NULL);
+            produce_span(&s, 0, 6, sizes[0]);
+            wait_findings(&s, 6 * CG_RULE_COUNT);
+            produce_span(&s, 6, 6, sizes[1]);
+            read_dead_letters(&s, 2, &dl);
+            cg_harness_msgs_free(&dl);
+            produce_span(&s, 6, 12, 0);
+            check_findings(&s, true);
+            read_dead_letters(&s, 2, &dl);
+            for (size_t i = 0; i < dl.n && i < 2; i++) {
+                const char *cut =
+                    cg_harness_msg_header(&dl.v[i], "cg-dlq-truncated");
+                const char *size =
+                    cg_harness_msg_header(&dl.v[i], "cg-dlq-original-size");
+                const char *sha =
+                    cg_harness_msg_header(&dl.v[i], "cg-dlq-sha256");
+                size_t want = sizes[i];
+                char wsize[32], wsha[65];
+                unsigned char md[SHA256_DIGEST_LENGTH];
+                char *whole = cg_malloc(want);
+                memset(whole, 'g', want);
+                SHA256((unsigned char *)whole, want, md);
+                free(whole);
+                for (size_t k = 0; k < sizeof(md); k++)
+                    snprintf(wsha + 2 * k, 3, "%02x", md[k]);
+                snprintf(wsize, sizeof(wsize), "%zu", want);
+                CHECK(cut && !strcmp(cut, "true") && size &&
+                          !strcmp(size, wsize) && sha && !strcmp(sha, wsha),
+                      "giant %zu: truncated=%s size=%s sha256=%s", i,
+                      cut ? cut : "-", size ? size : "-", sha ? sha : "-");
+                CHECK(dl.v[i].value_len > 0 && dl.v[i].value_len < 1000000,
+                      "giant %zu: dead letter of %zu bytes", i,
+                      dl.v[i].value_len);
+            }
+            cg_harness_msgs_free(&dl);
+            check_metric(workers[0],
+                         "contactguard_jobs_total{outcome=\"dead_letter\"} 2");
+            CHECK(stop_worker(workers[0]) == 0, "exit status");
+        }
+    } else if (!strcmp(scenario, "dlqdenied")) {
+        /* The broker refuses the dead letter as too large, then its cut
+         * copy too (injected Produce errors; only the worker produces
+         * once they are set): the job ends as a counted loss, its offset
+         * moves, and the valid jobs behind it on the partition complete. */
+        if (stack_up(&s, 1, 12, NULL, 1)) {
+            char reply[256];
+            produce_span(&s, 0, 0, 100);
+            CHECK(cg_harness_devbroker_cmd(s.kafka,
+                                           "error Produce MSG_SIZE_TOO_LARGE 2",
+                                           reply, sizeof(reply)) == 0,
+                  "error injection: %s", reply);
+            workers[0] = worker_start(&s, "worker", NULL);
+            wait_metric(
+                workers[0],
+                "contactguard_jobs_total{outcome=\"dead_letter_lost\"} 1");
+            produce_span(&s, 0, 12, 0);
+            check_findings(&s, true);
+            check_metric(workers[0],
+                         "contactguard_jobs_total{outcome=\"published\"} 12");
+            check_metric(
+                workers[0],
+                "contactguard_jobs_total{outcome=\"dead_letter_lost\"} 1");
+            CHECK(stop_worker(workers[0]) == 0, "exit status");
+        }
+    } else if (!strcmp(scenario, "failover")) {
+        /*
+         * The worker's own settings (6 s session, 1 s heartbeats; no test
+         * overrides): the survivors must hold all six partitions long
+         * before librdkafka's 45 s default session would have let them go.
+         * The figures are printed: unloaded, the partitions move in about
+         * 10.5 s and the sweep ends about 13 s after the kill. About 5 s
+         * of that are the mock coordinator's: it honours the session
+         * timeout, but after evicting a member it waits session - 1 s for
+         * the others to rejoin (a real broker completes once they have),
+         * and on a loaded machine a late rejoin costs it another round.
+         * The assertion is 30 s so that load cannot fail it; 45 s (the
+         * old default) cannot pass it.
+         */
+        static const char *const slow[] = { "--set", "worker.max_jobs=4",
+                                            NULL };
+        if (stack_up(&s, 4, 50,
+                     (const char *const[]){ "--latency-ms", "100", NULL }, 6)) {
+            struct cg_harness_proc *third = NULL;
+            produce_jobs(&s, 0);
+            workers[0] = worker_start(&s, "worker-a", slow);
+            workers[1] = worker_start(&s, "worker-b", slow);
+            third = worker_start(&s, "worker-c", slow);
+            wait_findings(&s, s.nsubs); /* about a quarter done */
+            int64_t killed = cg_harness_now_ms();
+            cg_harness_proc_kill(workers[0], SIGKILL);
+            cg_harness_proc_wait(workers[0], 10000, NULL);
+            int64_t until = killed + WAIT_MS;
+            long long held = 0;
+            while (held != 6 && cg_harness_now_ms() < until) {
+                held = metric_value(workers[1],
+                                    "contactguard_partitions_assigned") +
+                       metric_value(third, "contactguard_partitions_assigned");
+                if (held != 6)
+                    usleep(100 * 1000);
+            }
+            int64_t moved = cg_harness_now_ms() - killed;
+            CHECK(wait_all_pairs(&s), "the sweep never finished");
+            int64_t done = cg_harness_now_ms() - killed;
+            printf("failover: partitions moved %lld ms, sweep finished %lld "
+                   "ms after the kill\n",
+                   (long long)moved, (long long)done);
+            CHECK(held == 6 && moved <= 30000,
+                  "survivors hold %lld of 6 partitions %lld ms after the "
+                  "kill (bound 30 s)",
+                  held, (long long)moved);
+            check_findings(&s, false);
+            CHECK(stop_worker(workers[1]) == 0, "survivor b exit");
+            CHECK(stop_worker(third) == 0, "survivor c exit");
+            cg_harness_proc_free(third);
+        }
+    } else if (!strcmp(scenario, "tls")) {
+        /* Trusting only the public roots, the fake's own CA fails. */
+        if (stack_up(&s, 1, 4, NULL, 2)) {
+            produce_jobs(&s, 0);
+            workers[0] = worker_start(
+                &s, "worker",
+                (const char *const[]){
+                    "--set", "azure.ca_file=/etc/ssl/certs/ca-certificates.crt",
+                    "--set", "worker.job_deadline_ms=4000", NULL });
+            size_t want = s.nsubs * CG_RULE_COUNT, tls = 0;
+            struct cg_harness_msgs m;
+            read_findings(&s, want, WAIT_MS, &m);
+            for (size_t i = 0; i < m.n; i++) {
+                struct cg_finding f;
+                char err[256];
+                if (cg_finding_parse(m.v[i].value, m.v[i].value_len, &f, err,
+                                     sizeof(err)))
+                    continue;
+                tls += f.status == CG_STATUS_ERROR &&
+                       !strcmp(f.reason_code, "TLS_VERIFICATION_FAILED");
+                cg_finding_clear(&f);
+            }
+            CHECK(m.n == want && tls == want,
+                  "%zu of %zu findings say TLS_VERIFICATION_FAILED", tls, want);
+            /* Retried like a transport failure: more than one token
+             * request failed for the one tenant. */
+            long long failures =
+                metric_value(workers[0], "contactguard_token_failures_total");
+            CHECK(failures > 1, "%lld token requests failed: not retried",
+                  failures);
+            cg_harness_msgs_free(&m);
             CHECK(stop_worker(workers[0]) == 0, "exit status");
         }
     } else if (!strcmp(scenario, "poison")) {

@@ -3,7 +3,10 @@
 #include "../check.h"
 #include "conf.h"
 #include "err.h"
+#include "mem.h"
 
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -64,6 +67,92 @@ static const struct bad_row bad[] = {
     { "--set bad bool", NULL, "rules.alert_severity.exact=maybe",
       "not true or false" },
 };
+
+/*
+ * The secret rule, one row per kind of setting: the dump masks it, --set
+ * refuses it, and a log line that quotes it shows none of it. Values carry
+ * a marker that must never be printed when the row is secret.
+ */
+#define PEM_KEY                                                                \
+    "-----BEGIN PRIVATE KEY-----\nMIIEkeyMARKERkeyBODY\n"                      \
+    "-----END PRIVATE KEY-----\n"
+#define PEM_CERT                                                               \
+    "-----BEGIN CERTIFICATE-----\nMIIDcertBODYcert\n"                          \
+    "-----END CERTIFICATE-----\n"
+
+struct secret_row {
+    const char *key;
+    const char *value;
+    const char *marker; /* a part of value that identifies it */
+    bool secret;
+};
+
+static const struct secret_row secret_rows[] = {
+    { "kafka.ssl.key.pem", PEM_KEY, "keyMARKERkey", true },
+    { "kafka.ssl.key.password", "MARKER-keypass", "MARKER-keypass", true },
+    { "kafka.ssl.keystore.password", "MARKER-ksp", "MARKER-ksp", true },
+    { "kafka.ssl.certificate.pem", PEM_CERT PEM_KEY, "keyMARKERkey", true },
+    { "kafka.sasl.oauthbearer.client.secret", "MARKER-ocs", "MARKER-ocs",
+      true },
+    { "kafka.sasl.oauthbearer.config", "principal=a clientSecret=MARKER-obc",
+      "MARKER-obc", true },
+    { "kafka.sasl.kerberos.keytab", "MARKER-keytab-bytes", "MARKER-keytab",
+      true },
+    { "kafka.sasl.password", "MARKER-sasl", "MARKER-sasl", true },
+    { "kafka.some.future.api.key", "MARKER-apikey", "MARKER-apikey", true },
+    { "kafka.some.future.private.key.passphrase", "MARKER-pp", "MARKER-pp",
+      true },
+    { "kafka.ssl.ca.location", PEM_KEY, "keyMARKERkey", true },
+    { "redis.password", "MARKER-redis", "MARKER-redis", true },
+    { "producer.webhook_secret", "MARKER-webhook", "MARKER-webhook", true },
+    { "kafka.ssl.ca.pem", PEM_CERT, "certBODY", false },
+    { "kafka.ssl.key.location", "/etc/kafka/client.key", "client.key", false },
+    { "kafka.bootstrap.servers", "broker-1:9093", "broker-1", false },
+    { "azure.client_secret_file", "/run/secrets/az", "/run/secrets/az", false },
+    { "azure.private_key_file", "/run/secrets/key.pem", "key.pem", false },
+};
+
+static void check_secret_rule(void)
+{
+    char err[512];
+    for (size_t i = 0; i < sizeof(secret_rows) / sizeof(secret_rows[0]); i++) {
+        const struct secret_row *r = &secret_rows[i];
+        CHECK(cg_conf_is_secret(r->key, r->value) == r->secret,
+              "%s: secret rule says %d", r->key, !r->secret);
+
+        /* --set */
+        struct cg_conf *conf = cg_conf_new();
+        char *kv = cg_asprintf("%s=%s", r->key, r->value);
+        err[0] = '\0';
+        int rc = cg_conf_set_arg(conf, kv, err, sizeof(err));
+        free(kv);
+        if (r->secret)
+            CHECK(rc == CG_ECONF && strstr(err, "never on the command line"),
+                  "%s: --set accepted (%s)", r->key, err);
+        else
+            CHECK(rc == 0, "%s: --set refused: %s", r->key, err);
+        CHECK(strstr(err, r->marker) == NULL, "%s: value echoed: %s", r->key,
+              err);
+        cg_conf_free(conf);
+
+        /* the dump, after the file or environment layer set it */
+        conf = cg_conf_new();
+        CHECK(cg_conf_set(conf, r->key, r->value, err, sizeof(err)) == 0,
+              "%s: set: %s", r->key, err);
+        char *d = dump(conf);
+        if (r->secret)
+            CHECK(d && strstr(d, r->marker) == NULL, "%s: in the dump: %s",
+                  r->key, d);
+        else
+            CHECK(d && strstr(d, r->key), "%s: missing from the dump", r->key);
+        free(d);
+        cg_conf_free(conf);
+    }
+    /* Every option of the table follows the same rule. */
+    for (const struct cg_conf_opt *o = cg_conf_options(); o->name; o++)
+        CHECK(cg_conf_is_secret(o->name, NULL) == (o->type == CG_CONF_SECRET),
+              "%s: its type and the secret rule disagree", o->name);
+}
 
 int main(void)
 {
@@ -235,5 +324,6 @@ int main(void)
     CHECK(argc == 2 && !strcmp(argv[1], "input.json"),
           "positional arguments kept");
     cg_conf_free(conf);
+    check_secret_rule();
     return check_done("conf");
 }
