@@ -5,8 +5,13 @@
 #include "log.h"
 #include "mem.h"
 
+#include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static void kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac,
@@ -90,6 +95,194 @@ void cg_kafka_header(const rd_kafka_message_t *msg, const char *name, char *out,
     size_t n = size < outsz - 1 ? size : outsz - 1;
     memcpy(out, val, n);
     out[n] = '\0';
+}
+
+struct close_commit {
+    bool answered;
+    rd_kafka_topic_partition_list_t *offsets;
+};
+
+static void close_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                            rd_kafka_topic_partition_list_t *answer,
+                            void *opaque)
+{
+    struct close_commit *cc = opaque;
+    (void)rk;
+    cc->answered = true;
+    if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
+        err = RD_KAFKA_RESP_ERR_NO_ERROR; /* all committed already */
+    for (int i = 0; i < cc->offsets->cnt; i++) {
+        rd_kafka_topic_partition_t *t = &cc->offsets->elems[i];
+        const rd_kafka_topic_partition_t *a =
+            answer ? rd_kafka_topic_partition_list_find(answer, t->topic,
+                                                        t->partition)
+                   : NULL;
+        t->err = err ? err : a ? a->err : RD_KAFKA_RESP_ERR__TIMED_OUT;
+    }
+}
+
+/* Commits offsets with the answer served on q, until it comes or end. */
+static void commit_until(rd_kafka_t *rk,
+                         rd_kafka_topic_partition_list_t *offsets,
+                         rd_kafka_queue_t *q, int64_t end)
+{
+    struct close_commit cc = { false, offsets };
+    if (!offsets || offsets->cnt == 0)
+        return;
+    for (int i = 0; i < offsets->cnt; i++)
+        offsets->elems[i].err = RD_KAFKA_RESP_ERR__TIMED_OUT;
+    rd_kafka_resp_err_t err =
+        rd_kafka_commit_queue(rk, offsets, q, close_commit_cb, &cc);
+    if (err) {
+        cg_warn("kafka.commit_failed", "client=%s error=%s", rd_kafka_name(rk),
+                rd_kafka_err2name(err));
+        return;
+    }
+    for (int64_t left; !cc.answered && (left = end - cg_loop_now_ms()) > 0;)
+        rd_kafka_queue_poll_callback(q, (int)(left < 100 ? left : 100));
+    /* An answer that comes later must not reach cc (on our stack): the
+     * caller destroys q, which drops whatever lands there after. */
+}
+
+bool cg_kafka_commit(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *offsets,
+                     int timeout_ms)
+{
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    commit_until(rk, offsets, q, cg_loop_now_ms() + timeout_ms);
+    rd_kafka_queue_destroy(q);
+    for (int i = 0; offsets && i < offsets->cnt; i++)
+        if (offsets->elems[i].err)
+            return false;
+    return true;
+}
+
+bool cg_kafka_consumer_close(rd_kafka_t *rk,
+                             rd_kafka_topic_partition_list_t *offsets,
+                             int timeout_ms)
+{
+    int64_t end = cg_loop_now_ms() + timeout_ms;
+    /* One queue for both steps: the commit's answer and, once closing,
+     * the group's callbacks (librdkafka forwards them there). */
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    commit_until(rk, offsets, q, end);
+    rd_kafka_error_t *e = rd_kafka_consumer_close_queue(rk, q);
+    if (e) {
+        cg_warn("kafka.close_failed", "client=%s error=\"%s\"",
+                rd_kafka_name(rk), rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+    } else {
+        for (int64_t left; !rd_kafka_consumer_closed(rk) &&
+                           (left = end - cg_loop_now_ms()) > 0;)
+            rd_kafka_queue_poll_callback(q, (int)(left < 100 ? left : 100));
+    }
+    bool closed = rd_kafka_consumer_closed(rk) != 0;
+    rd_kafka_queue_destroy(q);
+    return closed;
+}
+
+/* Shared by cg_kafka_destroy and its thread; the last one out frees it. */
+struct destroyer {
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    rd_kafka_t *rk;
+    int flags;
+    bool done;
+    int refs;
+};
+
+static void destroyer_put(struct destroyer *d)
+{
+    pthread_mutex_lock(&d->mu);
+    bool last = --d->refs == 0;
+    pthread_mutex_unlock(&d->mu);
+    if (!last)
+        return;
+    pthread_cond_destroy(&d->cond);
+    pthread_mutex_destroy(&d->mu);
+    free(d);
+}
+
+static void *destroyer_run(void *arg)
+{
+    struct destroyer *d = arg;
+    rd_kafka_destroy_flags(d->rk, d->flags);
+    pthread_mutex_lock(&d->mu);
+    d->done = true;
+    pthread_cond_signal(&d->cond);
+    pthread_mutex_unlock(&d->mu);
+    destroyer_put(d);
+    return NULL;
+}
+
+bool cg_kafka_destroy(rd_kafka_t *rk, int flags, int timeout_ms)
+{
+    char name[128]; /* rk may be gone by the time it is logged */
+    cg_strlcpy(name, rd_kafka_name(rk), sizeof(name));
+    struct destroyer *d = cg_calloc(1, sizeof(*d));
+    pthread_mutex_init(&d->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&d->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    d->rk = rk;
+    d->flags = flags;
+    d->refs = 2;
+    pthread_t t;
+    pthread_attr_t ta;
+    pthread_attr_init(&ta);
+    pthread_attr_setdetachstate(&ta, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&t, &ta, destroyer_run, d) != 0) {
+        pthread_attr_destroy(&ta);
+        d->refs = 1;
+        destroyer_put(d);
+        rd_kafka_destroy_flags(rk, flags); /* no thread: unbounded */
+        return true;
+    }
+    pthread_attr_destroy(&ta);
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&d->mu);
+    while (!d->done &&
+           pthread_cond_timedwait(&d->cond, &d->mu, &until) != ETIMEDOUT)
+        ;
+    bool done = d->done;
+    pthread_mutex_unlock(&d->mu);
+    if (!done)
+        cg_warn("kafka.destroy_abandoned",
+                "client=%s waited_ms=%d note=\"librdkafka still waits for a "
+                "broker that is gone; the process does not\"",
+                name, timeout_ms);
+    destroyer_put(d);
+    return done;
+}
+
+int cg_kafka_uncommitted(const rd_kafka_topic_partition_list_t *offsets,
+                         char *buf, size_t bufsz)
+{
+    size_t len = 0;
+    int n = 0;
+    buf[0] = '\0';
+    for (int i = 0; offsets && i < offsets->cnt; i++) {
+        const rd_kafka_topic_partition_t *t = &offsets->elems[i];
+        if (!t->err)
+            continue;
+        n++;
+        if (len >= bufsz)
+            continue;
+        int w = snprintf(buf + len, bufsz - len, "%s%d:%lld", len ? "," : "",
+                         (int)t->partition, (long long)t->offset);
+        len = w < 0 ? bufsz : len + (size_t)w;
+    }
+    if (len >= bufsz && bufsz > 4)
+        memcpy(buf + bufsz - 4, "...", 4);
+    return n;
 }
 
 static void wake_on_readable(struct cg_loop *loop, int fd, unsigned events,

@@ -14,6 +14,7 @@
 #include "loop.h"
 
 #include <librdkafka/rdkafka.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 struct cg_conf;
@@ -41,6 +42,55 @@ void cg_kafka_topic_warm(rd_kafka_t *rk, rd_kafka_topic_t *rkt, int timeout_ms);
  * copy into out, or "" when absent. */
 void cg_kafka_header(const rd_kafka_message_t *msg, const char *name, char *out,
                      size_t outsz);
+
+/*
+ * Commits offsets and waits at most timeout_ms for the group's answer (a
+ * synchronous rd_kafka_commit waits for a coordinator that may be gone,
+ * for ever). Each element ends with err 0 when the group confirmed it, an
+ * error otherwise (RD_KAFKA_RESP_ERR__TIMED_OUT: no answer in time).
+ * Returns true when every element was confirmed. May be called from a
+ * rebalance callback.
+ */
+bool cg_kafka_commit(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *offsets,
+                     int timeout_ms);
+
+/*
+ * Closes a consumer within timeout_ms whatever the broker does (gone, or
+ * its group coordinator silent): commits `offsets` (NULL or empty: none)
+ * asynchronously and waits for the answer, then leaves the group
+ * (rd_kafka_consumer_close_queue), serving the consumer's callbacks
+ * (rebalance_cb, offset_commit_cb) from this call, all before one
+ * deadline. Each element of offsets ends with err 0 when the group
+ * confirmed it, an error otherwise (RD_KAFKA_RESP_ERR__TIMED_OUT: no answer
+ * in time). Returns true when the group was left. rd_kafka_consumer_close
+ * has no bound, and neither has a synchronous rd_kafka_commit: shutdown
+ * paths use this instead, then rd_kafka_destroy_flags(rk,
+ * RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE).
+ */
+bool cg_kafka_consumer_close(rd_kafka_t *rk,
+                             rd_kafka_topic_partition_list_t *offsets,
+                             int timeout_ms);
+
+/*
+ * rd_kafka_destroy_flags(rk, flags), waiting at most timeout_ms. A consumer
+ * whose group coordinator is gone keeps librdkafka's own termination
+ * waiting for it for up to session.timeout.ms (45 s by default), which no
+ * call shortens; so the destroy runs on a thread of its own, and past the
+ * bound it is left to finish in the background, or to end with the
+ * process. No callback of rk may run by then (consumers: pass
+ * RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE; nothing polls rk any more).
+ * Returns true when rk was destroyed within the bound.
+ */
+#define CG_KAFKA_DESTROY_MS 500 /* the bound every shutdown path uses */
+bool cg_kafka_destroy(rd_kafka_t *rk, int flags, int timeout_ms);
+
+/*
+ * The elements of offsets that carry an error (not committed), as
+ * "partition:offset,..." into buf (cut with "..." past bufsz). Returns how
+ * many there are; for the one log line a shutdown gives them.
+ */
+int cg_kafka_uncommitted(const rd_kafka_topic_partition_list_t *offsets,
+                         char *buf, size_t bufsz);
 
 /*
  * Serves a librdkafka queue from the event loop. librdkafka writes a byte

@@ -234,6 +234,6 @@ void cg_emit_free(struct cg_emit *e, int timeout_ms)
     if (e->rkt)
         rd_kafka_topic_destroy(e->rkt);
     if (e->rk)
-        rd_kafka_destroy(e->rk);
+        cg_kafka_destroy(e->rk, 0, CG_KAFKA_DESTROY_MS);
     free(e);
 }

@@ -11,7 +11,10 @@
  * topics.jobs (or, with --dry-run, to stdout as JSON lines); the summary
  * goes to stdout at the end (text, or JSON with --json); logs and progress
  * go to stderr. SIGTERM or SIGINT stops any mode cleanly: open debounce
- * windows leave, every job gets its delivery report, exit 0.
+ * windows leave, jobs on their way get their delivery reports, the listener
+ * commits and leaves its group, all within CG_SOURCE_STOP_MS whatever the
+ * broker does (source.h), and the exit status is as below. A second
+ * signal ends the process at once, killed by it (common/signals.h).
  *
  * Exit status: 0 all done; 1 a tenant failed or input lines were bad (the
  * rest was done); 2 usage, configuration or start-up error; 3 a job was not
@@ -25,14 +28,12 @@
 #include "log.h"
 #include "loop.h"
 #include "mem.h"
+#include "signals.h"
 
 #include <jansson.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/signalfd.h>
-#include <unistd.h>
 
 #define EXIT_PARTIAL     1
 #define EXIT_USAGE       2
@@ -42,23 +43,12 @@
 /* The one mutable global: raised by the signal watcher. */
 static volatile int stop_flag;
 
-struct sig_watch {
-    struct cg_loop_io io;
-    int signals;
-};
-
-static void on_signal(struct cg_loop *loop, int fd, unsigned events, void *arg)
+static void on_signal(struct cg_signals *s, int signo, void *arg)
 {
-    struct sig_watch *sw = arg;
-    struct signalfd_siginfo si;
-    (void)loop;
-    (void)events;
-    while (read(fd, &si, sizeof(si)) == sizeof(si)) {
-        sw->signals++;
-        cg_info("producer.signal", "signal=%s count=%d",
-                strsignal((int)si.ssi_signo), sw->signals);
-        stop_flag = 1;
-    }
+    (void)s;
+    (void)signo;
+    (void)arg;
+    stop_flag = 1;
 }
 
 static void usage(FILE *out)
@@ -230,11 +220,10 @@ int main(int argc, char **argv)
     struct cg_emit *emit = NULL;
     struct cg_summary sum;
     struct cg_source src;
-    struct sig_watch sw;
-    int sfd = -1;
+    struct cg_signals sig;
     memset(&sum, 0, sizeof(sum));
     memset(&src, 0, sizeof(src));
-    memset(&sw, 0, sizeof(sw));
+    memset(&sig, 0, sizeof(sig));
 
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -289,17 +278,8 @@ int main(int argc, char **argv)
     cg_log_format_parse(cg_conf_str(conf, "log.format"), &format);
     cg_log_setup(level, format, "producer");
 
-    sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGINT);
-    sigprocmask(SIG_BLOCK, &mask, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-
     if (!(loop = cg_loop_new(err, sizeof(err))) ||
-        cg_loop_io_add(loop, &sw.io, sfd, CG_LOOP_READ, on_signal, &sw, err,
-                       sizeof(err)) ||
+        cg_signals_start(&sig, loop, on_signal, NULL, err, sizeof(err)) ||
         !(emit = cg_emit_new(loop, conf, dry_run, stdout, err, sizeof(err)))) {
         cg_error("producer.start_failed", "error=\"%s\"", err);
         goto out;
@@ -337,7 +317,9 @@ int main(int argc, char **argv)
         rc = cg_source_listen(&src);
     else
         rc = cg_source_webhook(&src);
-    cg_emit_finish(emit, FINISH_MS);
+    /* Stopped: the sources flushed within their bound already; what is
+     * still out now is given up (and counted) at once. */
+    cg_emit_finish(emit, stop_flag ? 0 : FINISH_MS);
     sum.elapsed_ms = cg_loop_now_ms() - start;
     struct cg_emit_stats es;
     cg_emit_stats(emit, &es);
@@ -357,11 +339,8 @@ int main(int argc, char **argv)
 out:
     cg_emit_free(emit, 0);
     cg_cache_reader_free(src.cache);
-    if (sw.io.active)
-        cg_loop_io_del(loop, &sw.io);
+    cg_signals_stop(&sig);
     cg_loop_free(loop);
-    if (sfd >= 0)
-        close(sfd);
     summary_free(&sum);
     cg_conf_free(conf);
     return status;

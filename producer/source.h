@@ -81,6 +81,18 @@ struct cg_summary {
     int64_t elapsed_ms;
 };
 
+/*
+ * What a stop may take once *stop is raised, whatever the broker does: the
+ * jobs still on their way get CG_SOURCE_STOP_FLUSH_MS, the listener's
+ * final commit and leaving its group CG_SOURCE_LEAVE_MS, destroying the
+ * listener and the producer CG_KAFKA_DESTROY_MS each (kafka.h): at most
+ * CG_SOURCE_STOP_MS in all, with room for Redis writes bounded by
+ * redis.timeout_ms (watch's known set).
+ */
+#define CG_SOURCE_STOP_FLUSH_MS 1000
+#define CG_SOURCE_LEAVE_MS      2000
+#define CG_SOURCE_STOP_MS       5000
+
 /* The context every source runs in; all members borrowed. */
 struct cg_source {
     struct cg_loop *loop;

@@ -48,7 +48,6 @@
 #define WEBHOOK_BODY_MIN_RATE 16384
 #define WEBHOOK_WRITE_MS      5000
 #define LISTEN_PARTITIONS_MAX 65536
-#define STOP_FLUSH_MS         30000
 
 struct cg_events_state {
     struct cg_source *src;
@@ -700,7 +699,7 @@ static void run_events(struct cg_source *src, struct cg_events_state *st,
     /* Stopping: windows still open leave now, and every job gets its
      * fate before we exit. */
     cg_events_due(st, cg_loop_now_ms(), true);
-    cg_emit_flush(src->emit, STOP_FLUSH_MS);
+    cg_emit_flush(src->emit, CG_SOURCE_STOP_FLUSH_MS);
 }
 
 int cg_source_webhook(struct cg_source *src)
@@ -750,7 +749,9 @@ struct listener {
     struct cg_events_state *st;
     rd_kafka_t *rk;
     char topic[256];
-    int64_t *next; /* per partition: offset after the last consumed, -1 */
+    int64_t *next;      /* per partition: offset after the last consumed, -1 */
+    int64_t *stored;    /* per partition: the last offset stored, -1 */
+    int64_t *confirmed; /* per partition: the last the group confirmed */
     int32_t npart;
 };
 
@@ -776,8 +777,11 @@ static void on_message(void *mp, void *arg)
         if (m->partition >= l->npart) {
             int32_t n = m->partition + 1;
             l->next = cg_realloc(l->next, (size_t)n * sizeof(int64_t));
+            l->stored = cg_realloc(l->stored, (size_t)n * sizeof(int64_t));
+            l->confirmed =
+                cg_realloc(l->confirmed, (size_t)n * sizeof(int64_t));
             for (int32_t i = l->npart; i < n; i++)
-                l->next[i] = -1;
+                l->next[i] = l->stored[i] = l->confirmed[i] = -1;
             l->npart = n;
         }
         l->next[m->partition] = m->offset + 1;
@@ -791,7 +795,7 @@ static void on_message(void *mp, void *arg)
  * in a debounce window, nothing awaiting a delivery report. A crash
  * before that replays events; it never loses one. A dry run stores none.
  */
-static void store_safe(struct listener *l, bool sync_commit)
+static void store_safe(struct listener *l)
 {
     /* A dry run leaves the group's position where it was. */
     if (l->src->dry_run)
@@ -804,6 +808,7 @@ static void store_safe(struct listener *l, bool sync_commit)
         if (l->next[p] < 0)
             continue;
         rd_kafka_topic_partition_list_add(pl, l->topic, p)->offset = l->next[p];
+        l->stored[p] = l->next[p];
         l->next[p] = -1;
     }
     if (pl->cnt > 0) {
@@ -811,12 +816,6 @@ static void store_safe(struct listener *l, bool sync_commit)
         if (e)
             cg_debug("producer.offsets_store", "error=%s",
                      rd_kafka_err2name(e));
-        if (sync_commit) {
-            e = rd_kafka_commit(l->rk, pl, 0);
-            if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
-                cg_warn("producer.commit_failed", "error=%s",
-                        rd_kafka_err2name(e));
-        }
     }
     rd_kafka_topic_partition_list_destroy(pl);
 }
@@ -826,7 +825,53 @@ static void on_listen_msg(void *mp, void *arg)
     struct listener *l = arg;
     if (mp)
         on_message(mp, arg);
-    store_safe(l, false);
+    store_safe(l);
+}
+
+/* Auto-commit's answers: what the group has. */
+static void listen_committed(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                             rd_kafka_topic_partition_list_t *offsets,
+                             void *opaque)
+{
+    struct listener *l = opaque;
+    (void)rk;
+    for (int i = 0; !err && offsets && i < offsets->cnt; i++) {
+        const rd_kafka_topic_partition_t *t = &offsets->elems[i];
+        if (!t->err && t->partition >= 0 && t->partition < l->npart &&
+            !strcmp(t->topic, l->topic))
+            l->confirmed[t->partition] = t->offset;
+    }
+}
+
+/*
+ * Commits what was stored last and leaves the group within
+ * CG_SOURCE_LEAVE_MS: the broker may be gone. What was not confirmed is
+ * one line; those events are read again by the next listener, and their
+ * jobs are sent again (at least once).
+ */
+static void listen_close(struct listener *l,
+                         rd_kafka_topic_partition_list_t *final)
+{
+    int64_t start = cg_loop_now_ms();
+    bool left = cg_kafka_consumer_close(l->rk, final, CG_SOURCE_LEAVE_MS);
+    /* An auto-commit during the close may have confirmed one after all. */
+    for (int i = 0; final && i < final->cnt; i++) {
+        int32_t p = final->elems[i].partition;
+        if (p < l->npart && l->confirmed[p] == final->elems[i].offset)
+            final->elems[i].err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    }
+    char list[512];
+    int n = cg_kafka_uncommitted(final, list, sizeof(list));
+    if (n > 0)
+        cg_warn("producer.uncommitted",
+                "partitions=%d offsets=\"%s\" note=\"the group did not "
+                "confirm these offsets in time; the events from them on will "
+                "be read again\"",
+                n, list);
+    cg_info("producer.listen_closed",
+            "committed=%d uncommitted=%d left_group=%s ms=%lld",
+            (final ? final->cnt : 0) - n, n, left ? "true" : "false",
+            (long long)(cg_loop_now_ms() - start));
 }
 
 int cg_source_listen(struct cg_source *src)
@@ -843,12 +888,14 @@ int cg_source_listen(struct cg_source *src)
                sizeof(l.topic));
     char err[512];
     int rc = 0;
-    rd_kafka_topic_partition_list_t *subs = NULL;
+    rd_kafka_topic_partition_list_t *subs = NULL, *final = NULL;
     rd_kafka_conf_t *kc = cg_kafka_conf(src->conf, defaults, err, sizeof(err));
     if (!kc) {
         cg_error("producer.listen_failed", "error=\"%s\"", err);
         return CG_ECONF;
     }
+    rd_kafka_conf_set_offset_commit_cb(kc, listen_committed);
+    rd_kafka_conf_set_opaque(kc, &l);
     l.rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, err, sizeof(err));
     if (!l.rk) {
         rd_kafka_conf_destroy(kc);
@@ -871,11 +918,22 @@ int cg_source_listen(struct cg_source *src)
     fprintf(src->out, "contactguard-producer listen ready topic=%s\n", l.topic);
     fflush(src->out);
     run_events(src, l.st, l.rk, on_listen_msg, &l);
-    store_safe(&l, true);
+    store_safe(&l);
+    /* The stored offsets auto-commit has not confirmed yet. */
+    final = rd_kafka_topic_partition_list_new(4);
+    for (int32_t p = 0; p < l.npart; p++)
+        if (l.stored[p] >= 0 && l.stored[p] != l.confirmed[p])
+            rd_kafka_topic_partition_list_add(final, l.topic, p)->offset =
+                l.stored[p];
 out:
-    rd_kafka_consumer_close(l.rk);
-    rd_kafka_destroy(l.rk);
+    listen_close(&l, final);
+    if (final)
+        rd_kafka_topic_partition_list_destroy(final);
+    cg_kafka_destroy(l.rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE,
+                     CG_KAFKA_DESTROY_MS);
     cg_events_state_free(l.st);
     free(l.next);
+    free(l.stored);
+    free(l.confirmed);
     return rc;
 }

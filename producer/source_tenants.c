@@ -438,7 +438,7 @@ static int pass(struct cg_source *src, struct cg_arm *arm, bool watch,
         cg_arm_cancel(arm, sw.runs[i].call);
     if (*src->stop) {
         /* Stopping: jobs already handed over still get their fate. */
-        cg_emit_flush(src->emit, 10000);
+        cg_emit_flush(src->emit, CG_SOURCE_STOP_FLUSH_MS);
     }
     write_known(&sw);
     progress(&sw, watch ? "producer.watch_cycle" : "producer.sweep_done");

@@ -198,6 +198,14 @@ void cg_cache_undo_get(struct cg_cache *cache, const char *subscription_id,
 void cg_cache_stats(struct cg_cache *cache, struct cg_cache_stats *out);
 
 /*
+ * Shutdown: waits at most timeout_ms for the thread to have sent what is
+ * queued (the last stores, done markers, a lock release), without running
+ * any callback: their answers are for cg_cache_free. Returns true when
+ * nothing is left to send. NULL-ok.
+ */
+bool cg_cache_settle(struct cg_cache *cache, int timeout_ms);
+
+/*
  * Appends the counters to a /metrics page (Prometheus text, metrics.h):
  * contactguard_cache_writes_total{result="ok|error|dropped"},
  * contactguard_cache_stale_writes_total, contactguard_cache_lookups_total,

@@ -8,6 +8,7 @@
 #include "mem.h"
 #include "offsets.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,6 +22,11 @@
  * never used for the turn-by-turn flow control.
  */
 #define CONSUME_HOLD_MS 2000
+/* A revoke's commit waits at most this for the group's answer. */
+#define CONSUME_REVOKE_COMMIT_MS 2000
+/* Partitions whose committed offset is remembered (beyond: unknown, so
+ * committed again at close, which is harmless). */
+#define CONSUME_PARTITIONS_MAX 65536
 
 struct cg_consume {
     struct cg_loop *loop;
@@ -32,6 +38,11 @@ struct cg_consume {
     void *arg;
     size_t high; /* worker.max_jobs */
     bool paused, stopped, joined;
+    bool closed; /* cg_consume_close began: no commit in rebalance_cb */
+    /* Per partition, the offset the group last confirmed committed (-1:
+     * unknown), so that close commits only what moved. */
+    int64_t *committed;
+    int32_t ncommitted;
     bool holding;          /* at high: not polling until a job finishes */
     int64_t full_since_ms; /* when holding began; 0: not holding */
     struct cg_kafka_wake wake;
@@ -49,6 +60,49 @@ static void store_offset(struct cg_consume *c, int32_t partition,
         cg_debug("consume.store", "partition=%d offset=%lld error=%s",
                  (int)partition, (long long)offset, rd_kafka_err2name(err));
     rd_kafka_topic_partition_list_destroy(l);
+}
+
+static int64_t committed_get(const struct cg_consume *c, int32_t partition)
+{
+    if (partition < 0 || partition >= c->ncommitted)
+        return -1;
+    return c->committed[partition];
+}
+
+static void committed_set(struct cg_consume *c, int32_t partition,
+                          int64_t offset)
+{
+    if (partition < 0 || partition >= CONSUME_PARTITIONS_MAX)
+        return;
+    if (partition >= c->ncommitted) {
+        int32_t n = partition + 1;
+        c->committed = cg_realloc(c->committed, (size_t)n * sizeof(int64_t));
+        for (int32_t i = c->ncommitted; i < n; i++)
+            c->committed[i] = -1;
+        c->ncommitted = n;
+    }
+    c->committed[partition] = offset;
+}
+
+/* A commit's answer, whoever asked (auto-commit, a revoke, the close). */
+static void commits_answered(struct cg_consume *c, rd_kafka_resp_err_t err,
+                             const rd_kafka_topic_partition_list_t *offsets)
+{
+    if (err || !offsets)
+        return;
+    for (int i = 0; i < offsets->cnt; i++) {
+        const rd_kafka_topic_partition_t *e = &offsets->elems[i];
+        if (!e->err && e->offset >= 0 && !strcmp(e->topic, c->topic))
+            committed_set(c, e->partition, e->offset);
+    }
+}
+
+static void offset_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                             rd_kafka_topic_partition_list_t *offsets,
+                             void *opaque)
+{
+    (void)rk;
+    commits_answered(opaque, err, offsets);
 }
 
 static void set_paused(struct cg_consume *c, bool paused)
@@ -159,14 +213,21 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             rd_kafka_topic_partition_list_add(commit, c->topic, p)->offset = w;
         cg_offsets_forget(c->offsets, p);
     }
-    if (commit->cnt > 0) {
+    /* When closing, cg_consume_close has committed already. Otherwise the
+     * commit is bounded: a coordinator gone for good must not stop the
+     * loop (the partitions go anyway; the new owner redoes the rest). */
+    if (commit->cnt > 0 && !c->closed) {
         rd_kafka_offsets_store(rk, commit);
-        rd_kafka_resp_err_t cerr = rd_kafka_commit(rk, commit, 0);
-        if (cerr && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
-            cg_warn("consume.commit_failed", "error=%s",
-                    rd_kafka_err2name(cerr));
+        cg_kafka_commit(rk, commit, CONSUME_REVOKE_COMMIT_MS);
+        commits_answered(c, RD_KAFKA_RESP_ERR_NO_ERROR, commit);
+        char list[512];
+        if (cg_kafka_uncommitted(commit, list, sizeof(list)) > 0)
+            cg_warn("consume.commit_failed", "offsets=\"%s\"", list);
     }
     rd_kafka_topic_partition_list_destroy(commit);
+    if (!c->closed)
+        for (int i = 0; i < parts->cnt; i++)
+            committed_set(c, parts->elems[i].partition, -1);
     cg_info("consume.revoked", "partitions=%d lost=%s", parts->cnt,
             lost ? "true" : "false");
     if (cooperative) {
@@ -283,6 +344,7 @@ struct cg_consume *cg_consume_new(struct cg_loop *loop,
     if (!kc)
         goto fail;
     rd_kafka_conf_set_rebalance_cb(kc, rebalance_cb);
+    rd_kafka_conf_set_offset_commit_cb(kc, offset_commit_cb);
     rd_kafka_conf_set_opaque(kc, c);
     c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, kerr, sizeof(kerr));
     if (!c->rk) {
@@ -359,6 +421,56 @@ void cg_consume_stats(struct cg_consume *c, struct cg_consume_stats *out)
     rd_kafka_topic_partition_list_destroy(a);
 }
 
+/* The watermarks of the assignment that the group has not confirmed. */
+static rd_kafka_topic_partition_list_t *uncommitted(struct cg_consume *c)
+{
+    rd_kafka_topic_partition_list_t *a = NULL;
+    rd_kafka_topic_partition_list_t *todo =
+        rd_kafka_topic_partition_list_new(8);
+    if (rd_kafka_assignment(c->rk, &a) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return todo;
+    for (int i = 0; i < a->cnt; i++) {
+        int32_t p = a->elems[i].partition;
+        int64_t w = cg_offsets_watermark(c->offsets, p);
+        if (w >= 0 && w != committed_get(c, p))
+            rd_kafka_topic_partition_list_add(todo, c->topic, p)->offset = w;
+    }
+    rd_kafka_topic_partition_list_destroy(a);
+    return todo;
+}
+
+void cg_consume_close(struct cg_consume *c, int timeout_ms)
+{
+    if (!c || !c->rk || c->closed)
+        return;
+    c->closed = true;
+    int64_t start = cg_loop_now_ms();
+    cg_loop_timer_cancel(c->loop, &c->tick);
+    cg_kafka_wake_stop(&c->wake);
+    rd_kafka_topic_partition_list_t *todo = uncommitted(c);
+    if (todo->cnt > 0)
+        rd_kafka_offsets_store(c->rk, todo);
+    bool left = cg_kafka_consumer_close(c->rk, todo, timeout_ms);
+    commits_answered(c, RD_KAFKA_RESP_ERR_NO_ERROR, todo);
+    /* What the group never confirmed (an auto-commit during the close may
+     * have confirmed it after all), in one line. */
+    for (int i = 0; i < todo->cnt; i++)
+        if (committed_get(c, todo->elems[i].partition) == todo->elems[i].offset)
+            todo->elems[i].err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    char list[512];
+    int n = cg_kafka_uncommitted(todo, list, sizeof(list));
+    if (n > 0)
+        cg_warn("consume.uncommitted",
+                "partitions=%d offsets=\"%s\" note=\"the group did not "
+                "confirm these offsets in time; the jobs from them on will "
+                "be consumed again\"",
+                n, list);
+    cg_info("consume.closed",
+            "committed=%d uncommitted=%d left_group=%s ms=%lld", todo->cnt - n,
+            n, left ? "true" : "false", (long long)(cg_loop_now_ms() - start));
+    rd_kafka_topic_partition_list_destroy(todo);
+}
+
 void cg_consume_free(struct cg_consume *c)
 {
     if (!c)
@@ -366,13 +478,13 @@ void cg_consume_free(struct cg_consume *c)
     cg_loop_timer_cancel(c->loop, &c->tick);
     cg_kafka_wake_stop(&c->wake);
     if (c->rk) {
-        /* Leaving the group revokes every partition through rebalance_cb,
-         * which stores and commits the watermarks. */
-        rd_kafka_resp_err_t err = rd_kafka_consumer_close(c->rk);
-        if (err)
-            cg_warn("consume.close", "error=%s", rd_kafka_err2name(err));
-        rd_kafka_destroy(c->rk);
+        cg_consume_close(c, CG_CONSUME_CLOSE_MS);
+        /* Closed (or given up on) above, within its bound: destroying
+         * must not try again without one. */
+        cg_kafka_destroy(c->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE,
+                         CG_KAFKA_DESTROY_MS);
     }
     cg_offsets_free(c->offsets);
+    free(c->committed);
     free(c);
 }

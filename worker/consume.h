@@ -9,7 +9,10 @@
  *   - automatic offset *store* off: an offset is stored only when every job
  *     below it is finished (offsets.h), and the stored offsets are committed
  *     by librdkafka's auto-commit;
- *   - a revoked partition stores and commits its watermark before it goes;
+ *   - a revoked partition stores and commits its watermark before it goes
+ *     (waiting at most 2 s for the group's answer);
+ *   - shutdown commits what is left and leaves the group within a bound,
+ *     so a broker that is gone cannot hold the process (cg_consume_close);
  *   - backpressure at worker.max_jobs jobs in flight stops polling: the
  *     fetched messages wait in librdkafka's bounded queue and the next job
  *     starts on the turn after one finishes. Pausing the partitions would
@@ -54,8 +57,21 @@ void cg_consume_stop(struct cg_consume *c);
 /* Jobs taken and not finished. */
 size_t cg_consume_open(const struct cg_consume *c);
 
-/* Stores the watermarks, commits them synchronously and closes the
- * consumer (leaves the group), then frees. NULL-ok. */
+/*
+ * Shutdown, bounded by timeout_ms whatever the broker does: commits the
+ * watermarks not committed yet (asynchronously, waiting for the answer)
+ * and leaves the group (rd_kafka_consumer_close_queue, served here), for
+ * timeout_ms in all. Offsets already committed are not committed again.
+ * Logs consume.closed, and consume.uncommitted naming each partition and
+ * offset that could not be committed (those jobs will be consumed again).
+ * Called once; NULL-ok.
+ */
+void cg_consume_close(struct cg_consume *c, int timeout_ms);
+
+/* cg_consume_close(c, CG_CONSUME_CLOSE_MS) unless already closed, then
+ * frees, waiting at most CG_KAFKA_DESTROY_MS for librdkafka (kafka.h).
+ * NULL-ok. */
+#define CG_CONSUME_CLOSE_MS 2000
 void cg_consume_free(struct cg_consume *c);
 
 struct cg_consume_stats {

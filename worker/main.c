@@ -3,8 +3,12 @@
  *
  * Configuration as every contactguard process (--config, --set, env);
  * SIGTERM or SIGINT stops taking jobs, drains in-flight ones for
- * worker.drain_timeout_ms, commits and exits 0. A second signal stops at
- * once (unfinished jobs stay uncommitted and are consumed again).
+ * worker.drain_timeout_ms, then commits, flushes and leaves the group within
+ * bounds of their own (pipeline.h), and exits 0: a stop takes at most
+ * worker.drain_timeout_ms + CG_PIPELINE_CLOSE_MS whatever the broker does.
+ * A second signal ends the process at once, killed by that signal
+ * (common/signals.h); unfinished jobs stay uncommitted and are consumed
+ * again.
  * Once running it prints one line on stdout, "contactguard-worker ready
  * metrics=ADDR", so a supervisor knows it started and where to scrape.
  */
@@ -13,31 +17,23 @@
 #include "log.h"
 #include "loop.h"
 #include "pipeline.h"
+#include "signals.h"
 
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/signalfd.h>
-#include <unistd.h>
 
 struct stop_state {
     struct cg_pipeline *pl;
-    int signals;
-    struct cg_loop_io io;
+    struct cg_signals sig;
 };
 
-static void on_signal(struct cg_loop *loop, int fd, unsigned events, void *arg)
+static void on_signal(struct cg_signals *s, int signo, void *arg)
 {
     struct stop_state *st = arg;
-    struct signalfd_siginfo si;
-    (void)loop;
-    (void)events;
-    while (read(fd, &si, sizeof(si)) == sizeof(si)) {
-        st->signals++;
-        cg_info("worker.signal", "signal=%s count=%d",
-                strsignal((int)si.ssi_signo), st->signals);
+    (void)s;
+    (void)signo;
+    if (st->pl)
         cg_pipeline_stop(st->pl);
-    }
 }
 
 static void usage(FILE *out)
@@ -59,7 +55,6 @@ int main(int argc, char **argv)
     struct cg_loop *loop = NULL;
     struct stop_state st;
     memset(&st, 0, sizeof(st));
-    int sfd = -1;
 
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -91,18 +86,11 @@ int main(int argc, char **argv)
     cg_log_format_parse(cg_conf_str(conf, "log.format"), &format);
     cg_log_setup(level, format, "worker");
 
-    sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGINT);
-    sigprocmask(SIG_BLOCK, &mask, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-
+    /* Signals first: the pipeline starts threads, which must inherit the
+     * blocked mask. */
     if (!(loop = cg_loop_new(err, sizeof(err))) ||
-        !(st.pl = cg_pipeline_new(loop, conf, err, sizeof(err))) ||
-        cg_loop_io_add(loop, &st.io, sfd, CG_LOOP_READ, on_signal, &st, err,
-                       sizeof(err))) {
+        cg_signals_start(&st.sig, loop, on_signal, &st, err, sizeof(err)) ||
+        !(st.pl = cg_pipeline_new(loop, conf, err, sizeof(err)))) {
         cg_error("worker.start_failed", "error=\"%s\"", err);
         goto out;
     }
@@ -113,20 +101,17 @@ int main(int argc, char **argv)
     printf("contactguard-worker ready metrics=%s\n",
            cg_pipeline_metrics_address(st.pl));
     fflush(stdout);
-    while (!cg_pipeline_done(st.pl) && st.signals < 2)
+    while (!cg_pipeline_done(st.pl))
         if (cg_loop_run_once(loop, 100) < 0)
             break;
-    cg_info("worker.stopping", "signals=%d", st.signals);
+    cg_info("worker.stopping", "signals=%d", st.sig.count);
     status = 0;
 out:
-    if (st.io.active)
-        cg_loop_io_del(loop, &st.io);
     cg_pipeline_free(st.pl);
+    cg_signals_stop(&st.sig);
     cg_loop_free(loop);
-    if (sfd >= 0)
-        close(sfd);
     cg_conf_free(conf);
-    if (status == 0 && st.signals)
+    if (status == 0 && st.sig.count)
         cg_info("worker.stopped", "status=0");
     return status;
 }

@@ -59,7 +59,9 @@ struct job_ctx {
     struct cg_finding findings[CG_RULE_COUNT];
     size_t nfindings;
     struct cg_publish_batch batch;
-    bool sending; /* a batch is out: its callback is pending */
+    bool sending;    /* a batch is out: its callback is pending */
+    bool looking_up; /* its cache lookup is not answered yet */
+    bool orphan;     /* the pipeline is gone: on_lookup frees it */
     int attempts;
     struct cg_loop_timer retry;
     char dlq_reason[256];
@@ -434,6 +436,11 @@ static void stage_fetch(struct job_ctx *j)
 static void on_lookup(const struct cg_cache_prev *res, void *arg)
 {
     struct job_ctx *j = arg;
+    j->looking_up = false;
+    if (j->orphan) {
+        job_free(j); /* answered by cg_cache_free while stopping */
+        return;
+    }
     j->looked_up_ms = cg_loop_now_ms();
     if (res->err == 0 && res->job_done) {
         cg_info("job.duplicate", "job=%s subscription=%s", j->job.job_id,
@@ -473,6 +480,7 @@ static void on_message(rd_kafka_message_t *m, void *arg)
     }
     rd_kafka_message_destroy(m);
     j->tenant = cg_conf_tenant_find(pl->conf, j->job.tenant_id);
+    j->looking_up = true;
     cg_cache_lookup(pl->cache, j->job.tenant_id, j->job.subscription_id,
                     j->job.job_id, on_lookup, j);
 }
@@ -678,19 +686,32 @@ void cg_pipeline_free(struct cg_pipeline *pl)
                 pl->njobs);
     /* Order matters: the producer purges what it still holds, which runs
      * the batches' callbacks while their jobs still exist; only then are
-     * the jobs freed. The consumer closes last-but-one so that the
-     * watermarks of finished jobs are committed. */
+     * the jobs freed. The consumer closes after, so that the watermarks of
+     * jobs finished by the flush are committed too. Every step is bounded:
+     * the broker may be gone. */
     pl->stopping = true;
     pl->drain_until = 0;
-    cg_publish_free(pl->publish, 5000);
+    cg_publish_free(pl->publish, CG_PIPELINE_FLUSH_MS);
     pl->publish = NULL;
-    while (pl->jobs)
-        job_free(pl->jobs);
+    /* A job still waiting for its cache lookup is answered (cancelled) by
+     * cg_cache_free below: on_lookup frees it then, not before. */
+    for (struct job_ctx *j = pl->jobs, *next; j; j = next) {
+        next = j->next;
+        if (j->looking_up)
+            j->orphan = true;
+        else
+            job_free(j);
+    }
+    cg_consume_close(pl->consume, CG_PIPELINE_LEAVE_MS);
     cg_consume_free(pl->consume);
     cg_metrics_free(pl->metrics);
     /* Before the cache: a remediation waiting for Redis is answered (and
      * freed) by cg_cache_free. */
     cg_remediate_free(pl->remediate);
+    pl->remediate = NULL;
+    if (!cg_cache_settle(pl->cache, CG_PIPELINE_CACHE_MS))
+        cg_warn("worker.cache_unsettled",
+                "note=\"writes still queued for Redis are given up\"");
     cg_cache_free(pl->cache);
     cg_fetch_free(pl->fetch);
     cg_arm_free(pl->arm);

@@ -37,8 +37,24 @@ void cg_pipeline_stop(struct cg_pipeline *pl);
 /* True once stopping and every job is finished or the drain ran out. */
 bool cg_pipeline_done(const struct cg_pipeline *pl);
 
+/*
+ * What a stop may take after the drain, whatever the broker and Redis do:
+ * the findings still on their way get CG_PIPELINE_FLUSH_MS, the final
+ * offset commit and leaving the group CG_PIPELINE_LEAVE_MS together,
+ * destroying the producer and the consumer CG_KAFKA_DESTROY_MS each
+ * (kafka.h), the cache's queued writes CG_PIPELINE_CACHE_MS to reach Redis
+ * (cache.h); what is left then is given up. So a stop takes at most
+ * worker.drain_timeout_ms + CG_PIPELINE_CLOSE_MS.
+ */
+#define CG_PIPELINE_FLUSH_MS 1000
+#define CG_PIPELINE_LEAVE_MS 2000
+#define CG_PIPELINE_CACHE_MS 1000
+#define CG_PIPELINE_CLOSE_MS 5000
+
 /* Gives up unfinished jobs (they stay uncommitted), flushes the producer,
- * commits the watermarks and closes everything. NULL-ok. */
+ * commits the watermarks and leaves the group, each within its bound
+ * above, and closes everything. What could not be committed is logged in
+ * one line (consume.uncommitted). NULL-ok. */
 void cg_pipeline_free(struct cg_pipeline *pl);
 
 /* The metrics address actually bound ("" when disabled). */

@@ -204,7 +204,7 @@ void cg_publish_free(struct cg_publish *p, int timeout_ms)
     if (p->dlq)
         rd_kafka_topic_destroy(p->dlq);
     if (p->rk)
-        rd_kafka_destroy(p->rk);
+        cg_kafka_destroy(p->rk, 0, CG_KAFKA_DESTROY_MS);
     free(p);
 }
 

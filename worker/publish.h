@@ -70,7 +70,8 @@ struct cg_publish *cg_publish_new(struct cg_loop *loop,
                                   const struct cg_conf *conf, char *errbuf,
                                   size_t errsz);
 
-/* Flushes for at most timeout_ms, then destroys the producer. NULL-ok. */
+/* Flushes for at most timeout_ms, then destroys the producer (within
+ * CG_KAFKA_DESTROY_MS, kafka.h). NULL-ok. */
 void cg_publish_free(struct cg_publish *p, int timeout_ms);
 
 /* Serialises findings into b (in the configured format) and resets its

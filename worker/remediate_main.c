@@ -16,7 +16,12 @@
  *
  * Exit status: 0 nothing to do / applied / restored; 1 a change is planned
  * (plan), or the remediation was blocked, failed, skipped or refused;
- * 2 usage, configuration or a subscription that could not be read.
+ * 2 usage, configuration or a subscription that could not be read;
+ * 3 stopped by SIGTERM or SIGINT before it finished: the Azure calls in
+ * flight are cancelled and the lock released (a write already sent may
+ * have landed; its undo body is kept). The event, if any, gets
+ * STOP_FLUSH_MS. A second signal ends the process at once, killed by it
+ * (common/signals.h).
  */
 #include "arm.h"
 #include "auth.h"
@@ -34,14 +39,16 @@
 #include "mem.h"
 #include "publish.h"
 #include "remediate.h"
+#include "signals.h"
 
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#define DEADLINE_MS 120000
+#define DEADLINE_MS      120000
+#define STOP_FLUSH_MS    1000 /* the event's delivery, once stopped */
+#define EXIT_INTERRUPTED 3
 
 enum command {
     CMD_PLAN,
@@ -67,8 +74,12 @@ struct run {
     struct cg_finding findings[CG_RULE_COUNT];
     char owner[CG_REMEDIATE_OWNER_MAX + 1];
     int64_t deadline_ms;
-    bool done;
+    /* the call in flight, to cancel on a signal (one at a time) */
+    struct cg_fetch_call *fetch_call;
+    struct cg_remediate_call *rm_call;
+    bool done, stopped;
     int status;
+    struct cg_signals sig;
 };
 
 static void usage(FILE *out)
@@ -86,7 +97,8 @@ static void usage(FILE *out)
             "the\n"
             "                                       last remediation\n\n"
             "Exit status: 0 nothing to do, applied or restored; 1 planned, "
-            "blocked,\nfailed, skipped or refused; 2 usage or unreadable.\n");
+            "blocked,\nfailed, skipped or refused; 2 usage or unreadable; "
+            "3 stopped by a signal.\n");
 }
 
 static void print_summary(const struct cg_remediation *e)
@@ -149,6 +161,7 @@ static void on_sent(struct cg_publish_batch *b, void *arg)
 static void on_remediated(struct cg_remediate_result *res, void *arg)
 {
     struct run *r = arg;
+    r->rm_call = NULL;
     const struct cg_remediation *e = &res->event;
     if (r->json) {
         json_t *o = cg_remediation_json(e);
@@ -186,6 +199,7 @@ static void on_remediated(struct cg_remediate_result *res, void *arg)
 static void on_fetched(struct cg_fetch_result *res, void *arg)
 {
     struct run *r = arg;
+    r->fetch_call = NULL;
     if (res->err) {
         fprintf(stderr,
                 "contactguard-remediate: %s: the contacts could not be "
@@ -224,7 +238,7 @@ static void on_fetched(struct cg_fetch_result *res, void *arg)
     req.nfindings = CG_RULE_COUNT;
     req.contacts_hash = hash;
     req.deadline_ms = r->deadline_ms;
-    if (!cg_remediate_start(r->rm, &req, on_remediated, r)) {
+    if (!(r->rm_call = cg_remediate_start(r->rm, &req, on_remediated, r))) {
         fprintf(stderr, "contactguard-remediate: remediation not started\n");
         r->status = 2;
         r->done = true;
@@ -243,6 +257,7 @@ static void print_body(const char *label, const json_t *b)
 static void on_undone(const struct cg_remediate_undo_result *res, void *arg)
 {
     struct run *r = arg;
+    r->rm_call = NULL;
     if (r->json) {
         json_t *o =
             json_pack("{s:s,s:s,s:s,s:O?,s:O?,s:O?,s:O?,s:b}",
@@ -268,6 +283,28 @@ static void on_undone(const struct cg_remediate_undo_result *res, void *arg)
     if (res->err)
         fprintf(stderr, "contactguard-remediate: undo: %s\n", res->why);
     r->status = res->err ? 1 : 0;
+    r->done = true;
+}
+
+/* The first SIGTERM or SIGINT: what is in flight is cancelled (a held lock
+ * released); an event already handed to Kafka gets STOP_FLUSH_MS. */
+static void on_signal(struct cg_signals *s, int signo, void *arg)
+{
+    struct run *r = arg;
+    (void)s;
+    (void)signo;
+    r->stopped = true;
+    if (r->done || (!r->fetch_call && !r->rm_call))
+        return; /* only the event's delivery is left: bounded in main */
+    cg_fetch_cancel(r->fetch, r->fetch_call);
+    cg_remediate_cancel(r->rm, r->rm_call);
+    r->fetch_call = NULL;
+    r->rm_call = NULL;
+    fprintf(stderr,
+            "contactguard-remediate: %s: stopped by a signal before "
+            "it finished\n",
+            r->subscription);
+    r->status = EXIT_INTERRUPTED;
     r->done = true;
 }
 
@@ -361,7 +398,6 @@ int main(int argc, char **argv)
     cg_log_level_parse(cg_conf_str(conf, "log.level"), &level);
     cg_log_format_parse(cg_conf_str(conf, "log.format"), &format);
     cg_log_setup(level, format, "remediate");
-    signal(SIGPIPE, SIG_IGN);
 
     r.conf = conf;
     if (r.tenant_id) {
@@ -392,7 +428,9 @@ int main(int argc, char **argv)
 
     struct cg_http_opts ho;
     cg_http_opts_from_conf(conf, &ho);
+    /* Signals before the cache's thread starts, so it inherits the mask. */
     if (!(r.loop = cg_loop_new(err, sizeof(err))) ||
+        cg_signals_start(&r.sig, r.loop, on_signal, &r, err, sizeof(err)) ||
         !(http = cg_http_new(r.loop, &ho, err, sizeof(err))) ||
         !(auth = cg_auth_new(r.loop, http, conf, err, sizeof(err))) ||
         !(arm = cg_arm_new(r.loop, http, auth, conf, err, sizeof(err))) ||
@@ -407,25 +445,35 @@ int main(int argc, char **argv)
     }
     r.deadline_ms = cg_loop_now_ms() + DEADLINE_MS;
     if (r.cmd == CMD_UNDO) {
-        cg_remediate_undo(r.rm, r.tenant_id, r.subscription, r.owner,
-                          r.deadline_ms, on_undone, &r);
+        r.rm_call = cg_remediate_undo(r.rm, r.tenant_id, r.subscription,
+                                      r.owner, r.deadline_ms, on_undone, &r);
     } else {
-        cg_fetch_start(r.fetch, r.tenant_id, r.subscription, r.deadline_ms,
-                       on_fetched, &r);
+        r.fetch_call = cg_fetch_start(r.fetch, r.tenant_id, r.subscription,
+                                      r.deadline_ms, on_fetched, &r);
     }
-    while (!r.done)
+    while (!r.done && !r.stopped)
+        if (cg_loop_run_once(r.loop, 100) < 0)
+            break;
+    /* Stopped while the event was on its way: it gets STOP_FLUSH_MS, then
+     * is purged (and reported undelivered). */
+    int64_t flush_end = cg_loop_now_ms() + STOP_FLUSH_MS;
+    while (!r.done && cg_loop_now_ms() < flush_end)
         if (cg_loop_run_once(r.loop, 100) < 0)
             break;
     fflush(stdout);
 out:
-    cg_publish_free(r.pub, 5000);
+    cg_publish_free(r.pub, r.stopped ? 0 : 5000);
     cg_publish_batch_clear(&r.batch);
     cg_remediate_free(r.rm);
+    /* A cancelled call's lock release, or a kept undo body, gets its
+     * bounded chance to reach Redis. */
+    cg_cache_settle(cache, STOP_FLUSH_MS);
     cg_cache_free(cache);
     cg_fetch_free(r.fetch);
     cg_arm_free(arm);
     cg_auth_free(auth);
     cg_http_free(http);
+    cg_signals_stop(&r.sig);
     cg_loop_free(r.loop);
     for (int k = 0; k < CG_RULE_COUNT; k++)
         cg_finding_clear(&r.findings[k]);

@@ -1380,6 +1380,47 @@ int cg_harness_kafka_partitions(const char *bootstrap, const char *topic,
     return rc;
 }
 
+int cg_harness_kafka_committed(const char *bootstrap, const char *group,
+                               const char *topic, int timeout_ms, int64_t *sum,
+                               char *errbuf, size_t errsz)
+{
+    const char *kv[] = { "group.id", group, NULL };
+    rd_kafka_t *rk =
+        kafka_new(RD_KAFKA_CONSUMER, bootstrap, kv, NULL, NULL, errbuf, errsz);
+    rd_kafka_topic_partition_list_t *l = NULL;
+    int64_t deadline = cg_harness_now_ms() + timeout_ms;
+    int rc;
+
+    if (!rk)
+        return CG_EKAFKA;
+    rc = topic_partitions(rk, topic, timeout_ms, errbuf, errsz);
+    if (rc < 0)
+        goto out;
+    l = rd_kafka_topic_partition_list_new(rc);
+    for (int p = 0; p < rc; p++)
+        rd_kafka_topic_partition_list_add(l, topic, p);
+    int64_t left = deadline - cg_harness_now_ms();
+    rd_kafka_resp_err_t err =
+        rd_kafka_committed(rk, l, left > 0 ? (int)left : 1);
+    if (err) {
+        rc = cg_err_set(errbuf, errsz,
+                        err == RD_KAFKA_RESP_ERR__TIMED_OUT ? CG_ETIMEOUT
+                                                            : CG_EKAFKA,
+                        "committed %s: %s", topic, rd_kafka_err2str(err));
+        goto out;
+    }
+    *sum = 0;
+    for (int i = 0; i < l->cnt; i++)
+        if (l->elems[i].offset > 0)
+            *sum += l->elems[i].offset;
+    rc = 0;
+out:
+    if (l)
+        rd_kafka_topic_partition_list_destroy(l);
+    rd_kafka_destroy(rk);
+    return rc;
+}
+
 static char *dup_bytes(const void *p, size_t n)
 {
     char *s;

@@ -249,6 +249,16 @@ int cg_harness_kafka_consume(const char *bootstrap, const char *topic,
 int cg_harness_kafka_partitions(const char *bootstrap, const char *topic,
                                 int timeout_ms, char *errbuf, size_t errsz);
 
+/*
+ * The offsets group has committed on topic, summed over its partitions
+ * (a partition with none counts 0), into *sum. Asks the coordinator
+ * without joining the group, so it perturbs no member under test. 0,
+ * CG_ENOTFOUND, CG_ETIMEOUT or CG_EKAFKA.
+ */
+int cg_harness_kafka_committed(const char *bootstrap, const char *group,
+                               const char *topic, int timeout_ms, int64_t *sum,
+                               char *errbuf, size_t errsz);
+
 /* Value of the first header called name (NULL if none); borrowed. */
 const char *cg_harness_msg_header(const struct cg_harness_msg *m,
                                   const char *name);
