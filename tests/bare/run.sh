@@ -90,12 +90,12 @@ phases=()
 # a parent might.
 mounted_under() {
     awk -v d="$1" '
-        function unescape(s,   out, i) {
+        function unescape(s,   out, i, c) {
             out = ""
             for (i = 1; i <= length(s); i++) {
                 if (substr(s, i, 1) == "\\" && substr(s, i + 1, 3) ~ /^[0-7][0-7][0-7]$/) {
-                    out = out sprintf("%c", (substr(s, i + 1, 1) * 64 +
-                        substr(s, i + 2, 1) * 8 + substr(s, i + 3, 1)))
+                    c = substr(s, i + 1, 1) * 64 + substr(s, i + 2, 1) * 8
+                    out = out sprintf("%c", c + substr(s, i + 3, 1))
                     i += 3
                 } else {
                     out = out substr(s, i, 1)
@@ -129,6 +129,7 @@ kill_inside() {
 cleanup() {
     local rc=$? t0 m left
     trap - EXIT INT TERM HUP
+    set +e # every step runs; the deletion alone is conditional
     t0=$(date +%s)
     kill_inside
     while read -r m; do
@@ -139,8 +140,10 @@ cleanup() {
         echo "bare: $m still busy, detaching it (umount -l)" >&2
         umount -l "$m" || true
     done < <(mounted_under "$tmp")
-    left=$(mounted_under "$tmp")
-    if [ -n "$left" ]; then
+    if ! left=$(mounted_under "$tmp"); then
+        echo "bare: cannot read /proc/mounts; NOT deleting $tmp" >&2
+        rc=1
+    elif [ -n "$left" ]; then
         echo "bare: still mounted under $tmp; NOT deleting it:" >&2
         echo "$left" >&2
         rc=1
@@ -193,7 +196,7 @@ make_rootfs() {
 
 if ! phase "rootfs: mmdebstrap --variant=minbase bookworm + git, ca-certificates" make_rootfs; then
     tail -n 30 "$tmp/mmdebstrap.log" >&2
-    unreachable=$(grep -Ei -m1 'could not resolve|temporary failure resolving|failed to fetch|could not connect|unable to connect|connection (failed|refused|timed out)|network is unreachable' \
+    unreachable=$(grep -Eio -m1 '(could not resolve|temporary failure resolving|failed to fetch|could not connect|unable to connect|connection (failed|refused|timed out)|network is unreachable).*' \
         "$tmp/mmdebstrap.log" || true)
     [ -z "$unreachable" ] || skip "mmdebstrap could not reach the Debian archive: $unreachable"
     echo "bare: mmdebstrap failed (log above)" >&2
@@ -247,16 +250,20 @@ phase "clone" clone
 
 # ---- 4. README's commands, as root, in a login-like environment -------------------
 # A clean environment as a root shell on a bare machine has it; only the
-# demo's population is added.
-n=0
-for cmd in "${commands[@]}"; do
-    n=$((n + 1))
-    if ! phase "README command $n/${#commands[@]}: $cmd" \
-        chroot "$rootfs" /usr/bin/env -i HOME=/root USER=root LOGNAME=root \
+# demo's population is added. In the background so that a signal reaches
+# the trap at once (wait returns), not when the command is done.
+inside() {
+    chroot "$rootfs" /usr/bin/env -i HOME=/root USER=root LOGNAME=root \
         SHELL=/bin/bash TERM=dumb \
         PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         CG_DEMO_TENANTS="$tenants" CG_DEMO_SUBSCRIPTIONS="$subs" \
-        /bin/bash -c "cd /root/contactguard && $cmd" </dev/null; then
+        /bin/bash -c "cd /root/contactguard && $1" </dev/null &
+    wait "$!"
+}
+n=0
+for cmd in "${commands[@]}"; do
+    n=$((n + 1))
+    if ! phase "README command $n/${#commands[@]}: $cmd" inside "$cmd"; then
         echo "bare: FAILED: README command \"$cmd\" failed inside a bare Debian 12" >&2
         exit 1
     fi
