@@ -210,7 +210,7 @@ echo "bare: $(find "$rootfs/var/cache/apt/archives" -name '*.deb' | wc -l) packa
 # /dev is a tmpfs of its own with the few nodes programs open, never a bind
 # of the host's /dev (deleting through it would delete the host's devices).
 mount_tree() {
-    local d=$rootfs/dev node
+    local d=$rootfs/dev node name major minor
     mount -t proc proc "$rootfs/proc"
     mount -t tmpfs -o mode=755,size=64k tmpfs "$d"
     for node in null:1:3 zero:1:5 full:1:7 random:1:8 urandom:1:9 tty:5:0; do
