@@ -83,7 +83,7 @@ fi
 # ---- the tree, and leaving nothing behind -----------------------------------
 tmp=$(realpath "$(mktemp -d "$parent/contactguard-bare.XXXXXX")")
 rootfs=$tmp/rootfs
-phases=()
+phases=() # seconds, name, seconds, name...
 
 # mounted_under DIR: the mount points at or under DIR, deepest first.
 # /proc/mounts escapes blanks as octal (\040); mktemp's names have none, but
@@ -150,10 +150,9 @@ cleanup() {
     else
         rm -rf --one-file-system "$tmp"
     fi
-    phases+=("cleanup $(($(date +%s) - t0)) s")
-    if [ ${#phases[@]} -gt 0 ]; then
-        echo "bare: wall-clock per phase: $(printf '%s; ' "${phases[@]}")" >&2
-    fi
+    phases+=("$(($(date +%s) - t0))" "cleanup")
+    echo "bare: wall-clock per phase:" >&2
+    printf 'bare: %5s s  %s\n' "${phases[@]}" >&2
     exit "$rc"
 }
 trap cleanup EXIT
@@ -168,7 +167,7 @@ phase() {
     say "$name ($(date -u +%H:%M:%S))"
     t0=$(date +%s)
     "$@" || rc=$?
-    phases+=("$name $(($(date +%s) - t0)) s")
+    phases+=("$(($(date +%s) - t0))" "$name")
     return "$rc"
 }
 
