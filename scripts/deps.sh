@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
 # Installs the Debian packages contactguard needs to build, test, run the
 # demo and the benchmarks, but only those that are missing: a machine that
-# has them all is not touched (no apt-get update, no root needed).
+# has them all is not touched (no apt-get update, no root needed). Works on
+# a bare Debian 12 (make and the compilers are in the list). Extra package
+# names on the command line are installed too (make bare: mmdebstrap).
+#
+#   scripts/deps.sh [PACKAGE...]
 set -euo pipefail
 
 PKGS=(
-    build-essential cmake pkg-config git
+    build-essential make cmake pkg-config git
     librdkafka-dev libcurl4-openssl-dev libjansson-dev libssl-dev
     libhiredis-dev libidn2-dev
     redis-server redis-tools
     clang libclang-rt-14-dev clang-format
-    python3 python3-azure python3-aiohttp jq curl wrk kcat openssl
+    python3 python3-azure python3-aiohttp jq curl wrk kcat openssl time
     linux-perf
+    "$@"
 )
 
 missing=()
@@ -28,7 +33,10 @@ fi
 
 echo "deps: missing Debian packages: ${missing[*]}" >&2
 if [ "$(id -u)" -ne 0 ]; then
-    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    # sudo when it may run without asking, or when someone is there to
+    # answer its password prompt.
+    if command -v sudo >/dev/null 2>&1 &&
+        { sudo -n true 2>/dev/null || [ -t 0 ]; }; then
         SUDO=sudo
     else
         echo "deps: not root; run as root (or with sudo):" >&2
