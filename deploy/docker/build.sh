@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# Builds the contactguard image with podman and smoke-tests it.
+#
+#   deploy/docker/build.sh [WORK_DIR]
+#
+# No container registry is needed: the Debian 12 base (minbase, what
+# debian:12-slim is) comes from mmdebstrap over the Debian archive and is
+# imported under the name the Dockerfile asks for. The build context is the
+# tree's files (git ls-files), so nothing local leaks in. Everything -- the
+# base, podman's storage, the image -- lives under WORK_DIR (default: a
+# temporary directory) and is removed at exit: nothing is cached outside the
+# tree.
+#
+# Smoke test, inside the image: the process runs as uid 10001 on a
+# read-only root file system without network; no compiler and no -dev
+# package is installed; contactguard-worker loads the example configuration
+# (--dump-config); contactguard-eval decides a body exactly as the binary
+# built on this machine does (BUILD_DIR, default build/).
+#
+# Exit status: 0 built and smoke-tested; 77 SKIPPED (this machine cannot
+# run containers; the reason is printed); 1 anything else.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+build_dir=${BUILD_DIR:-$root/build}
+work=${1:-}
+if [ -z "$work" ]; then
+    work=$(mktemp -d /tmp/contactguard-image.XXXXXX)
+fi
+mkdir -p "$work"
+work=$(cd "$work" && pwd)
+image=localhost/contactguard:smoke
+base=docker.io/library/debian:12-slim
+mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+
+say() { printf 'image: %s\n' "$*" >&2; }
+skip() {
+    echo "SKIPPED: the container image was not built: $*"
+    exit 77
+}
+
+P=()
+cleanup() {
+    local rc=$?
+    if [ ${#P[@]} -gt 0 ]; then
+        "${P[@]}" rmi -a -f >/dev/null 2>&1 || true
+        "${P[@]}" system reset -f >/dev/null 2>&1 || true
+    fi
+    rm -rf "$work"
+    exit "$rc"
+}
+trap cleanup EXIT
+
+for tool in podman mmdebstrap git; do
+    command -v "$tool" >/dev/null 2>&1 || skip "$tool is not installed"
+done
+[ "$(id -u)" -eq 0 ] || skip "rootful podman needs root (uid $(id -u))"
+
+# podman's storage under $work (vfs: no overlay module or fuse needed).
+# runc rather than crun: crun refuses hybrid cgroup v1/v2 hosts. The
+# default rlimits podman asks for (nofile 1048576, nproc max) need
+# CAP_SYS_RESOURCE, which sandboxes often drop: ask for what we have.
+runtime=()
+if command -v runc >/dev/null 2>&1; then
+    runtime=(--runtime "$(command -v runc)")
+fi
+P=(podman --root "$work/storage" --runroot "$work/run" --storage-driver vfs
+    --cgroup-manager cgroupfs "${runtime[@]}")
+nofile=$(ulimit -Hn)
+[ "$nofile" = unlimited ] && nofile=1048576
+[ "$nofile" -gt 65536 ] && nofile=65536
+limits=(--ulimit "nofile=$nofile:$nofile" --ulimit "nproc=4096:4096")
+
+# Can this machine run a container at all? A two-file root file system
+# (a shell and its libraries) answers in a second, before minutes of
+# mmdebstrap.
+say "probing podman"
+probe=$work/probe
+mkdir -p "$probe/bin"
+cp /bin/true "$probe/bin/"
+for lib in $(ldd /bin/true | grep -o '/[^ ]*'); do
+    mkdir -p "$probe$(dirname "$lib")"
+    cp "$lib" "$probe$lib"
+done
+tar -C "$probe" -cf "$work/probe.tar" .
+if ! out=$("${P[@]}" import "$work/probe.tar" localhost/cg-probe:1 2>&1) ||
+    ! out=$("${P[@]}" run --rm --network none "${limits[@]}" \
+        localhost/cg-probe:1 /bin/true 2>&1); then
+    skip "podman cannot run a container here: $(printf '%s' "$out" | tail -n 1)"
+fi
+
+say "base: mmdebstrap --variant=minbase bookworm ($mirror)"
+start=$(date +%s)
+mmdebstrap --quiet --variant=minbase --include=ca-certificates \
+    --aptopt='Acquire::Retries "3"' bookworm "$work/base.tar" \
+    "deb $mirror bookworm main" "deb $mirror bookworm-updates main" \
+    "deb ${mirror%/debian}/debian-security bookworm-security main" ||
+    { echo "image: mmdebstrap failed" >&2; exit 1; }
+"${P[@]}" import --change 'CMD ["/bin/bash"]' "$work/base.tar" "$base" >/dev/null
+rm -f "$work/base.tar"
+
+say "context: the tree's files"
+ctx=$work/context
+mkdir -p "$ctx"
+(cd "$root" && git ls-files -z --cached --others --exclude-standard |
+    xargs -0 -I{} sh -c 'test -e "{}" && printf "%s\0" "{}"' |
+    tar --null -T - -cf -) | tar -C "$ctx" -xf -
+
+say "podman build"
+# The build's RUN steps reach the Debian archive through the host network.
+"${P[@]}" build --pull=never --network host "${limits[@]}" \
+    -f "$ctx/deploy/docker/Dockerfile" -t "$image" "$ctx" >"$work/build.log" 2>&1 ||
+    { tail -n 30 "$work/build.log" >&2; echo "image: podman build failed" >&2; exit 1; }
+built=$(date +%s)
+
+run() {
+    "${P[@]}" run --rm --network none --read-only "${limits[@]}" "$@"
+}
+fail() { echo "image: smoke test failed: $*" >&2; exit 1; }
+
+say "smoke test"
+uid=$(run "$image" id -u) || fail "id -u did not run"
+[ "$uid" = 10001 ] || fail "runs as uid $uid, not 10001"
+user=$("${P[@]}" image inspect --format '{{.Config.User}}' "$image")
+[ "${user%%:*}" = 10001 ] || fail "image USER is '$user'"
+if run "$image" sh -c 'command -v cc gcc cmake' >/dev/null; then
+    fail "a compiler is installed in the runtime image"
+fi
+dev=$(run "$image" dpkg-query -W -f '${Package}\n' | grep -e '-dev$' || true)
+[ -z "$dev" ] || fail "development packages in the runtime image: $dev"
+
+# The worker links every runtime library; --dump-config builds and prints
+# the effective configuration without connecting anywhere.
+run "$image" contactguard-worker --set topics.jobs=cg.smoke.jobs \
+    --dump-config >"$work/dump.json" 2>"$work/dump.err" ||
+    { cat "$work/dump.err" >&2; fail "contactguard-worker --dump-config"; }
+topic=$(jq -r '.["topics.jobs"]' "$work/dump.json")
+[ "$topic" = cg.smoke.jobs ] || fail "contactguard-worker --dump-config: topics.jobs is '$topic'"
+for bin in contactguard-producer contactguard-report contactguard-remediate \
+    contactguard-config stunnel4 jq; do
+    run "$image" sh -c "command -v $bin" >/dev/null || fail "$bin missing"
+done
+
+# contactguard-eval on a body, inside and outside: the same findings.
+body=$root/tests/fixtures/contacts/2023/invalid-emails.json
+want_rc=0
+"$build_dir/worker/contactguard-eval" --format compact "$body" \
+    >"$work/eval.host" || want_rc=$?
+got_rc=0
+run -v "$body:/tmp/body.json:ro" "$image" contactguard-eval --format compact \
+    /tmp/body.json >"$work/eval.image" || got_rc=$?
+[ "$got_rc" = "$want_rc" ] || fail "contactguard-eval exit $got_rc, host $want_rc"
+[ -s "$work/eval.image" ] || fail "contactguard-eval printed nothing"
+# The finding uid and time differ run to run; rule, status and reason not.
+norm() { jq -c '{rule, status, reason_code}' "$1"; }
+diff <(norm "$work/eval.host") <(norm "$work/eval.image") >&2 ||
+    fail "contactguard-eval in the image disagrees with the host build"
+
+size=$("${P[@]}" image inspect --format '{{.Size}}' "$image")
+echo "image=contactguard built_s=$((built - start)) size_mb=$((size / 1048576)) user=$user eval_rc=$got_rc findings=$(wc -l <"$work/eval.image") smoke=ok"
