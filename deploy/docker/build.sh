@@ -18,7 +18,8 @@
 # built on this machine does (BUILD_DIR, default build/).
 #
 # Exit status: 0 built and smoke-tested; 77 SKIPPED (this machine cannot
-# run containers; the reason is printed); 1 anything else.
+# run containers; the reason is printed, and written to $REPORT if set);
+# 1 anything else.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build_dir=${BUILD_DIR:-$root/build}
@@ -33,8 +34,13 @@ base=docker.io/library/debian:12-slim
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
 say() { printf 'image: %s\n' "$*" >&2; }
+# REPORT (optional): a file that gets the outcome line too, for a CI log.
+outcome() {
+    echo "$*"
+    if [ -n "${REPORT:-}" ]; then echo "$*" >"$REPORT"; fi
+}
 skip() {
-    echo "SKIPPED: the container image was not built: $*"
+    outcome "SKIPPED: the container image was not built: $*"
     exit 77
 }
 
@@ -115,7 +121,10 @@ built=$(date +%s)
 run() {
     "${P[@]}" run --rm --network none --read-only "${limits[@]}" "$@"
 }
-fail() { echo "image: smoke test failed: $*" >&2; exit 1; }
+fail() {
+    outcome "FAILED: image smoke test: $*"
+    exit 1
+}
 
 say "smoke test"
 uid=$(run "$image" id -u) || fail "id -u did not run"
@@ -156,4 +165,4 @@ diff <(norm "$work/eval.host") <(norm "$work/eval.image") >&2 ||
     fail "contactguard-eval in the image disagrees with the host build"
 
 size=$("${P[@]}" image inspect --format '{{.Size}}' "$image")
-echo "image=contactguard built_s=$((built - start)) size_mb=$((size / 1048576)) user=$user eval_rc=$got_rc findings=$(wc -l <"$work/eval.image") smoke=ok"
+outcome "image=contactguard built_s=$((built - start)) size_mb=$((size / 1048576)) user=$user eval_rc=$got_rc findings=$(wc -l <"$work/eval.image") smoke=ok"
