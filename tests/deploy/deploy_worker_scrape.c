@@ -35,8 +35,8 @@ static bool metrics_show(const char *addr, const char *want, int timeout_ms)
         long st = 0;
         char *body = cg_stack_http_get(url, NULL, &st);
         const char *at = body ? strstr(body, want) : NULL;
-        bool ok = at && (at == body || at[-1] == '\n') &&
-                  at[strlen(want)] == '\n';
+        bool ok =
+            at && (at == body || at[-1] == '\n') && at[strlen(want)] == '\n';
         free(body);
         if (ok)
             return true;
@@ -71,8 +71,8 @@ int main(int argc, char **argv)
     if (rc)
         return check_done("deploy_worker_scrape");
 
-    struct cg_harness_proc *w = cg_stack_worker(&s, "worker", NULL, err,
-                                                sizeof(err));
+    struct cg_harness_proc *w =
+        cg_stack_worker(&s, "worker", NULL, err, sizeof(err));
     CHECK(w != NULL, "worker: %s", err);
     const char *addr = w ? cg_stack_worker_metrics(w) : NULL;
     CHECK(addr != NULL, "no metrics address in the worker's ready line");
