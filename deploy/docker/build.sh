@@ -11,10 +11,12 @@
 # temporary directory) and is removed at exit: nothing is cached outside the
 # tree.
 #
-# Smoke test, inside the image: the process runs as uid 10001 on a
-# read-only root file system without network; no compiler and no -dev
-# package is installed; contactguard-worker loads the example configuration
-# (--dump-config); contactguard-eval decides a body exactly as the binary
+# Smoke test, inside the image, on a read-only root file system without
+# network: the process runs as uid 10001; no compiler and no -dev package
+# is installed; every binary is there; contactguard-worker prints its
+# effective configuration (--dump-config: every runtime library loads);
+# contactguard-config composes a configuration with a secret file using
+# the image's jq; contactguard-eval decides a body exactly as the binary
 # built on this machine does (BUILD_DIR, default build/).
 #
 # Exit status: 0 built and smoke-tested; 77 SKIPPED (this machine cannot
