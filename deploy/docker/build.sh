@@ -57,6 +57,9 @@ cleanup() {
     exit "$rc"
 }
 trap cleanup EXIT
+# A signal (ctest's timeout, Ctrl-C) still cleans up: exit runs the trap.
+trap 'exit 143' TERM
+trap 'exit 130' INT
 
 for tool in podman mmdebstrap git; do
     command -v "$tool" >/dev/null 2>&1 || skip "$tool is not installed"
