@@ -365,7 +365,8 @@ def main():
               f"worker {probe} port {get.get('port')} is not the metrics port")
     grace = wspec["terminationGracePeriodSeconds"]
     drain = int(wconf["worker.drain_timeout_ms"])
-    # After the drain: store offsets, flush the results, leave the group.
+    # A stop takes at most drain + 5 s whatever the broker does (README,
+    # The worker): 10 s keeps a margin for the kubelet and a slow node.
     check(grace * 1000 >= drain + 10000,
           f"terminationGracePeriodSeconds {grace} s leaves less than 10 s "
           f"after worker.drain_timeout_ms {drain} ms")
