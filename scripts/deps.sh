@@ -16,6 +16,8 @@ PKGS=(
     clang libclang-rt-14-dev clang-format
     python3 python3-azure python3-aiohttp jq curl wrk kcat openssl time
     linux-perf
+    yamllint python3-yaml prometheus
+    podman runc mmdebstrap
     "$@"
 )
 
