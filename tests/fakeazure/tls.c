@@ -132,6 +132,8 @@ SSL_CTX *cg_fa_tls_ctx(const char *cert_file, const char *key_file,
 static char *server_san(const char *names)
 {
     const char *base = "IP:127.0.0.1,DNS:localhost,IP:::1";
+    if (names && !*names)
+        return NULL;
     struct cg_buf b;
     cg_buf_init(&b, 64 * 1024);
     cg_buf_puts(&b, base);
