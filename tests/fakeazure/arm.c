@@ -261,10 +261,8 @@ static void bad_version(struct cg_fa_resp *resp, const char *v,
  * POST .../register registers it at once (Azure answers "Registering" and
  * finishes within minutes), after which the subscription's contacts read.
  */
-static void provider(struct cg_fa *fa, struct cg_fa_sub *sub, bool reg,
-                     struct cg_fa_resp *resp)
+static void provider(struct cg_fa_sub *sub, bool reg, struct cg_fa_resp *resp)
 {
-    (void)fa;
     if (reg)
         sub->registered = true;
     char *id =
@@ -451,7 +449,8 @@ const char *cg_fa_arm_handle(struct cg_fa *fa, const struct cg_fa_req *req,
             sub->id);
         return rname;
     }
-    if (write && cg_fa_store_tenant(fa->store, sub->tenant)->reject_writes) {
+    if (write && op == OP_CONTACT &&
+        cg_fa_store_tenant(fa->store, sub->tenant)->reject_writes) {
         cg_fa_arm_error(resp, 400, "InvalidInput",
                         "The security contact '%s' could not be written: "
                         "the request content was rejected.",
@@ -495,7 +494,7 @@ const char *cg_fa_arm_handle(struct cg_fa *fa, const struct cg_fa_req *req,
                             sub->id);
             return rname;
         }
-        provider(fa, sub, op == OP_REGISTER, resp);
+        provider(sub, op == OP_REGISTER, resp);
         return rname;
     }
     if (!sub->registered) {

@@ -160,6 +160,12 @@ fa_eq "$(status "$B" "${A0[@]}" "$PRV/register?api-version=2022-09-01")" 405 \
 fa_eq "$(status "$B" -X POST -H "Authorization: Bearer $TOK1" \
     "$PRV/register?api-version=2022-09-01")" 403 \
     "another tenant's principal cannot register"
+fa_curl -X PUT -d '{"deny":true}' "$FA_URL/_fake/tenants/$T0/writes" >/dev/null
+fa_eq "$(status "$B" "${A0[@]}" -X POST -d '' "$PRV/register?api-version=2022-09-01")" \
+    403 "a read-only principal cannot register"
+fa_eq "$(jq -r .error.message "$B" | grep -o 'Microsoft.Security/register/action')" \
+    Microsoft.Security/register/action "... for want of register/action"
+fa_curl -X PUT -d '{}' "$FA_URL/_fake/tenants/$T0/writes" >/dev/null
 fa_eq "$(status "$B" "${A0[@]}" "$FA_URL/subscriptions/$S_UNREG/$SC?$v23")" \
     409 "... still unregistered"
 fa_eq "$(status "$B" "${A0[@]}" -X POST -d '' "$PRV/register?api-version=2022-09-01")" \
