@@ -14,8 +14,8 @@ PKGS=(
     libhiredis-dev libidn2-dev
     redis-server redis-tools
     clang libclang-rt-14-dev clang-format
-    python3 python3-azure python3-aiohttp jq curl wrk kcat openssl time
-    linux-perf
+    python3 python3-azure python3-azure-cli python3-aiohttp jq curl wrk kcat
+    openssl time linux-perf
     yamllint python3-yaml prometheus
     podman runc mmdebstrap
     "$@"

@@ -84,16 +84,20 @@ static bool version_rejected(const struct cg_arm_result *r)
             strcasecmp(r->code, "InvalidResourceType") == 0);
 }
 
-static void classify(const struct cg_arm_result *r, struct cg_fetch_result *res)
+static void classify(const struct cg_arm_result *r, const char *subscription,
+                     struct cg_fetch_result *res)
 {
     const char *why = r->why && *r->why ? r->why : cg_err_desc(r->err);
-    /* ARM answers an unregistered provider with 409, sometimes 400. */
+    /* ARM answers an unregistered provider with 409, sometimes 400. The
+     * fix is one call, POST .../providers/Microsoft.Security/register:
+     * the finding names the command that makes it. */
     if ((r->err == CG_ECONFLICT || r->err == CG_EBADREQ) &&
         strcasecmp(r->code, "MissingSubscriptionRegistration") == 0) {
         verdict(res, CG_STATUS_ERROR, "PROVIDER_NOT_REGISTERED",
                 "The subscription is not registered with "
-                "Microsoft.Security: %s",
-                why);
+                "Microsoft.Security; register it with `az provider register "
+                "--namespace Microsoft.Security --subscription %s`: %s",
+                subscription, why);
         return;
     }
     /* Retried as a transport failure until the deadline; named apart so
@@ -197,7 +201,7 @@ static void fetch_done(const struct cg_arm_result *r, void *arg)
         }
     } else {
         res.err = r->err;
-        classify(r, &res);
+        classify(r, c->subscription, &res);
     }
     struct cg_fetch *f = c->f;
     cg_fetch_fn fn = c->fn;

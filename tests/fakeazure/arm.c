@@ -14,13 +14,14 @@
 #include <string.h>
 #include <strings.h>
 
-#define CONTACTS_PREFIX "/providers/microsoft.security/securitycontacts"
+#define PROVIDER_PREFIX "/providers/microsoft.security"
+#define CONTACTS_PREFIX PROVIDER_PREFIX "/securitycontacts"
 #define QUERY_VALUE_MAX 256
 
 static const char *const resource_versions[] = {
     "2014-04-01", "2015-11-01", "2016-06-01", "2018-06-01", "2019-06-01",
-    "2019-11-01", "2020-01-01", "2021-01-01", "2022-01-01", "2022-09-01",
-    "2022-12-01", "2023-07-01", NULL
+    "2019-11-01", "2020-01-01", "2021-01-01", "2021-04-01", "2022-01-01",
+    "2022-09-01", "2022-12-01", "2023-07-01", NULL
 };
 
 enum op {
@@ -29,12 +30,15 @@ enum op {
     OP_SUB,
     OP_LIST,
     OP_CONTACT,
+    OP_PROVIDER, /* GET /subscriptions/{id}/providers/Microsoft.Security */
+    OP_REGISTER, /* POST .../providers/Microsoft.Security/register */
     OP_UNKNOWN,
 };
 
-static const char *const op_routes[] = { "subscriptions", "tenants",
-                                         "subscription",  "contacts.list",
-                                         "contact",       "arm.unknown" };
+static const char *const op_routes[] = { "subscriptions",     "tenants",
+                                         "subscription",      "contacts.list",
+                                         "contact",           "provider",
+                                         "provider.register", "arm.unknown" };
 
 static bool is_guid(const char *s, size_t n)
 {
@@ -75,6 +79,11 @@ static enum op route(const char *path, char *sub, size_t subsz, char *name,
     sub[sl] = '\0';
     if (!slash)
         return OP_SUB;
+    size_t rl = (size_t)(end - slash), ppl = strlen(PROVIDER_PREFIX);
+    if (rl == ppl && !strncasecmp(slash, PROVIDER_PREFIX, ppl))
+        return OP_PROVIDER;
+    if (rl == ppl + 9 && !strncasecmp(slash, PROVIDER_PREFIX "/register", rl))
+        return OP_REGISTER;
     size_t pl = strlen(CONTACTS_PREFIX);
     if ((size_t)(end - slash) < pl || strncasecmp(slash, CONTACTS_PREFIX, pl))
         return OP_UNKNOWN;
@@ -247,6 +256,31 @@ static void bad_version(struct cg_fa_resp *resp, const char *v,
                     v, supported);
 }
 
+/*
+ * The resource provider as GET .../providers/Microsoft.Security shows it;
+ * POST .../register registers it at once (Azure answers "Registering" and
+ * finishes within minutes), after which the subscription's contacts read.
+ */
+static void provider(struct cg_fa_sub *sub, bool reg, struct cg_fa_resp *resp)
+{
+    if (reg)
+        sub->registered = true;
+    char *id =
+        cg_asprintf("/subscriptions/%s/providers/Microsoft.Security", sub->id);
+    json_t *o = json_pack(
+        "{s:s,s:s,s:s,s:s,s:[{s:s,s:[],s:[s,s,s],s:s}]}", "id", id, "namespace",
+        "Microsoft.Security", "registrationState",
+        sub->registered ? "Registered" : "NotRegistered", "registrationPolicy",
+        "RegistrationRequired", "resourceTypes", "resourceType",
+        "securityContacts", "locations", "apiVersions", "2023-12-01-preview",
+        "2020-01-01-preview", "2017-08-01-preview", "capabilities", "None");
+    char *s = json_dumps(o, JSON_COMPACT);
+    cg_buf_puts(&resp->body, s);
+    free(s);
+    json_decref(o);
+    free(id);
+}
+
 const char *cg_fa_arm_handle(struct cg_fa *fa, const struct cg_fa_req *req,
                              struct cg_fa_resp *resp)
 {
@@ -256,11 +290,14 @@ const char *cg_fa_arm_handle(struct cg_fa *fa, const struct cg_fa_req *req,
     bool get = !strcmp(req->method, "GET");
     bool put = !strcmp(req->method, "PUT");
     bool del = !strcmp(req->method, "DELETE");
+    bool patch = !strcmp(req->method, "PATCH");
+    bool post = !strcmp(req->method, "POST");
     if (op == OP_CONTACT)
-        rname = get   ? "contacts.get"
-                : put ? "contacts.put"
-                : del ? "contacts.delete"
-                      : "contact";
+        rname = get     ? "contacts.get"
+                : put   ? "contacts.put"
+                : del   ? "contacts.delete"
+                : patch ? "contacts.patch"
+                        : "contact";
 
     cg_fa_resp_header(resp, "x-ms-request-id",
                       "00000000-0000-4000-8000-%012llx",
@@ -279,8 +316,9 @@ const char *cg_fa_arm_handle(struct cg_fa *fa, const struct cg_fa_req *req,
                         req->path);
         return rname;
     }
-    if ((op != OP_CONTACT && !get) ||
-        (op == OP_CONTACT && !get && !put && !del)) {
+    if ((op == OP_REGISTER && !post) ||
+        (op != OP_CONTACT && op != OP_REGISTER && !get) ||
+        (op == OP_CONTACT && !get && !put && !del && !patch)) {
         cg_fa_arm_error(resp, 405, "MethodNotAllowed",
                         "The method '%.16s' is not allowed.", req->method);
         return rname;
@@ -301,6 +339,14 @@ const char *cg_fa_arm_handle(struct cg_fa *fa, const struct cg_fa_req *req,
                         "2023-12-01-preview");
             return rname;
         }
+        /* Only 2017-08-01-preview defines PATCH. */
+        if (patch && ver != CG_FA_V2017) {
+            cg_fa_arm_error(resp, 405, "MethodNotAllowed",
+                            "The method 'PATCH' is not allowed for "
+                            "api-version '%s'.",
+                            version);
+            return rname;
+        }
     } else if (!version_in(version, resource_versions)) {
         bad_version(resp, version, "2016-06-01, 2020-01-01, 2022-12-01");
         return rname;
@@ -313,7 +359,7 @@ const char *cg_fa_arm_handle(struct cg_fa *fa, const struct cg_fa_req *req,
         cg_strlcpy(scope, subid, sizeof(scope));
     else
         snprintf(scope, sizeof(scope), "tenant:%.40s", tok->tenant_id);
-    bool write = put || del;
+    bool write = put || del || patch || post;
     struct cg_fa_throttle th;
     cg_fa_faults_throttle(fa->faults, tok->principal, scope, write, &th);
     /* Tenant-level reads (subscriptions, tenants) report the tenant's
@@ -394,13 +440,17 @@ const char *cg_fa_arm_handle(struct cg_fa *fa, const struct cg_fa_req *req,
             "'/subscriptions/%s' or the scope is invalid. If access was "
             "recently granted, please refresh your credentials.",
             tok->client_id, tok->client_id,
-            op == OP_SUB ? "Microsoft.Resources/subscriptions/read"
-            : write      ? "Microsoft.Security/securityContacts/write"
-                         : "Microsoft.Security/securityContacts/read",
+            op == OP_SUB        ? "Microsoft.Resources/subscriptions/read"
+            : op == OP_REGISTER ? "Microsoft.Security/register/action"
+            : op == OP_PROVIDER ? "Microsoft.Resources/subscriptions/"
+                                  "providers/read"
+            : write             ? "Microsoft.Security/securityContacts/write"
+                                : "Microsoft.Security/securityContacts/read",
             sub->id);
         return rname;
     }
-    if (write && cg_fa_store_tenant(fa->store, sub->tenant)->reject_writes) {
+    if (write && op == OP_CONTACT &&
+        cg_fa_store_tenant(fa->store, sub->tenant)->reject_writes) {
         cg_fa_arm_error(resp, 400, "InvalidInput",
                         "The security contact '%s' could not be written: "
                         "the request content was rejected.",
@@ -409,14 +459,22 @@ const char *cg_fa_arm_handle(struct cg_fa *fa, const struct cg_fa_req *req,
     }
     if (write && cg_fa_store_tenant(fa->store, sub->tenant)->deny_writes) {
         /* The principal reads but may not write (Security Reader). */
-        cg_fa_arm_error(
-            resp, 403, "AuthorizationFailed",
-            "The client '%s' with object id '%s' does not have "
-            "authorization to perform action "
-            "'Microsoft.Security/securityContacts/write' over scope "
-            "'/subscriptions/%s/providers/Microsoft.Security/"
-            "securityContacts/%s' or the scope is invalid.",
-            tok->client_id, tok->client_id, sub->id, name);
+        if (op == OP_REGISTER)
+            cg_fa_arm_error(resp, 403, "AuthorizationFailed",
+                            "The client '%s' with object id '%s' does not "
+                            "have authorization to perform action "
+                            "'Microsoft.Security/register/action' over scope "
+                            "'/subscriptions/%s' or the scope is invalid.",
+                            tok->client_id, tok->client_id, sub->id);
+        else
+            cg_fa_arm_error(
+                resp, 403, "AuthorizationFailed",
+                "The client '%s' with object id '%s' does not have "
+                "authorization to perform action "
+                "'Microsoft.Security/securityContacts/write' over scope "
+                "'/subscriptions/%s/providers/Microsoft.Security/"
+                "securityContacts/%s' or the scope is invalid.",
+                tok->client_id, tok->client_id, sub->id, name);
         return rname;
     }
     if (op == OP_SUB) {
@@ -425,6 +483,18 @@ const char *cg_fa_arm_handle(struct cg_fa *fa, const struct cg_fa_req *req,
         cg_buf_puts(&resp->body, s);
         free(s);
         json_decref(o);
+        return rname;
+    }
+    if (op == OP_PROVIDER || op == OP_REGISTER) {
+        if (op == OP_REGISTER && (!strcmp(sub->state, "Disabled") ||
+                                  !strcmp(sub->state, "Deleted"))) {
+            cg_fa_arm_error(resp, 409, "ReadOnlyDisabledSubscription",
+                            "The subscription '%s' is disabled and therefore "
+                            "marked as read only.",
+                            sub->id);
+            return rname;
+        }
+        provider(sub, op == OP_REGISTER, resp);
         return rname;
     }
     if (!sub->registered) {
@@ -463,6 +533,11 @@ const char *cg_fa_arm_handle(struct cg_fa *fa, const struct cg_fa_req *req,
     } else if (put) {
         resp->status = cg_fa_store_put(fa->store, sub, ver, name, req->body,
                                        req->body_len, &resp->body);
+        cg_fa_stats_put(fa, sub->id, version, name, req->body, req->body_len,
+                        resp->status);
+    } else if (patch) {
+        resp->status = cg_fa_store_patch(fa->store, sub, name, req->body,
+                                         req->body_len, &resp->body);
         cg_fa_stats_put(fa, sub->id, version, name, req->body, req->body_len,
                         resp->status);
     } else {

@@ -535,6 +535,22 @@ static int check_assertion(struct cg_fa_entra *e, struct cg_fa_resp *resp,
     return 0;
 }
 
+/* Resource Manager's resource ids as Entra ID knows them; a scope is one of
+ * them followed by "/.default" or, as the Azure CLI sends it (the resource id
+ * with its trailing slash, then "/.default"), "//.default". */
+static bool arm_default_scope(const char *s, const char *base)
+{
+    const char *const ids[] = { "https://management.azure.com",
+                                "https://management.core.windows.net", base };
+    for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+        size_t n = strlen(ids[i]);
+        if (!strncmp(s, ids[i], n) &&
+            (!strcmp(s + n, "/.default") || !strcmp(s + n, "//.default")))
+            return true;
+    }
+    return false;
+}
+
 static bool scope_ok(const char *scope, const char *base)
 {
     char buf[FORM_VALUE_MAX];
@@ -543,12 +559,7 @@ static bool scope_ok(const char *scope, const char *base)
     bool any = false;
     for (char *s = strtok_r(buf, " ", &save); s;
          s = strtok_r(NULL, " ", &save)) {
-        size_t bl = strlen(base);
-        if (!strcmp(s, "https://management.azure.com/.default") ||
-            !strcmp(s, "https://management.azure.com//.default") ||
-            !strcmp(s, "https://management.core.windows.net/.default") ||
-            (!strncmp(s, base, bl) &&
-             (!strcmp(s + bl, "/.default") || !strcmp(s + bl, "//.default")))) {
+        if (arm_default_scope(s, base)) {
             any = true;
         } else if (strcmp(s, "openid") && strcmp(s, "profile") &&
                    strcmp(s, "offline_access")) {
@@ -708,16 +719,69 @@ static void discovery(struct cg_fa_entra *e, const char *tenant,
     free(dev);
 }
 
-static void instance_discovery(struct cg_fa_entra *e, struct cg_fa_resp *resp)
+/* Whether host (no port) names the fake or a Microsoft login host: the
+ * instances this authority vouches for. MSAL drops the port when it builds
+ * the authorization_endpoint it asks about. */
+static bool known_instance(const struct cg_fa_entra *e, const char *host,
+                           size_t n)
 {
-    const char *host = strstr(e->base, "://");
-    host = host ? host + 3 : e->base;
-    char *tde = cg_asprintf("%s/{tenant}/v2.0/.well-known/openid-configuration",
-                            e->base);
+    const char *const ms[] = { "login.microsoftonline.com", "login.windows.net",
+                               "login.microsoft.com", "sts.windows.net" };
+    for (size_t i = 0; i < sizeof(ms) / sizeof(ms[0]); i++)
+        if (strlen(ms[i]) == n && !strncasecmp(host, ms[i], n))
+            return true;
+    const char *own = strstr(e->base, "://");
+    own = own ? own + 3 : e->base;
+    size_t on = strcspn(own, ":/");
+    return on == n && !strncasecmp(host, own, n);
+}
+
+/*
+ * GET /common/discovery/instance?authorization_endpoint=https://HOST/TENANT/
+ * oauth2/v2.0/authorize: Entra ID names the tenant's own OpenID
+ * configuration (v2.0 for a v2.0 authorize endpoint, v1 otherwise), on
+ * its own host; an instance it does not know is invalid_instance.
+ */
+static void instance_discovery(struct cg_fa_entra *e,
+                               const struct cg_fa_req *req,
+                               struct cg_fa_resp *resp)
+{
+    char ae[512];
+    if (cg_fa_form_get(req->query, "authorization_endpoint", ae, sizeof(ae)) <
+        0) {
+        aad_error(e, resp, 400, "invalid_request", 90014,
+                  "The required field 'authorization_endpoint' is missing.");
+        e->refused--; /* counts token refusals only */
+        return;
+    }
+    const char *host = strncasecmp(ae, "https://", 8) ? NULL : ae + 8;
+    size_t hn = host ? strcspn(host, ":/") : 0;
+    const char *path = host ? strchr(host, '/') : NULL;
+    const char *tenant = path ? path + 1 : NULL;
+    size_t tn = tenant ? strcspn(tenant, "/?#") : 0;
+    const char *rest = tenant ? tenant + tn : NULL;
+    bool v2 = rest && !strncmp(rest, "/oauth2/v2.0/authorize", 22);
+    if (!host || !hn || !tn || tn >= 64 ||
+        (!v2 && (!rest || strncmp(rest, "/oauth2/authorize", 17)))) {
+        aad_error(e, resp, 400, "invalid_request", 90014,
+                  "The field 'authorization_endpoint' is malformed.");
+        e->refused--;
+        return;
+    }
+    if (!known_instance(e, host, hn)) {
+        aad_error(e, resp, 400, "invalid_instance", 50049,
+                  "Unknown or invalid instance.");
+        e->refused--;
+        return;
+    }
+    const char *own = strstr(e->base, "://");
+    own = own ? own + 3 : e->base;
+    char *tde = cg_asprintf("%s/%.*s%s/.well-known/openid-configuration",
+                            e->base, (int)tn, tenant, v2 ? "/v2.0" : "");
     json_t *o =
         json_pack("{s:s,s:s,s:[{s:s,s:s,s:[s]}]}", "tenant_discovery_endpoint",
                   tde, "api-version", "1.1", "metadata", "preferred_network",
-                  host, "preferred_cache", host, "aliases", host);
+                  own, "preferred_cache", own, "aliases", own);
     char *s = json_dumps(o, JSON_COMPACT);
     resp->status = 200;
     cg_buf_puts(&resp->body, s);
@@ -732,7 +796,7 @@ const char *cg_fa_entra_handle(struct cg_fa_entra *e,
 {
     const char *p = req->path;
     if (!strcmp(p, "/common/discovery/instance")) {
-        instance_discovery(e, resp);
+        instance_discovery(e, req, resp);
         return "discovery";
     }
     if (p[0] != '/')

@@ -36,6 +36,9 @@ static const char usage[] =
     "picks one)\n"
     "  --tls-self-signed DIR         HTTPS: write DIR/ca.pem, server.pem, "
     "server.key\n"
+    "  --tls-name NAMES              extra host names (comma-separated) in "
+    "the\n"
+    "                                --tls-self-signed certificate\n"
     "  --tls-cert FILE --tls-key FILE  HTTPS with existing files\n"
     "  --app-keys DIR                app certificate and federation issuer "
     "keys\n"
@@ -169,9 +172,10 @@ int main(int argc, char **argv)
 {
     int rc = 2;
     char err[512] = "";
-    const char *listen = "127.0.0.1:0", *tls_dir = NULL, *tls_cert = NULL,
-               *tls_key = NULL, *keys_dir = NULL, *truth = NULL, *creds = NULL,
-               *webhook = NULL, *cred_auth = "secret",
+    const char *listen = "127.0.0.1:0", *tls_dir = NULL, *tls_names = NULL,
+               *tls_cert = NULL, *tls_key = NULL, *keys_dir = NULL,
+               *truth = NULL, *creds = NULL, *webhook = NULL,
+               *cred_auth = "secret",
                *fed_issuer = "https://oidc.fake.contactguard.test",
                *fed_subject = "system:serviceaccount:contactguard:worker";
     struct cg_fa_store_params sp = { .scenarios_file = CG_FA_SCENARIOS,
@@ -210,6 +214,8 @@ int main(int argc, char **argv)
             listen = v;
         } else if (!strcmp(a, "--tls-self-signed")) {
             tls_dir = v;
+        } else if (!strcmp(a, "--tls-name")) {
+            tls_names = v;
         } else if (!strcmp(a, "--tls-cert")) {
             tls_cert = v;
         } else if (!strcmp(a, "--tls-key")) {
@@ -307,7 +313,7 @@ int main(int argc, char **argv)
     curl_global_init(CURL_GLOBAL_DEFAULT);
 
     if (tls_dir)
-        ssl = cg_fa_tls_self_signed(tls_dir, err, sizeof(err));
+        ssl = cg_fa_tls_self_signed(tls_dir, tls_names, err, sizeof(err));
     else if (tls_cert)
         ssl = cg_fa_tls_ctx(tls_cert, tls_key, err, sizeof(err));
     if ((tls_dir || tls_cert) && !ssl)

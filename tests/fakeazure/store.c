@@ -967,7 +967,7 @@ int cg_fa_store_put(struct cg_fa_store *st, struct cg_fa_sub *sub,
         else
             json_array_append_new(sub->legacy, l);
         sub_invalidate(sub);
-        status = existed ? 200 : 201;
+        status = 200; /* 2017 declares 200 only, created or replaced */
         cg_fa_store_get(st, sub, v, name, out);
         goto out;
     }
@@ -979,7 +979,8 @@ int cg_fa_store_put(struct cg_fa_store *st, struct cg_fa_sub *sub,
         status = put_2017(props, sub->contact, &newc, out);
     if (status)
         goto out;
-    status = sub->contact ? 200 : 201;
+    /* 2020 and 2023 declare 201 Created and 200 OK; 2017 only 200. */
+    status = sub->contact || v == CG_FA_V2017 ? 200 : 201;
     json_decref(sub->contact);
     sub->contact = newc;
     newc = NULL;
@@ -995,21 +996,67 @@ int cg_fa_store_delete(struct cg_fa_store *st, struct cg_fa_sub *sub,
                        enum cg_fa_ver v, const char *name)
 {
     (void)st;
+    /* 2020 and 2023: 200 deleted, 204 not found; 2017 declares only 204. */
+    int deleted = v == CG_FA_V2017 ? 204 : 200;
     if (canonical_name(v, name)) {
         if (!sub->contact)
             return 204;
         json_decref(sub->contact);
         sub->contact = NULL;
         sub_invalidate(sub);
-        return 200;
+        return deleted;
     }
     size_t idx;
     if (v == CG_FA_V2017 && legacy_find(sub, name, &idx)) {
         json_array_remove(sub->legacy, idx);
         sub_invalidate(sub);
-        return 200;
+        return deleted;
     }
     return 204;
+}
+
+int cg_fa_store_patch(struct cg_fa_store *st, struct cg_fa_sub *sub,
+                      const char *name, const char *body, size_t len,
+                      struct cg_buf *out)
+{
+    char jerr[200];
+    json_t *doc = cg_json_parse(body, len, jerr, sizeof(jerr));
+    if (!doc) {
+        char msg[260];
+        snprintf(msg, sizeof(msg), "The request content was invalid: %s", jerr);
+        return arm_error(out, 400, "InvalidRequestContent", msg);
+    }
+    json_t *props = cg_json_member(doc, "properties");
+    if (!json_is_object(props)) {
+        json_decref(doc);
+        return arm_error(out, 400, "InvalidRequestContent",
+                         "The request content must have properties");
+    }
+    /* The contact as 2017 shows it, the sent properties laid over it. */
+    json_t *cur = NULL;
+    if (canonical_name(CG_FA_V2017, name) && sub->contact)
+        cur = view_contact(sub, CG_FA_V2017);
+    json_t *l = cur ? NULL : legacy_find(sub, name, NULL);
+    if (l)
+        cur = view_legacy(sub, l);
+    if (!cur) {
+        json_decref(doc);
+        return not_found(out, name);
+    }
+    json_t *merged = json_deep_copy(cg_json_member(cur, "properties"));
+    if (!json_is_object(merged)) {
+        json_decref(merged);
+        merged = json_object();
+    }
+    json_object_update(merged, props);
+    json_t *put = json_pack("{s:o}", "properties", merged);
+    char *s = json_dumps(put, JSON_COMPACT);
+    int status = cg_fa_store_put(st, sub, CG_FA_V2017, name, s, strlen(s), out);
+    free(s);
+    json_decref(put);
+    json_decref(cur);
+    json_decref(doc);
+    return status;
 }
 
 void cg_fa_store_portal_edit(struct cg_fa_store *st, struct cg_fa_sub *sub,

@@ -148,13 +148,21 @@ int cg_fa_store_get(struct cg_fa_store *st, struct cg_fa_sub *sub,
                     enum cg_fa_ver v, const char *name, struct cg_buf *out);
 
 /* PUT: validates like Azure (400 with an ARM error in out), stores, and
- * answers 200 (replaced) or 201 (created) with the contact as read back. */
+ * answers 200 (replaced) or 201 (created; 2017 declares 200 only) with the
+ * contact as read back. */
 int cg_fa_store_put(struct cg_fa_store *st, struct cg_fa_sub *sub,
                     enum cg_fa_ver v, const char *name, const char *body,
                     size_t len, struct cg_buf *out);
-/* DELETE: 200 when a contact was removed, 204 when there was none. */
+/* DELETE: 200 when a contact was removed (2017: 204, the only status its
+ * specification declares), 204 when there was none. */
 int cg_fa_store_delete(struct cg_fa_store *st, struct cg_fa_sub *sub,
                        enum cg_fa_ver v, const char *name);
+
+/* 2017-08-01-preview PATCH: the sent properties over the contact as 2017
+ * shows it, then written as a PUT would (200), or 404 when absent. */
+int cg_fa_store_patch(struct cg_fa_store *st, struct cg_fa_sub *sub,
+                      const char *name, const char *body, size_t len,
+                      struct cg_buf *out);
 
 /* A change made "in the portal": props (borrowed) replaces the canonical
  * contact without API validation; NULL removes it. */

@@ -3,6 +3,9 @@
 #include "err.h"
 #include "mem.h"
 
+#include <stdbool.h>
+
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/err.h>
@@ -42,7 +45,7 @@ static int add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
 
 /* A certificate for key, signed by issuer_key (issuer NULL: self-signed). */
 static X509 *make_cert(EVP_PKEY *key, const char *cn, X509 *issuer,
-                       EVP_PKEY *issuer_key, int kind)
+                       EVP_PKEY *issuer_key, int kind, const char *san)
 {
     X509 *cert = X509_new();
     unsigned char serial[16];
@@ -73,8 +76,7 @@ static X509 *make_cert(EVP_PKEY *key, const char *cn, X509 *issuer,
         rc |= add_ext(cert, iss, NID_key_usage,
                       "critical,digitalSignature,keyEncipherment");
         rc |= add_ext(cert, iss, NID_ext_key_usage, "serverAuth");
-        rc |= add_ext(cert, iss, NID_subject_alt_name,
-                      "IP:127.0.0.1,DNS:localhost,IP:::1");
+        rc |= add_ext(cert, iss, NID_subject_alt_name, san);
     } else { /* app certificate for client assertions */
         rc |= add_ext(cert, iss, NID_basic_constraints, "critical,CA:FALSE");
         rc |= add_ext(cert, iss, NID_key_usage, "critical,digitalSignature");
@@ -125,7 +127,35 @@ SSL_CTX *cg_fa_tls_ctx(const char *cert_file, const char *key_file,
     return ctx;
 }
 
-SSL_CTX *cg_fa_tls_self_signed(const char *dir, char *errbuf, size_t errsz)
+/* The server certificate's subjectAltName: loopback, plus each of names
+ * (comma-separated host names), or NULL when a name is not a host name. */
+static char *server_san(const char *names)
+{
+    const char *base = "IP:127.0.0.1,DNS:localhost,IP:::1";
+    if (names && !*names)
+        return NULL;
+    struct cg_buf b;
+    cg_buf_init(&b, 64 * 1024);
+    cg_buf_puts(&b, base);
+    for (const char *p = names; p && *p;) {
+        size_t n = strcspn(p, ",");
+        bool ok = n > 0 && n < 254 && p[0] != '-' && p[0] != '.';
+        for (size_t i = 0; ok && i < n; i++)
+            ok = isalnum((unsigned char)p[i]) || p[i] == '-' || p[i] == '.';
+        if (!ok) {
+            cg_buf_free(&b);
+            return NULL;
+        }
+        cg_buf_printf(&b, ",DNS:%.*s", (int)n, p);
+        p += n;
+        if (*p == ',')
+            p++;
+    }
+    return cg_buf_take(&b);
+}
+
+SSL_CTX *cg_fa_tls_self_signed(const char *dir, const char *names, char *errbuf,
+                               size_t errsz)
 {
     EVP_PKEY *ca_key = NULL, *srv_key = NULL;
     X509 *ca = NULL, *srv = NULL;
@@ -133,7 +163,13 @@ SSL_CTX *cg_fa_tls_self_signed(const char *dir, char *errbuf, size_t errsz)
     char *ca_path = cg_asprintf("%s/ca.pem", dir);
     char *crt_path = cg_asprintf("%s/server.pem", dir);
     char *key_path = cg_asprintf("%s/server.key", dir);
+    char *san = server_san(names);
 
+    if (!san) {
+        cg_err_set(errbuf, errsz, CG_EINVAL, "--tls-name '%s': not host names",
+                   names);
+        goto out;
+    }
     if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
         cg_err_set(errbuf, errsz, CG_EIO, "cannot create %s: %s", dir,
                    strerror(errno));
@@ -146,8 +182,8 @@ SSL_CTX *cg_fa_tls_self_signed(const char *dir, char *errbuf, size_t errsz)
         tls_err(errbuf, errsz, "key generation");
         goto out;
     }
-    ca = make_cert(ca_key, "contactguard fake Azure CA", NULL, ca_key, 0);
-    srv = ca ? make_cert(srv_key, "localhost", ca, ca_key, 1) : NULL;
+    ca = make_cert(ca_key, "contactguard fake Azure CA", NULL, ca_key, 0, NULL);
+    srv = ca ? make_cert(srv_key, "localhost", ca, ca_key, 1, san) : NULL;
     if (!srv) {
         tls_err(errbuf, errsz, "certificate");
         goto out;
@@ -167,6 +203,7 @@ out:
     free(ca_path);
     free(crt_path);
     free(key_path);
+    free(san);
     return ctx;
 }
 
@@ -180,7 +217,7 @@ int cg_fa_tls_app_cert(const char *cert_file, const char *key_file,
         rc = tls_err(errbuf, errsz, "RSA key generation");
         goto out;
     }
-    cert = make_cert(key, cn, NULL, key, 2);
+    cert = make_cert(key, cn, NULL, key, 2, NULL);
     if (!cert) {
         rc = tls_err(errbuf, errsz, "app certificate");
         goto out;

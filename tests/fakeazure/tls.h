@@ -15,8 +15,12 @@
 #include <stddef.h>
 
 /* Writes a fresh CA and server certificate into dir (created if missing)
- * and returns a server SSL_CTX using them, or NULL with errbuf set. */
-SSL_CTX *cg_fa_tls_self_signed(const char *dir, char *errbuf, size_t errsz);
+ * and returns a server SSL_CTX using them, or NULL with errbuf set. The
+ * certificate names 127.0.0.1, ::1 and localhost, plus names (comma-separated
+ * host names, or NULL): a fixed host a client insists on, reached through a
+ * loopback proxy (`--tls-name`). */
+SSL_CTX *cg_fa_tls_self_signed(const char *dir, const char *names, char *errbuf,
+                               size_t errsz);
 
 /* A server SSL_CTX from existing PEM files. */
 SSL_CTX *cg_fa_tls_ctx(const char *cert_file, const char *key_file,

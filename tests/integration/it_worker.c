@@ -119,6 +119,13 @@ static void check_findings(struct cg_stack *s, bool exact)
     read_findings(s, want, WAIT_MS, &m);
     unsigned char *seen = cg_calloc(want, 1);
     size_t wrong = 0, dup = 0, unknown = 0, bad_headers = 0;
+    size_t unregistered = 0, hinted = 0, unhinted = 0;
+    for (size_t t = 0; t < s->nsubs; t++) {
+        bool all_error = true;
+        for (int r = 0; r < CG_RULE_COUNT; r++)
+            all_error &= s->subs[t].want[r] == CG_STATUS_ERROR;
+        unregistered += all_error;
+    }
     for (size_t i = 0; i < m.n; i++) {
         struct cg_finding f;
         char err[256];
@@ -144,6 +151,18 @@ static void check_findings(struct cg_stack *s, bool exact)
                             cg_status_name(s->subs[t].want[f.rule]));
                 wrong++;
             }
+            /* The finding names the command that fixes it. */
+            if (!strcmp(f.reason_code, "PROVIDER_NOT_REGISTERED")) {
+                char cmd[160];
+                snprintf(cmd, sizeof(cmd),
+                         "`az provider register --namespace "
+                         "Microsoft.Security --subscription %s`",
+                         f.subscription_id);
+                if (f.reason && strstr(f.reason, cmd))
+                    hinted++;
+                else
+                    unhinted++;
+            }
             const char *hr = cg_harness_msg_header(&m.v[i], "rule");
             const char *hs = cg_harness_msg_header(&m.v[i], "status");
             if (!hr || strcmp(hr, cg_rule_info(f.rule)->id) || !hs ||
@@ -161,6 +180,10 @@ static void check_findings(struct cg_stack *s, bool exact)
           "finding",
           missing, want);
     CHECK(wrong == 0, "%zu findings disagree with the ground truth", wrong);
+    CHECK(unhinted == 0 && (unregistered == 0 || hinted > 0),
+          "PROVIDER_NOT_REGISTERED findings: %zu name the register command, "
+          "%zu do not (%zu unregistered subscriptions)",
+          hinted, unhinted, unregistered);
     CHECK(unknown == 0,
           "%zu findings unreadable or of unknown "
           "subscriptions",

@@ -26,10 +26,43 @@ H=$FA_DIR/headers
 fa_eq "$(fa_curl "$FA_URL/$T0/v2.0/.well-known/openid-configuration" |
     jq -r .token_endpoint)" "$FA_URL/$T0/oauth2/v2.0/token" \
     "openid-configuration names the token endpoint"
-fa_eq "$(fa_curl "$FA_URL/common/discovery/instance?api-version=1.1" |
+# Instance discovery names the tenant of authorization_endpoint, as Entra
+# ID does (MSAL drops the port; v1 authorize paths get the v1 document).
+IDISC="$FA_URL/common/discovery/instance?api-version=1.0&authorization_endpoint"
+fa_eq "$(fa_curl "$IDISC=https%3A%2F%2F127.0.0.1%2F$T0%2Foauth2%2Fv2.0%2Fauthorize" |
     jq -r .tenant_discovery_endpoint)" \
-    "$FA_URL/{tenant}/v2.0/.well-known/openid-configuration" \
-    "instance discovery"
+    "$FA_URL/$T0/v2.0/.well-known/openid-configuration" \
+    "instance discovery: the tenant of authorization_endpoint"
+fa_eq "$(fa_curl "$IDISC=https://login.microsoftonline.com/organizations/oauth2/authorize" |
+    jq -r .tenant_discovery_endpoint)" \
+    "$FA_URL/organizations/.well-known/openid-configuration" \
+    "instance discovery: a v1 authorize endpoint"
+fa_eq "$(status "$B" "$IDISC=https://login.example.org/$T0/oauth2/v2.0/authorize")" \
+    400 "instance discovery: an unknown instance"
+fa_eq "$(jq -r '.error + " " + (.error_codes[0]|tostring)' "$B")" \
+    "invalid_instance 50049" "... is invalid_instance"
+fa_eq "$(status "$B" "$FA_URL/common/discovery/instance?api-version=1.1")" \
+    400 "instance discovery without authorization_endpoint"
+# Every scope form Entra ID accepts for Resource Manager; others refused.
+for sc in https://management.azure.com/.default \
+    https://management.azure.com//.default \
+    https://management.core.windows.net/.default \
+    https://management.core.windows.net//.default \
+    "openid https://management.core.windows.net//.default offline_access"; do
+    fa_eq "$(status "$B" "$FA_URL/$T0/oauth2/v2.0/token" \
+        -d grant_type=client_credentials -d "client_id=$C0" \
+        --data-urlencode "client_secret=$(fa_secret 0)" \
+        --data-urlencode "scope=$sc")" 200 "scope '$sc' accepted"
+done
+for sc in https://management.core.windows.net///.default \
+    https://management.core.windows.net/ \
+    https://management.core.windows.net/user_impersonation \
+    https://management.core.windows.net.evil/.default openid; do
+    fa_eq "$(status "$B" "$FA_URL/$T0/oauth2/v2.0/token" \
+        -d grant_type=client_credentials -d "client_id=$C0" \
+        --data-urlencode "client_secret=$(fa_secret 0)" \
+        --data-urlencode "scope=$sc")" 400 "scope '$sc' refused"
+done
 fa_eq "$(status "$B" "$FA_URL/$T0/oauth2/v2.0/token" \
     -d grant_type=client_credentials -d "client_id=$C0" \
     -d client_secret=wrong -d scope=https://management.azure.com/.default)" \
@@ -118,6 +151,33 @@ fa_eq "$(status "$B" "${A0[@]}" "$FA_URL/subscriptions/$S_UNREG/$SC?$v23")" \
     409 "unregistered provider"
 fa_eq "$(jq -r .error.code "$B")" MissingSubscriptionRegistration \
     "MissingSubscriptionRegistration"
+PRV="$FA_URL/subscriptions/$S_UNREG/providers/Microsoft.Security"
+fa_eq "$(fa_curl "${A0[@]}" "$PRV?api-version=2022-09-01" |
+    jq -r '.namespace + " " + .registrationState')" \
+    "Microsoft.Security NotRegistered" "provider GET: NotRegistered"
+fa_eq "$(status "$B" "${A0[@]}" "$PRV/register?api-version=2022-09-01")" 405 \
+    "register is a POST"
+fa_eq "$(status "$B" -X POST -H "Authorization: Bearer $TOK1" \
+    "$PRV/register?api-version=2022-09-01")" 403 \
+    "another tenant's principal cannot register"
+fa_curl -X PUT -d '{"deny":true}' "$FA_URL/_fake/tenants/$T0/writes" >/dev/null
+fa_eq "$(status "$B" "${A0[@]}" -X POST -d '' "$PRV/register?api-version=2022-09-01")" \
+    403 "a read-only principal cannot register"
+fa_eq "$(jq -r .error.message "$B" | grep -o 'Microsoft.Security/register/action')" \
+    Microsoft.Security/register/action "... for want of register/action"
+fa_curl -X PUT -d '{}' "$FA_URL/_fake/tenants/$T0/writes" >/dev/null
+fa_eq "$(status "$B" "${A0[@]}" "$FA_URL/subscriptions/$S_UNREG/$SC?$v23")" \
+    409 "... still unregistered"
+fa_eq "$(status "$B" "${A0[@]}" -X POST -d '' "$PRV/register?api-version=2022-09-01")" \
+    200 "provider register: 200"
+fa_eq "$(jq -r .registrationState "$B")" Registered "... Registered"
+fa_eq "$(fa_curl "${A0[@]}" "$PRV?api-version=2022-09-01" | jq -r .registrationState)" \
+    Registered "provider GET after register: Registered"
+fa_eq "$(status "$B" "${A0[@]}" "$FA_URL/subscriptions/$S_UNREG/$SC?$v23")" \
+    200 "the registered subscription's contacts read"
+fa_eq "$(fa_curl -X PUT -d '{"registered":false}' \
+    "$FA_URL/_fake/subscriptions/$S_UNREG/state" | jq -r .registered)" false \
+    "control API unregisters it again"
 
 # ---- securityContacts, three versions over one state
 fa_eq "$(fa_curl "${A0[@]}" "$FA_URL/subscriptions/$S_OK/$SC?$v23" |
@@ -180,6 +240,30 @@ fa_eq "$(status "$B" "${A0[@]}" -X DELETE "$FA_URL/subscriptions/$S_OWN/$SC/defa
     200 "DELETE removes"
 fa_eq "$(status "$B" "${A0[@]}" -X DELETE "$FA_URL/subscriptions/$S_OWN/$SC/default?$v23")" \
     204 "DELETE again: 204"
+# 2017-08-01-preview declares PUT 200 only, DELETE 204 only, and PATCH.
+body='{"properties":{"email":"p@contoso.com","alertNotifications":"Off","alertsToAdmins":"On"}}'
+fa_eq "$(status "$B" "${A0[@]}" -X PUT -H 'Content-Type: application/json' \
+    -d "$body" "$FA_URL/subscriptions/$S_OWN/$SC/default1?$v17")" 200 \
+    "2017 PUT creating: 200"
+fa_eq "$(status "$B" "${A0[@]}" -X PATCH -H 'Content-Type: application/json' \
+    -d '{"properties":{"alertNotifications":"On"}}' \
+    "$FA_URL/subscriptions/$S_OWN/$SC/default1?$v17")" 200 "2017 PATCH: 200"
+fa_eq "$(jq -r '.properties | .email + " " + .alertNotifications + " " + .alertsToAdmins' "$B")" \
+    "p@contoso.com On On" "2017 PATCH keeps what it does not send"
+fa_eq "$(fa_curl "${A0[@]}" "$FA_URL/subscriptions/$S_OWN/$SC/default?$v23" |
+    jq -r '[.properties.notificationsSources[].sourceType] | sort | join(",")')" \
+    "Alert" "a 2017 PATCH seen through 2023"
+fa_eq "$(status "$B" "${A0[@]}" -X PATCH -H 'Content-Type: application/json' \
+    -d '{"properties":{"alertNotifications":"On"}}' \
+    "$FA_URL/subscriptions/$S_OWN/$SC/default9?$v17")" 404 \
+    "2017 PATCH of no contact: 404"
+fa_eq "$(status "$B" "${A0[@]}" -X PATCH -H 'Content-Type: application/json' \
+    -d '{"properties":{}}' "$FA_URL/subscriptions/$S_OWN/$SC/default?$v23")" \
+    405 "PATCH is 2017 only"
+fa_eq "$(status "$B" "${A0[@]}" -X DELETE "$FA_URL/subscriptions/$S_OWN/$SC/default1?$v17")" \
+    204 "2017 DELETE removing: 204"
+fa_eq "$(fa_curl "${A0[@]}" "$FA_URL/subscriptions/$S_OWN/$SC?$v23" | jq -c .)" \
+    '{"value":[]}' "... and it is gone"
 fa_eq "$(status "$B" "${A0[@]}" -X PUT -H 'Content-Type: application/json' \
     -d "$body" "$FA_URL/subscriptions/$S_DIS/$SC/default1?$v17")" 409 \
     "a disabled subscription is read-only"
@@ -267,11 +351,11 @@ fault '{"latency_ms":0,"jitter_ms":0}'
 
 # ---- control API
 stats=$(fa_curl "$FA_URL/_fake/stats")
-fa_eq "$(jq -r '.requests["contacts.put"]["201"]' <<<"$stats")" 2 \
+fa_eq "$(jq -r '.requests["contacts.put"]["201"]' <<<"$stats")" 1 \
     "stats count requests by route and status"
 fa_eq "$(jq -r '[.puts[] | select(.status == 201)][0].body.properties.emails' <<<"$stats")" \
     "a@contoso.com;b@contoso.com" "stats keep every PUT with its body"
-fa_eq "$(jq -r '.tokens.client_secret' <<<"$stats")" 2 "tokens issued"
+fa_eq "$(jq -r '.tokens.client_secret' <<<"$stats")" 7 "tokens issued (2 + 5 scope forms)"
 fa_eq "$(jq -r '.requests["contacts.list"]["0"]' <<<"$stats")" 1 \
     "a dropped connection is counted as status 0"
 
@@ -332,7 +416,7 @@ printf 'GARBAGE\r\n\r\n' | timeout 5 openssl s_client -quiet -connect \
     "${FA_URL#https://}" -CAfile "$FA_DIR/tls/ca.pem" 2>/dev/null |
     head -n 1 | grep -q ' 400 ' || fa_fail "garbage request line"
 echo "ok - a garbage request line: 400"
-n=$(printf 'GET /common/discovery/instance HTTP/1.1\r\nHost: x\r\n\r\nGET /_fake/faults HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' |
+n=$(printf 'GET /common/v2.0/.well-known/openid-configuration HTTP/1.1\r\nHost: x\r\n\r\nGET /_fake/faults HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' |
     timeout 5 openssl s_client -quiet -connect "${FA_URL#https://}" \
         -CAfile "$FA_DIR/tls/ca.pem" 2>/dev/null | grep -o 'HTTP/1.1 200' | wc -l)
 fa_eq "$n" 2 "two pipelined requests get two answers"

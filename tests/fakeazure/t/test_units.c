@@ -9,10 +9,13 @@
 #include "mem.h"
 #include "server.h"
 #include "store.h"
+#include "tls.h"
 
 #include <arpa/inet.h>
 #include <jansson.h>
 #include <netinet/in.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
 #include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -251,8 +254,9 @@ static void test_writes(const char *scen)
         { "2017 default1", CG_FA_V2017, "default1",
           "{\"properties\":{\"email\":\"z@y.co\",\"alertsToAdmins\":\"On\"}}",
           200 },
+        /* 2017 declares 200 only, even when the PUT creates. */
         { "2017 legacy name", CG_FA_V2017, "default3",
-          "{\"properties\":{\"email\":\"l@y.co\"}}", 201 },
+          "{\"properties\":{\"email\":\"l@y.co\"}}", 200 },
     };
     struct cg_fa_store *st = make_store(7, scen);
     if (!st)
@@ -304,7 +308,20 @@ static void test_writes(const char *scen)
               cg_fa_ver_names[v]);
         json_decref(j);
     }
-    CHECK(cg_fa_store_delete(st, sub, CG_FA_V2017, "default3") == 200,
+    CHECK(cg_fa_store_patch(st, sub, "default3",
+                            "{\"properties\":{\"phone\":\"1\"}}", 28,
+                            &out) == 200,
+          "patch legacy");
+    CHECK(strstr(out.data, "\"email\":\"l@y.co\"") &&
+              strstr(out.data, "\"phone\":\"1\""),
+          "patch keeps what it does not send: %s", out.data);
+    CHECK(cg_fa_store_patch(st, sub, "default7", "{\"properties\":{}}", 17,
+                            &out) == 404,
+          "patch of no contact");
+    CHECK(cg_fa_store_patch(st, sub, "default3", "{", 1, &out) == 400,
+          "patch of bad JSON");
+    /* 2017 declares 204 only; 2020 and 2023 200 deleted, 204 absent. */
+    CHECK(cg_fa_store_delete(st, sub, CG_FA_V2017, "default3") == 204,
           "delete legacy");
     CHECK(cg_fa_store_delete(st, sub, CG_FA_V2023, "default") == 200,
           "delete canonical");
@@ -421,6 +438,58 @@ out:
     free(path);
 }
 
+/* Whether DIR/server.pem is valid for host. */
+static bool cert_names(const char *dir, const char *host)
+{
+    char *path = cg_asprintf("%s/server.pem", dir);
+    FILE *f = fopen(path, "r");
+    free(path);
+    X509 *x = f ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
+    if (f)
+        fclose(f);
+    bool ok = x && X509_check_host(x, host, 0, 0, NULL) == 1;
+    X509_free(x);
+    return ok;
+}
+
+/* --tls-name: extra host names in the self-signed server certificate. */
+static void test_tls_names(void)
+{
+    char dir[] = "/tmp/fakeazure-units.XXXXXX", err[256];
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    char *sub = cg_asprintf("%s/tls", dir);
+    SSL_CTX *ctx = cg_fa_tls_self_signed(sub, NULL, err, sizeof(err));
+    CHECK(ctx, "self-signed: %s", err);
+    CHECK(cert_names(sub, "localhost") &&
+              !cert_names(sub, "login.microsoftonline.com"),
+          "without --tls-name: loopback names only");
+    SSL_CTX_free(ctx);
+    ctx = cg_fa_tls_self_signed(sub, "login.microsoftonline.com,b.test", err,
+                                sizeof(err));
+    CHECK(ctx, "with names: %s", err);
+    CHECK(cert_names(sub, "login.microsoftonline.com") &&
+              cert_names(sub, "b.test") && cert_names(sub, "localhost") &&
+              !cert_names(sub, "c.test"),
+          "--tls-name adds exactly the names given");
+    SSL_CTX_free(ctx);
+    const char *bad[] = { "a b", "x,,y", "-x", "a/b", "" };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        ctx = cg_fa_tls_self_signed(sub, bad[i], err, sizeof(err));
+        CHECK(!ctx && strstr(err, "--tls-name"), "bad name '%s' refused",
+              bad[i]);
+        SSL_CTX_free(ctx);
+    }
+    const char *files[] = { "ca.pem", "server.pem", "server.key" };
+    for (size_t i = 0; i < 3; i++) {
+        char *p = cg_asprintf("%s/%s", sub, files[i]);
+        unlink(p);
+        free(p);
+    }
+    rmdir(sub);
+    rmdir(dir);
+    free(sub);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -433,6 +502,7 @@ int main(int argc, char **argv)
     test_population(argv[1]);
     test_writes(argv[1]);
     test_faults();
+    test_tls_names();
     test_credentials(argv[1], false);
     test_credentials(argv[1], true);
     struct cg_fa_store *m = make_store_app(7, argv[1], true);
