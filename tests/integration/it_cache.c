@@ -8,6 +8,7 @@
  * for a frozen server.
  */
 #include "cache.h"
+#include "cache_reader.h"
 #include "check.h"
 #include "conf.h"
 #include "err.h"
@@ -752,7 +753,7 @@ static void test_auth_db(void)
     size_t n = fread(log, 1, sizeof(log) - 1, (rewind(f), f));
     log[n] = '\0';
     fclose(f);
-    CHECK(strstr(log, "event=cache_down") != NULL, "cache_down logged:\n%s",
+    CHECK(strstr(log, "event=redis_down") != NULL, "redis_down logged:\n%s",
           log);
     CHECK(!strstr(log, bad) && !strstr(log, good), "no password in:\n%s", log);
 out:

@@ -38,6 +38,7 @@
  */
 #include "../check.h"
 #include "cache.h"
+#include "cache_reader.h"
 #include "conf.h"
 #include "finding.h"
 #include "harness.h"

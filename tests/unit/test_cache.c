@@ -7,6 +7,7 @@
  * A closed port plays a Redis that is down.
  */
 #include "cache.h"
+#include "cache_reader.h"
 #include "../check.h"
 #include "conf.h"
 #include "err.h"
