@@ -103,8 +103,7 @@ static int reply_list(const redisReply *reply, struct cg_cache_list *out,
 }
 
 static int reader_members(struct cg_cache_reader *r, const char *key,
-                          struct cg_cache_list *out, char *errbuf,
-                          size_t errsz)
+                          struct cg_cache_list *out, char *errbuf, size_t errsz)
 {
     const char *argv[] = { "SMEMBERS", key };
     size_t len[] = { 8, strlen(key) };

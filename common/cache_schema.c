@@ -12,7 +12,8 @@
  * The store: read the old record, write the new one and move the tenant's
  * counts by the difference, in one script so that two workers storing the
  * same tenant cannot interleave between the read and the adjustment. See
- * cache_schema.h for the keys and arguments; status letters are P F E S and '-'.
+ * cache_schema.h for the keys and arguments; status letters are P F E S and
+ * '-'.
  */
 const char cg_cache_store_lua[] =
     "local P, T, S = ARGV[1], ARGV[2], ARGV[3]\n"

@@ -186,9 +186,9 @@ static int req_add_cmd(struct redis_req *q, int argc, const char *const *argv,
                        const size_t *len)
 {
     char *s = NULL;
-    int n = argc > 0 ? redisFormatCommandArgv(&s, argc, (const char **)argv,
-                                              len)
-                     : -1;
+    int n = argc > 0
+                ? redisFormatCommandArgv(&s, argc, (const char **)argv, len)
+                : -1;
     if (n < 0 || !s)
         return CG_EINVAL;
     q->cmd[q->ncmd] = s;
@@ -281,9 +281,8 @@ static int tls_setup(struct cg_redis *r, const struct cg_conf *conf,
                                      SSL_MODE_RELEASE_BUFFERS);
     if (*ca ? SSL_CTX_load_verify_locations(r->ssl_ctx, ca, NULL) != 1
             : SSL_CTX_set_default_verify_paths(r->ssl_ctx) != 1)
-        return cg_err_set(errbuf, errsz, CG_ECONF,
-                          "redis.tls_ca_file '%s': %s", *ca ? ca : "(system)",
-                          ssl_err_text(e, sizeof(e)));
+        return cg_err_set(errbuf, errsz, CG_ECONF, "redis.tls_ca_file '%s': %s",
+                          *ca ? ca : "(system)", ssl_err_text(e, sizeof(e)));
     if (!*cert != !*key)
         return cg_err_set(errbuf, errsz, CG_ECONF,
                           "redis.tls_cert_file and redis.tls_key_file go "
@@ -422,8 +421,7 @@ static void deadline_fired(struct cg_loop *loop, void *arg)
                                         "handshake timed out",
                                         "reply timed out" };
     char why[128];
-    snprintf(why, sizeof(why), "%s after %d ms", what[r->phase],
-             r->timeout_ms);
+    snprintf(why, sizeof(why), "%s after %d ms", what[r->phase], r->timeout_ms);
     if (r->phase == CONN_TLS)
         cg_strlcpy(why + strlen(why),
                    " (does the server speak TLS on this port?)",
@@ -908,8 +906,8 @@ static void conn_fail(struct cg_redis *r, const char *why)
     r->stats.connected = false;
     int64_t b = r->backoff_ms;
     int64_t delay = b / 2 + (int64_t)(rand_r(&r->seed) % (unsigned)(b / 2 + 1));
-    r->backoff_ms = b * 2 > CG_REDIS_BACKOFF_MAX_MS ? CG_REDIS_BACKOFF_MAX_MS
-                                                    : b * 2;
+    r->backoff_ms =
+        b * 2 > CG_REDIS_BACKOFF_MAX_MS ? CG_REDIS_BACKOFF_MAX_MS : b * 2;
     if (!r->own_loop)
         cg_loop_timer_add(r->loop, &r->retry, delay, retry_fired, r);
 }
@@ -933,8 +931,8 @@ static void kick_soon(struct cg_redis *r)
         cg_loop_timer_add(r->loop, &r->kick, 0, kick_fired, r);
 }
 
-int cg_redis_call(struct cg_redis *r, const struct cg_redis_cmd *cmds,
-                  int ncmd, cg_redis_fn fn, void *arg)
+int cg_redis_call(struct cg_redis *r, const struct cg_redis_cmd *cmds, int ncmd,
+                  cg_redis_fn fn, void *arg)
 {
     struct redis_req *q = req_get(r);
     int err = 0;
@@ -1006,8 +1004,8 @@ static struct cg_redis *redis_make(struct cg_loop *loop,
     r->loop = loop;
     r->fd = -1;
     r->backoff_ms = CG_REDIS_BACKOFF_MIN_MS;
-    r->seed = (unsigned)time(NULL) ^ (unsigned)(uintptr_t)r ^
-              (unsigned)getpid();
+    r->seed =
+        (unsigned)time(NULL) ^ (unsigned)(uintptr_t)r ^ (unsigned)getpid();
     cg_buf_init(&r->out, SIZE_MAX);
     r->state = STATE_CONNECTING;
     if (settings_from(r, conf, errbuf, errsz)) {
@@ -1109,9 +1107,9 @@ static void sync_done(int err, struct redisReply *const *reply, int nreply,
     w->pending--;
 }
 
-int cg_redis_run(struct cg_redis *r, const struct cg_redis_cmd *cmds,
-                 int ncmd, struct redisReply **reply, const char *what,
-                 char *errbuf, size_t errsz)
+int cg_redis_run(struct cg_redis *r, const struct cg_redis_cmd *cmds, int ncmd,
+                 struct redisReply **reply, const char *what, char *errbuf,
+                 size_t errsz)
 {
     struct sync_wait w = { .reply = reply, .pending = ncmd, .err = 0 };
     for (int i = 0; i < ncmd; i++)
@@ -1133,8 +1131,8 @@ int cg_redis_run(struct cg_redis *r, const struct cg_redis_cmd *cmds,
             cg_redis_reply_free(reply[i]);
             reply[i] = NULL;
         }
-        return cg_err_set(errbuf, errsz, CG_EREDIS, "redis %s: %s: %s",
-                          r->peer, what,
+        return cg_err_set(errbuf, errsz, CG_EREDIS, "redis %s: %s: %s", r->peer,
+                          what,
                           w.err == CG_EBUSY ? "too many commands at once"
                           : r->last_err[0]  ? r->last_err
                                             : "no reply");

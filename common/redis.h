@@ -109,8 +109,8 @@ void cg_redis_preload(struct cg_redis *r, const char *script);
  * get on the next turn (CG_EBUSY, CG_EREDIS, CG_EINVAL, CG_ECANCELLED), so
  * that a caller can count a refusal at once.
  */
-int cg_redis_call(struct cg_redis *r, const struct cg_redis_cmd *cmds,
-                  int ncmd, cg_redis_fn fn, void *arg);
+int cg_redis_call(struct cg_redis *r, const struct cg_redis_cmd *cmds, int ncmd,
+                  cg_redis_fn fn, void *arg);
 
 /* Keeps reply i of a callback: the caller frees it (cg_redis_reply_free). */
 struct redisReply *cg_redis_reply_take(struct redisReply *const *reply, int i);
@@ -146,8 +146,8 @@ struct cg_redis *cg_redis_open(const struct cg_conf *conf, char *errbuf,
  * error reply is returned as a reply. Returns 0, or CG_EREDIS with errbuf
  * (what: the command, for the message) and every reply[i] NULL.
  */
-int cg_redis_run(struct cg_redis *r, const struct cg_redis_cmd *cmds,
-                 int ncmd, struct redisReply **reply, const char *what,
-                 char *errbuf, size_t errsz);
+int cg_redis_run(struct cg_redis *r, const struct cg_redis_cmd *cmds, int ncmd,
+                 struct redisReply **reply, const char *what, char *errbuf,
+                 size_t errsz);
 
 #endif

@@ -26,6 +26,7 @@ struct cg_stack_opts {
     int partitions;               /* per topic; 0: the devbroker's default */
     const char *const *fake_args; /* extra fake flags, NULL-terminated */
     bool plain_http;
+    const struct cg_harness_redis_opts *redis; /* NULL: plain, no AUTH */
 };
 
 struct cg_stack_sub {

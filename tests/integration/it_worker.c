@@ -10,7 +10,10 @@
  *   two       two workers share the load and survive one leaving
  *   throttle  a 429 storm: zero requests before their Retry-After
  *   tokens    tokens expiring every 2 s mid-run
+ *   redis_tls_e2e  e2e with Redis TLS only (a CA made for the run), a
+ *             password and an ACL user, as Azure Cache for Redis
  *   redis     Redis stopped and restarted mid-run
+ *   redis_tls the same over TLS
  *   broker    the Kafka broker taken down and brought back mid-run
  *   poison    undecodable jobs land in the dead-letter topic; every good
  *             job completes
@@ -37,7 +40,6 @@
  *             TLS_VERIFICATION_FAILED after more than one attempt
  */
 #include "../check.h"
-#include "cache.h"
 #include "cache_reader.h"
 #include "conf.h"
 #include "finding.h"
@@ -60,11 +62,22 @@
 
 #define WAIT_MS 120000
 
+/* The Redis of the TLS scenarios: TLS only, a password and an ACL user,
+ * as Azure Cache for Redis with Entra ID users. */
+static const struct cg_harness_redis_opts redis_tls = {
+    .tls = true,
+    .password = "it-worker-default-pass-5d1c",
+    .user = "it_worker",
+    .user_password = "it-worker-acl-pass-93ab",
+};
+static const struct cg_harness_redis_opts *redis_opts;
+
 static struct cg_stack *stack_up(struct cg_stack *s, int tenants, int subs,
                                  const char *const *fake_args, int partitions)
 {
     char err[512];
-    struct cg_stack_opts o = { tenants, subs, partitions, fake_args, false };
+    struct cg_stack_opts o = { tenants,   subs,  partitions,
+                               fake_args, false, redis_opts };
     int rc = cg_stack_start(s, &o, err, sizeof(err));
     CHECK(rc == 0, "stack: %s", err);
     return rc == 0 ? s : NULL;
@@ -181,9 +194,9 @@ static void check_findings(struct cg_stack *s, bool exact)
 static void check_cache(struct cg_stack *s)
 {
     struct cg_conf *conf = cg_conf_new();
-    char err[512], port[32];
-    snprintf(port, sizeof(port), "%d", cg_harness_redis_port(s->redis));
-    cg_conf_set(conf, "redis.port", port, err, sizeof(err));
+    char err[512];
+    CHECK(cg_harness_redis_conf(s->redis, conf, err, sizeof(err)) == 0,
+          "redis settings: %s", err);
     struct cg_cache_reader *r = cg_cache_reader_new(conf, err, sizeof(err));
     CHECK(r != NULL, "cache reader: %s", err);
     size_t wrong = 0;
@@ -569,7 +582,9 @@ int main(int argc, char **argv)
     curl_global_init(CURL_GLOBAL_DEFAULT);
     signal(SIGPIPE, SIG_IGN);
 
-    if (!strcmp(scenario, "e2e")) {
+    if (!strcmp(scenario, "redis_tls_e2e") || !strcmp(scenario, "redis_tls"))
+        redis_opts = &redis_tls;
+    if (!strcmp(scenario, "e2e") || !strcmp(scenario, "redis_tls_e2e")) {
         if (stack_up(&s, 4, 25, NULL, 4)) {
             produce_jobs(&s, 0);
             workers[0] = worker_start(&s, "worker", NULL);
@@ -651,7 +666,7 @@ int main(int argc, char **argv)
             CHECK(stop_worker(workers[0]) == 0, "exit status");
             check_no_secrets(&s, workers[0]);
         }
-    } else if (!strcmp(scenario, "redis")) {
+    } else if (!strcmp(scenario, "redis") || !strcmp(scenario, "redis_tls")) {
         if (stack_up(&s, 4, 50,
                      (const char *const[]){ "--latency-ms", "20", NULL }, 4)) {
             char err[512];
