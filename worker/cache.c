@@ -595,7 +595,7 @@ void cg_cache_metrics(struct cg_cache *cache, struct cg_buf *out)
                      "1 when the cache connection is up", "",
                      st.connected ? 1 : 0);
     cg_metrics_gauge(out, "contactguard_cache_tls_refused",
-                     "1 when Redis's TLS certificate was refused", "",
+                     "Redis's TLS certificate was refused (1) or not (0)", "",
                      st.tls_refused ? 1 : 0);
 }
 
