@@ -633,10 +633,14 @@ static void conn_read(struct cg_redis *r)
             if (n < 0 && errno == EINTR)
                 continue;
             if (n <= 0) {
-                char why[128];
-                snprintf(why, sizeof(why), "%s",
+                char why[160];
+                /* A TLS-only server drops a plaintext handshake. */
+                snprintf(why, sizeof(why), "%s%s",
                          n == 0 ? "connection closed by the server"
-                                : strerror(errno));
+                                : strerror(errno),
+                         r->phase == CONN_HELLO
+                             ? " (does the server want TLS? redis.tls)"
+                             : "");
                 conn_fail(r, why);
                 return;
             }
@@ -692,9 +696,14 @@ static void tls_step(struct cg_redis *r)
     if (v != X509_V_OK) {
         /* Not a transient fault: said once, and /readyz says not ready. */
         r->stats.tls_refused = true;
+        bool issuer = v == X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN ||
+                      v == X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT ||
+                      v == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY ||
+                      v == X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE;
         snprintf(why, sizeof(why),
-                 "TLS certificate refused: %s (server name %.100s)",
-                 X509_verify_cert_error_string(v), r->server_name);
+                 "TLS certificate refused: %s (server name %.100s%s)",
+                 X509_verify_cert_error_string(v), r->server_name,
+                 issuer ? "; not signed by a CA of redis.tls_ca_file" : "");
     } else if (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {
         snprintf(why, sizeof(why),
                  "TLS handshake: connection closed (does the server "

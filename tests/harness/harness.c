@@ -869,9 +869,21 @@ struct cg_harness_redis {
     char *password;
     char *user;
     char *user_password;
-    char *ca;       /* dir/ca.pem: what clients trust ("" when plain) */
-    char *other_ca; /* dir/other-ca.pem: a CA that signed nothing here */
+    char *ca;         /* dir/ca.pem: what clients trust ("" when plain) */
+    char *other_ca;   /* dir/other-ca.pem: a CA that signed nothing here */
+    bool client_cert; /* TLS clients must show a certificate */
 };
+
+static int redis_client_cert(const struct cg_harness_redis *r,
+                             struct cg_conf *conf, char *errbuf, size_t errsz)
+{
+    char path[600];
+    snprintf(path, sizeof(path), "%s/client.pem", r->dir);
+    int rc = cg_conf_set(conf, "redis.tls_cert_file", path, errbuf, errsz);
+    snprintf(path, sizeof(path), "%s/client.key", r->dir);
+    return rc ? rc
+              : cg_conf_set(conf, "redis.tls_key_file", path, errbuf, errsz);
+}
 
 /* Connects the way the programs do (redis.c's synchronous mode), as the
  * default user: the only way to reach a TLS-only server. */
@@ -887,6 +899,7 @@ static struct cg_redis *redis_open(const struct cg_harness_redis *r,
         (!r->tls ||
          (cg_conf_set(conf, "redis.tls", "true", errbuf, errsz) == 0 &&
           cg_conf_set(conf, "redis.tls_ca_file", r->ca, errbuf, errsz) == 0)) &&
+        (!r->client_cert || redis_client_cert(r, conf, errbuf, errsz) == 0) &&
         (!r->password ||
          cg_conf_set(conf, "redis.password",
                      as_user && r->user ? r->user_password : r->password,
@@ -982,7 +995,7 @@ static int redis_spawn(struct cg_harness_redis *r, char *errbuf, size_t errsz)
         targv[n++] = "--tls-ca-cert-file";
         targv[n++] = r->ca;
         targv[n++] = "--tls-auth-clients";
-        targv[n++] = "optional";
+        targv[n++] = r->client_cert ? "yes" : "optional";
     }
     if (r->password) {
         targv[n++] = "--requirepass";
@@ -1039,8 +1052,9 @@ static int run_openssl(const char *const *argv, char *errbuf, size_t errsz)
 
 /*
  * A CA made for this run (dir/ca.pem), the server certificate it signs
- * for localhost and 127.0.0.1 (dir/server.pem, dir/server.key), and a
- * second CA that signed nothing (dir/other-ca.pem). P-256 keys: quick.
+ * for localhost and 127.0.0.1 (dir/server.pem, dir/server.key), a second
+ * CA that signed nothing (dir/other-ca.pem), and when asked a client
+ * certificate (dir/client.pem, dir/client.key). P-256 keys: quick.
  */
 static int redis_make_certs(struct cg_harness_redis *r, char *errbuf,
                             size_t errsz)
@@ -1114,6 +1128,29 @@ static int redis_make_certs(struct cg_harness_redis *r, char *errbuf,
         "-out",    srv,    "-days",  "2",   "-extfile",
         ext,       NULL
     };
+    char ccsr[600], ccert[600], ckey[600];
+    snprintf(ccsr, sizeof(ccsr), "%s/client.csr", r->dir);
+    snprintf(ccert, sizeof(ccert), "%s/client.pem", r->dir);
+    snprintf(ckey, sizeof(ckey), "%s/client.key", r->dir);
+    const char *creq[] = { "openssl",
+                           "req",
+                           "-newkey",
+                           "ec",
+                           "-pkeyopt",
+                           "ec_paramgen_curve:P-256",
+                           "-nodes",
+                           "-keyout",
+                           ckey,
+                           "-out",
+                           ccsr,
+                           "-subj",
+                           "/CN=contactguard",
+                           NULL };
+    const char *csign[] = {
+        "openssl", "x509", "-req",   "-in", ccsr,
+        "-CA",     r->ca,  "-CAkey", cakey, "-CAcreateserial",
+        "-out",    ccert,  "-days",  "2",   NULL
+    };
     int rc = run_openssl(ca, errbuf, errsz);
     if (rc == 0)
         rc = run_openssl(other, errbuf, errsz);
@@ -1121,6 +1158,10 @@ static int redis_make_certs(struct cg_harness_redis *r, char *errbuf,
         rc = run_openssl(req, errbuf, errsz);
     if (rc == 0)
         rc = run_openssl(sign, errbuf, errsz);
+    if (rc == 0 && r->client_cert)
+        rc = run_openssl(creq, errbuf, errsz);
+    if (rc == 0 && r->client_cert)
+        rc = run_openssl(csign, errbuf, errsz);
     return rc;
 }
 
@@ -1137,7 +1178,8 @@ cg_harness_redis_start_opts(const struct cg_harness_redis_opts *o, char *errbuf,
     struct cg_harness_redis *r = cg_calloc(1, sizeof(*r));
     int rc = CG_EIO;
 
-    r->tls = o->tls;
+    r->tls = o->tls || o->client_cert;
+    r->client_cert = o->client_cert;
     r->password = o->password ? cg_strdup(o->password) : NULL;
     if (o->user && o->password) {
         r->user = cg_strdup(o->user);
@@ -1222,6 +1264,11 @@ const char *cg_harness_redis_other_ca(const struct cg_harness_redis *r)
     return r->other_ca;
 }
 
+const char *cg_harness_redis_dir(const struct cg_harness_redis *r)
+{
+    return r->dir;
+}
+
 void cg_harness_redis_client(const struct cg_harness_redis *r,
                              struct cg_harness_redis_client *out)
 {
@@ -1232,6 +1279,12 @@ void cg_harness_redis_client(const struct cg_harness_redis *r,
         snprintf(out->set[out->nset++], sizeof(out->set[0]), "redis.tls=true");
         snprintf(out->set[out->nset++], sizeof(out->set[0]),
                  "redis.tls_ca_file=%s", r->ca);
+    }
+    if (r->client_cert) {
+        snprintf(out->set[out->nset++], sizeof(out->set[0]),
+                 "redis.tls_cert_file=%s/client.pem", r->dir);
+        snprintf(out->set[out->nset++], sizeof(out->set[0]),
+                 "redis.tls_key_file=%s/client.key", r->dir);
     }
     if (r->user)
         snprintf(out->set[out->nset++], sizeof(out->set[0]),

@@ -148,6 +148,10 @@ struct cg_harness_redis_opts {
     const char *user;          /* an ACL user with every right (needs
                                   password) */
     const char *user_password; /* its password (default: password) */
+    /* TLS that asks every client for a certificate signed by the CA
+     * (--tls-auth-clients yes); dir/client.pem and dir/client.key are
+     * one. Implies tls. */
+    bool client_cert;
 };
 
 /* As cg_harness_redis_start, configured by o. */
@@ -160,14 +164,17 @@ cg_harness_redis_start_opts(const struct cg_harness_redis_opts *o, char *errbuf,
 const char *cg_harness_redis_ca(const struct cg_harness_redis *r);
 const char *cg_harness_redis_other_ca(const struct cg_harness_redis *r);
 
+/* The server's directory (certificates, keys); borrowed. */
+const char *cg_harness_redis_dir(const struct cg_harness_redis *r);
+
 /* What a child process needs to reach r (as the ACL user when there is
  * one): argv ("--set", "k=v" pairs, NULL-terminated) and envp (the
  * password, which never goes on a command line; NULL-terminated). */
 struct cg_harness_redis_client {
-    char set[6][640];
+    char set[8][640];
     int nset;
     char env[256];
-    const char *argv[13];
+    const char *argv[17];
     const char *envp[2];
 };
 void cg_harness_redis_client(const struct cg_harness_redis *r,

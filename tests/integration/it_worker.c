@@ -710,7 +710,9 @@ int main(int argc, char **argv)
             CHECK(refused == 1,
                   "%zu log lines say the certificate was refused, want 1",
                   refused);
-            CHECK(count_log(workers[0], "level=error component=worker event=redis_down") == 1,
+            CHECK(count_log(workers[0],
+                            "level=error component=worker event=redis_down") ==
+                      1,
                   "the refusal is logged at error");
             check_no_secrets(&s, workers[0]);
         }
