@@ -452,6 +452,7 @@ static void send_batch(struct cg_redis *r)
     r->stats.queue_depth = r->queue.n;
     r->stats.in_flight = r->inflight.n;
     r->batch_replied = false;
+    r->stats.batches++;
     deadline_arm(r);
     conn_flush(r);
 }

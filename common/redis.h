@@ -69,6 +69,7 @@ struct cg_redis_stats {
     uint64_t errors;     /* answered with an error (not error replies) */
     uint64_t dropped;    /* refused because the queue was full */
     uint64_t reconnects; /* connections made after the first */
+    uint64_t batches;    /* pipelined writes sent (round trips) */
     size_t queue_depth;  /* requests waiting for a batch */
     size_t in_flight;    /* requests sent, replies pending */
     bool connected;

@@ -536,6 +536,7 @@ void cg_cache_stats(struct cg_cache *cache, struct cg_cache_stats *out)
     cg_redis_stats(cache->rd, &rs);
     *out = cache->stats;
     out->reconnects = rs.reconnects;
+    out->batches = rs.batches;
     out->queue_depth = rs.queue_depth;
     out->in_flight = rs.in_flight;
     out->connected = rs.connected;

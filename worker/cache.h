@@ -73,6 +73,7 @@ struct cg_cache_stats {
     uint64_t lookups;       /* lookups asked */
     uint64_t lookup_errors; /* lookups answered with an error */
     uint64_t reconnects;    /* connections made after the first */
+    uint64_t batches;       /* round trips to Redis (pipelined batches) */
     size_t queue_depth;     /* requests waiting for a batch */
     size_t in_flight;       /* requests sent, replies pending */
     bool connected;

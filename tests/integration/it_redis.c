@@ -38,8 +38,8 @@ static struct cg_conf *conf_for(const struct cg_harness_redis *srv,
           err);
     cg_conf_set(conf, "redis.timeout_ms", "3000", err, sizeof(err));
     for (; kv && kv[0]; kv += 2)
-        CHECK(cg_conf_set(conf, kv[0], kv[1], err, sizeof(err)) == 0,
-              "%s: %s", kv[0], err);
+        CHECK(cg_conf_set(conf, kv[0], kv[1], err, sizeof(err)) == 0, "%s: %s",
+              kv[0], err);
     return conf;
 }
 
@@ -55,8 +55,8 @@ static struct cg_redis *open_with(const struct cg_harness_redis *srv,
 }
 
 /* One command's reply as a string ("" when not a string or status). */
-static void run1(struct cg_redis *r, const char *a0, const char *a1,
-                 char *out, size_t outsz)
+static void run1(struct cg_redis *r, const char *a0, const char *a1, char *out,
+                 size_t outsz)
 {
     const char *argv[] = { a0, a1 };
     size_t len[] = { strlen(a0), a1 ? strlen(a1) : 0 };
@@ -66,8 +66,8 @@ static void run1(struct cg_redis *r, const char *a0, const char *a1,
     out[0] = '\0';
     CHECK(cg_redis_run(r, &cmd, 1, &rep, a0, err, sizeof(err)) == 0, "%s: %s",
           a0, err);
-    if (rep && (rep->type == REDIS_REPLY_STRING ||
-                rep->type == REDIS_REPLY_STATUS))
+    if (rep &&
+        (rep->type == REDIS_REPLY_STRING || rep->type == REDIS_REPLY_STATUS))
         snprintf(out, outsz, "%s", rep->str);
     cg_redis_reply_free(rep);
 }
@@ -79,17 +79,16 @@ static void test_tls_user(void)
     CHECK(r != NULL, "TLS with the ACL user: %s", err);
     if (!r)
         return;
-    CHECK(strstr(cg_redis_peer(r), "tls") != NULL, "peer %s",
-          cg_redis_peer(r));
+    CHECK(strstr(cg_redis_peer(r), "tls") != NULL, "peer %s", cg_redis_peer(r));
     run1(r, "ACL", "WHOAMI", who, sizeof(who));
     CHECK(strcmp(who, USER) == 0, "connected as '%s'", who);
     cg_redis_free(r);
 
     /* By name, as the certificate says (DNS:localhost). */
-    r = open_with(tls_srv,
-                  (const char *const[]){ "redis.tls_server_name", "localhost",
-                                         NULL },
-                  err, sizeof(err));
+    r = open_with(
+        tls_srv,
+        (const char *const[]){ "redis.tls_server_name", "localhost", NULL },
+        err, sizeof(err));
     CHECK(r != NULL, "server name localhost: %s", err);
     cg_redis_free(r);
 }
@@ -132,10 +131,10 @@ static void test_refusals(void)
           "plaintext to a TLS port fails: %s", err);
     cg_redis_free(r);
 
-    r = open_with(tls_srv,
-                  (const char *const[]){ "redis.password",
-                                         "not-the-password-3b7", NULL },
-                  err, sizeof(err));
+    r = open_with(
+        tls_srv,
+        (const char *const[]){ "redis.password", "not-the-password-3b7", NULL },
+        err, sizeof(err));
     CHECK(r == NULL && strstr(err, "AUTH") &&
               !strstr(err, "not-the-password-3b7"),
           "a wrong password is named, not echoed: %s", err);
@@ -146,8 +145,7 @@ static void test_refusals(void)
         conf_for(tls_srv, (const char *const[]){ "redis.tls_ca_file",
                                                  "/nonexistent/ca.pem", NULL });
     r = cg_redis_new(loop, conf, err, sizeof(err));
-    CHECK(r == NULL && strstr(err, "redis.tls_ca_file"), "missing CA: %s",
-          err);
+    CHECK(r == NULL && strstr(err, "redis.tls_ca_file"), "missing CA: %s", err);
     cg_redis_free(r);
     cg_conf_free(conf);
 }
@@ -175,8 +173,8 @@ static void test_client_cert(void)
     r = open_with(cert_srv,
                   (const char *const[]){ "redis.tls_key_file", other, NULL },
                   err, sizeof(err));
-    CHECK(r == NULL && strstr(err, "redis.tls_key_file"),
-          "mismatched key: %s", err);
+    CHECK(r == NULL && strstr(err, "redis.tls_key_file"), "mismatched key: %s",
+          err);
     cg_redis_free(r);
 }
 
@@ -273,10 +271,9 @@ int main(void)
     char err[512];
     cg_log_setup(CG_LOG_OFF, CG_LOG_TEXT, "it_redis");
     loop = cg_loop_new(err, sizeof(err));
-    const struct cg_harness_redis_opts tls = { .tls = true,
-                                               .password = PASS,
-                                               .user = USER,
-                                               .user_password = USER_PASS };
+    const struct cg_harness_redis_opts tls = {
+        .tls = true, .password = PASS, .user = USER, .user_password = USER_PASS
+    };
     const struct cg_harness_redis_opts cert = { .client_cert = true };
     tls_srv = cg_harness_redis_start_opts(&tls, err, sizeof(err));
     CHECK(tls_srv != NULL, "TLS redis: %s", err);
