@@ -118,12 +118,12 @@ static void findings_init(struct cg_finding f[CG_RULE_COUNT])
         cg_strlcpy(x->api_version, "2023-12-01-preview",
                    sizeof(x->api_version));
         x->time_ms = 1700000000000LL;
-        x->evidence = json_pack(
-            "{s:[s,s],s:{s:s,s:[s,s]},s:{s:s,s:s}}", "emails",
-            "secops@contoso.example", "soc@contoso.example",
-            "notificationsByRole", "state", "On", "roles", "Owner",
-            "ServiceAdmin", "alertNotifications", "state", "On",
-            "minimalSeverity", "High");
+        x->evidence =
+            json_pack("{s:[s,s],s:{s:s,s:[s,s]},s:{s:s,s:s}}", "emails",
+                      "secops@contoso.example", "soc@contoso.example",
+                      "notificationsByRole", "state", "On", "roles", "Owner",
+                      "ServiceAdmin", "alertNotifications", "state", "On",
+                      "minimalSeverity", "High");
     }
 }
 
@@ -147,12 +147,11 @@ static int run(const char *transport, const struct cg_harness_redis_opts *o,
     char err[512];
     int rc = 1;
     struct cg_loop *loop = cg_loop_new(err, sizeof(err));
-    struct cg_harness_redis *srv = cg_harness_redis_start_opts(o, err,
-                                                               sizeof(err));
+    struct cg_harness_redis *srv =
+        cg_harness_redis_start_opts(o, err, sizeof(err));
     struct cg_conf *conf = cg_conf_new();
     struct bench b = { 0 };
-    if (!loop || !srv ||
-        cg_harness_redis_conf(srv, conf, err, sizeof(err))) {
+    if (!loop || !srv || cg_harness_redis_conf(srv, conf, err, sizeof(err))) {
         fprintf(stderr, "bench_cache: %s\n", err);
         goto out;
     }
