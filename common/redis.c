@@ -115,6 +115,7 @@ struct cg_redis {
 
 static void conn_start(struct cg_redis *r);
 static void conn_fail(struct cg_redis *r, const char *why);
+static void deadline_arm(struct cg_redis *r);
 static void kick_soon(struct cg_redis *r);
 
 /* ---- lists and records ---- */
@@ -397,6 +398,9 @@ static bool conn_flush(struct cg_redis *r)
             }
         }
         r->out_off += (size_t)n;
+        /* A server still taking a large batch is not a silent one. */
+        if (r->phase == CONN_UP && r->inflight.n)
+            deadline_arm(r);
     }
     if (r->out_off == r->out.len) {
         cg_buf_reset(&r->out);
