@@ -76,9 +76,7 @@ static void test_tls_user(void)
 {
     char err[512], who[64];
     struct cg_redis *r = open_with(tls_srv, NULL, err, sizeof(err));
-    CHECK(r != NULL, "TLS with the ACL user: %s", err);
-    if (!r)
-        return;
+    REQUIRE(r != NULL, "TLS with the ACL user: %s", err);
     CHECK(strstr(cg_redis_peer(r), "tls") != NULL, "peer %s", cg_redis_peer(r));
     run1(r, "ACL", "WHOAMI", who, sizeof(who));
     CHECK(strcmp(who, USER) == 0, "connected as '%s'", who);
