@@ -56,10 +56,25 @@ enum redis_state {
 
 enum conn_phase {
     CONN_NONE,
-    CONN_TCP,   /* non-blocking connect in progress */
-    CONN_TLS,   /* TLS handshake */
-    CONN_HELLO, /* AUTH, SELECT, SCRIPT LOAD, PING sent */
+    CONN_RESOLVE, /* getaddrinfo_a in progress */
+    CONN_TCP,     /* non-blocking connect in progress */
+    CONN_TLS,     /* TLS handshake */
+    CONN_HELLO,   /* AUTH, SELECT, SCRIPT LOAD, PING sent */
     CONN_UP,
+};
+
+/*
+ * A host name resolved without blocking the loop: glibc's getaddrinfo_a
+ * runs the lookup on its own helper thread and the loop polls it. A
+ * lookup that outlives its timeout cannot be stopped, so it is set aside
+ * (abandoned) and freed once it has finished.
+ */
+struct redis_resolve {
+    struct redis_resolve *next;
+    struct gaicb cb;
+    struct addrinfo hints;
+    char host[256];
+    char port[16];
 };
 
 struct cg_redis {
@@ -85,6 +100,11 @@ struct cg_redis {
 
     /* the connection */
     enum conn_phase phase;
+    struct redis_resolve *resolve;   /* the lookup in progress */
+    struct redis_resolve *abandoned; /* timed out, still running */
+    struct cg_loop_timer resolve_poll;
+    struct addrinfo *addrs;           /* the host's addresses */
+    const struct addrinfo *addr_next; /* tried after the current one */
     int fd;
     SSL *ssl;
     bool ssl_want_write; /* SSL_read or SSL_connect waits to write */
@@ -116,6 +136,7 @@ struct cg_redis {
 static void conn_start(struct cg_redis *r);
 static void conn_fail(struct cg_redis *r, const char *why);
 static void deadline_arm(struct cg_redis *r);
+static bool conn_connect_next(struct cg_redis *r);
 static void kick_soon(struct cg_redis *r);
 
 /* ---- lists and records ---- */
@@ -341,8 +362,37 @@ static void io_want(struct cg_redis *r)
     r->io_events = ev;
 }
 
+static void resolve_reap(struct cg_redis *r, bool wait)
+{
+    struct redis_resolve **pp = &r->abandoned;
+    while (*pp) {
+        struct redis_resolve *rs = *pp;
+        if (wait && gai_cancel(&rs->cb) == EAI_NOTCANCELED) {
+            const struct gaicb *list[] = { &rs->cb };
+            while (gai_error(&rs->cb) == EAI_INPROGRESS)
+                gai_suspend(list, 1, NULL);
+        }
+        if (gai_error(&rs->cb) == EAI_INPROGRESS) {
+            pp = &rs->next;
+            continue;
+        }
+        *pp = rs->next;
+        if (rs->cb.ar_result)
+            freeaddrinfo(rs->cb.ar_result);
+        free(rs);
+    }
+}
+
 static void conn_close(struct cg_redis *r)
 {
+    cg_loop_timer_cancel(r->loop, &r->resolve_poll);
+    if (r->resolve) {
+        gai_cancel(&r->resolve->cb);
+        r->resolve->next = r->abandoned;
+        r->abandoned = r->resolve;
+        r->resolve = NULL;
+    }
+    resolve_reap(r, false);
     if (r->io.active)
         cg_loop_io_del(r->loop, &r->io);
     if (r->ssl) {
@@ -355,6 +405,10 @@ static void conn_close(struct cg_redis *r)
     if (r->reader)
         redisReaderFree(r->reader);
     r->reader = NULL;
+    if (r->addrs)
+        freeaddrinfo(r->addrs);
+    r->addrs = NULL;
+    r->addr_next = NULL;
     cg_buf_reset(&r->out);
     r->out_off = 0;
     r->ssl_want_write = false;
@@ -420,7 +474,9 @@ static void req_append(struct cg_redis *r, struct redis_req *q)
 static void deadline_fired(struct cg_loop *loop, void *arg)
 {
     struct cg_redis *r = arg;
-    static const char *const what[] = { "", "connect timed out",
+    static const char *const what[] = { "",
+                                        "name resolution timed out",
+                                        "connect timed out",
                                         "TLS handshake timed out",
                                         "handshake timed out",
                                         "reply timed out" };
@@ -756,6 +812,10 @@ static void on_io(struct cg_loop *loop, int fd, unsigned events, void *arg)
         socklen_t sl = sizeof(soerr);
         if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
             soerr = errno;
+        if (soerr && r->addr_next) {
+            conn_connect_next(r); /* the host's next address */
+            return;
+        }
         if (soerr) {
             char why[128];
             snprintf(why, sizeof(why), "connect: %s", strerror(soerr));
@@ -782,32 +842,25 @@ static void on_io(struct cg_loop *loop, int fd, unsigned events, void *arg)
         return;
     }
     case CONN_NONE:
+    case CONN_RESOLVE:
         return;
     }
 }
 
-/* Opens the socket and starts a non-blocking connect. Name resolution is
- * getaddrinfo's, which blocks: with an IP address or a name in /etc/hosts
- * it does not wait on the network. */
-static void conn_start(struct cg_redis *r)
+/* Opens a socket to the next address that takes a non-blocking connect;
+ * false (and the attempt failed) when none is left. */
+static bool conn_connect_next(struct cg_redis *r)
 {
-    struct addrinfo hints = { .ai_family = AF_UNSPEC,
-                              .ai_socktype = SOCK_STREAM,
-                              .ai_flags = AI_NUMERICSERV };
-    struct addrinfo *ai = NULL;
-    char port[16], why[REDIS_ERR_MAX];
-    int fd = -1;
-
-    cg_loop_timer_cancel(r->loop, &r->retry);
-    snprintf(port, sizeof(port), "%d", r->port);
-    int g = getaddrinfo(r->host, port, &hints, &ai);
-    if (g) {
-        snprintf(why, sizeof(why), "cannot resolve: %s", gai_strerror(g));
-        conn_fail(r, why);
-        return;
-    }
-    int rc = -1, err = 0;
-    for (struct addrinfo *a = ai; a && rc < 0; a = a->ai_next) {
+    char why[REDIS_ERR_MAX];
+    int fd = -1, rc = -1, err = EADDRNOTAVAIL;
+    if (r->io.active)
+        cg_loop_io_del(r->loop, &r->io);
+    if (r->fd >= 0)
+        close(r->fd);
+    r->fd = -1;
+    while (r->addr_next && rc < 0) {
+        const struct addrinfo *a = r->addr_next;
+        r->addr_next = a->ai_next;
         fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
                     a->ai_protocol);
         if (fd < 0) {
@@ -823,26 +876,108 @@ static void conn_start(struct cg_redis *r)
             fd = -1;
         }
     }
-    freeaddrinfo(ai);
     if (fd < 0) {
         snprintf(why, sizeof(why), "connect: %s", strerror(err));
         conn_fail(r, why);
-        return;
+        return false;
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
     r->fd = fd;
     r->phase = CONN_TCP;
-    r->reader = redisReaderCreate();
     char e[128];
     if (cg_loop_io_add(r->loop, &r->io, fd, CG_LOOP_READ | CG_LOOP_WRITE, on_io,
                        r, e, sizeof(e))) {
         conn_fail(r, e);
-        return;
+        return false;
     }
     r->io_events = CG_LOOP_READ | CG_LOOP_WRITE;
+    return true;
+}
+
+/* Takes the address list ai and connects to the first that answers. */
+static void conn_connect(struct cg_redis *r, struct addrinfo *ai)
+{
+    r->addrs = ai;
+    r->addr_next = ai;
+    if (!r->reader)
+        r->reader = redisReaderCreate();
+    conn_connect_next(r);
+}
+
+#define REDIS_RESOLVE_POLL_MS 5
+
+static void resolve_polled(struct cg_loop *loop, void *arg)
+{
+    struct cg_redis *r = arg;
+    struct redis_resolve *rs = r->resolve;
+    int e = gai_error(&rs->cb);
+    if (e == EAI_INPROGRESS) {
+        cg_loop_timer_add(loop, &r->resolve_poll, REDIS_RESOLVE_POLL_MS,
+                          resolve_polled, r);
+        return;
+    }
+    r->resolve = NULL;
+    struct addrinfo *ai = rs->cb.ar_result;
+    free(rs);
+    if (e) {
+        char why[REDIS_ERR_MAX];
+        snprintf(why, sizeof(why), "cannot resolve: %s", gai_strerror(e));
+        conn_fail(r, why);
+        return;
+    }
+    conn_connect(r, ai);
+}
+
+/*
+ * Starts a connection attempt; redis.timeout_ms bounds it up to the end of
+ * the handshake. An address is used as it is; a host name is resolved in
+ * the background (getaddrinfo_a), so a slow DNS never stalls the loop.
+ */
+static void conn_start(struct cg_redis *r)
+{
+    struct addrinfo hints = { .ai_family = AF_UNSPEC,
+                              .ai_socktype = SOCK_STREAM,
+                              .ai_flags = AI_NUMERICSERV | AI_NUMERICHOST };
+    char port[16];
+
+    cg_loop_timer_cancel(r->loop, &r->retry);
+    resolve_reap(r, false);
+    snprintf(port, sizeof(port), "%d", r->port);
+    r->phase = CONN_RESOLVE;
     deadline_arm(r);
+    if (is_ip_literal(r->host)) {
+        struct addrinfo *ai = NULL;
+        int g = getaddrinfo(r->host, port, &hints, &ai);
+        if (g) {
+            char why[REDIS_ERR_MAX];
+            snprintf(why, sizeof(why), "address: %s", gai_strerror(g));
+            conn_fail(r, why);
+            return;
+        }
+        conn_connect(r, ai);
+        return;
+    }
+    struct redis_resolve *rs = cg_calloc(1, sizeof(*rs));
+    cg_strlcpy(rs->host, r->host, sizeof(rs->host));
+    cg_strlcpy(rs->port, port, sizeof(rs->port));
+    rs->hints = hints;
+    rs->hints.ai_flags = AI_NUMERICSERV | AI_ADDRCONFIG;
+    rs->cb.ar_name = rs->host;
+    rs->cb.ar_service = rs->port;
+    rs->cb.ar_request = &rs->hints;
+    struct gaicb *list[] = { &rs->cb };
+    int g = getaddrinfo_a(GAI_NOWAIT, list, 1, NULL);
+    if (g) {
+        free(rs);
+        char why[REDIS_ERR_MAX];
+        snprintf(why, sizeof(why), "cannot resolve: %s", gai_strerror(g));
+        conn_fail(r, why);
+        return;
+    }
+    r->resolve = rs;
+    cg_loop_timer_add(r->loop, &r->resolve_poll, 0, resolve_polled, r);
 }
 
 static void retry_fired(struct cg_loop *loop, void *arg)
@@ -1060,6 +1195,7 @@ void cg_redis_free(struct cg_redis *r)
             req_finish(r, q);
     }
     cg_loop_timer_cancel(r->loop, &r->kick);
+    resolve_reap(r, true);
     struct redis_req *q;
     while ((q = list_pop(&r->spare)))
         free(q);

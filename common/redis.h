@@ -24,8 +24,9 @@
  * behind an idle connection) is sent once more on a fresh connection before
  * it is failed. A full queue answers CG_EBUSY.
  *
- * Connecting: TCP, then TLS (TLS 1.2 or later, the certificate verified
- * against redis.tls_ca_file or the system CAs, the host name against
+ * Connecting: the host name resolved off the loop (getaddrinfo_a), TCP to
+ * each of its addresses in turn, then TLS (TLS 1.2 or later, the certificate
+ * verified against redis.tls_ca_file or the system CAs, the host name against
  * redis.tls_server_name or redis.host; no plaintext fallback), then
  * AUTH [username] password, SELECT, the scripts given to cg_redis_preload
  * (SCRIPT LOAD), and PING. A refused certificate is logged once and

@@ -89,6 +89,20 @@ static void test_tls_user(void)
         err, sizeof(err));
     CHECK(r != NULL, "server name localhost: %s", err);
     cg_redis_free(r);
+
+    /* A host name, resolved off the loop; the certificate checked against
+     * it. */
+    r = open_with(tls_srv,
+                  (const char *const[]){ "redis.host", "localhost", NULL }, err,
+                  sizeof(err));
+    CHECK(r != NULL, "host localhost: %s", err);
+    cg_redis_free(r);
+    r = open_with(
+        plain_srv,
+        (const char *const[]){ "redis.host", "no-such-host.invalid", NULL },
+        err, sizeof(err));
+    CHECK(r == NULL && strstr(err, "resol"), "unknown host: %s", err);
+    cg_redis_free(r);
 }
 
 static void test_refusals(void)
