@@ -435,7 +435,9 @@ static bool conn_flush(struct cg_redis *r)
                 char t[256];
                 char why[300];
                 snprintf(why, sizeof(why), "TLS write: %s",
-                         ssl_err_text(t, sizeof(t)));
+                         e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0
+                             ? strerror(errno)
+                             : ssl_err_text(t, sizeof(t)));
                 conn_fail(r, why);
                 return false;
             }
