@@ -421,7 +421,7 @@ int main(int argc, char **argv)
     int parts = parts_s ? (int)strtol(parts_s, NULL, 10) : 0;
     if (parts < 1)
         parts = subs > 50000 ? 24 : 6;
-    struct cg_stack_opts o = { tenants, per, parts, fake_args, plain, NULL };
+    struct cg_stack_opts o = { tenants, per, parts, fake_args, plain };
     struct cg_stack s;
     if (cg_stack_start(&s, &o, err, sizeof(err))) {
         fprintf(stderr, "bench_e2e: %s\n", err);

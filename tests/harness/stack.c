@@ -72,6 +72,13 @@ static void load_secrets(struct cg_stack *s)
 int cg_stack_start(struct cg_stack *s, const struct cg_stack_opts *o,
                    char *errbuf, size_t errsz)
 {
+    return cg_stack_start_redis(s, o, NULL, errbuf, errsz);
+}
+
+int cg_stack_start_redis(struct cg_stack *s, const struct cg_stack_opts *o,
+                         const struct cg_harness_redis_opts *redis,
+                         char *errbuf, size_t errsz)
+{
     memset(s, 0, sizeof(*s));
     snprintf(s->dir, sizeof(s->dir), "%s/azure", cg_harness_dir());
     mkdir(s->dir, 0700);
@@ -80,7 +87,7 @@ int cg_stack_start(struct cg_stack *s, const struct cg_stack_opts *o,
     if (!o->plain_http)
         snprintf(s->ca, sizeof(s->ca), "%s/ca.pem", s->dir);
     const struct cg_harness_redis_opts plain = { 0 };
-    const struct cg_harness_redis_opts *ro = o->redis ? o->redis : &plain;
+    const struct cg_harness_redis_opts *ro = redis ? redis : &plain;
     if (ro->password && s->nsecrets < CG_STACK_SECRETS_MAX)
         cg_strlcpy(s->secrets[s->nsecrets++], ro->password, 128);
     if (ro->user_password && s->nsecrets < CG_STACK_SECRETS_MAX)

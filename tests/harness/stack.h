@@ -26,7 +26,6 @@ struct cg_stack_opts {
     int partitions;               /* per topic; 0: the devbroker's default */
     const char *const *fake_args; /* extra fake flags, NULL-terminated */
     bool plain_http;
-    const struct cg_harness_redis_opts *redis; /* NULL: plain, no AUTH */
 };
 
 struct cg_stack_sub {
@@ -53,6 +52,12 @@ struct cg_stack {
 /* Starts everything; on failure stops what started. 0 or CG_E*. */
 int cg_stack_start(struct cg_stack *s, const struct cg_stack_opts *o,
                    char *errbuf, size_t errsz);
+
+/* The same with Redis started as redis says (TLS, a password, an ACL
+ * user; NULL: plain, no AUTH); workers are given what reaches it. */
+int cg_stack_start_redis(struct cg_stack *s, const struct cg_stack_opts *o,
+                         const struct cg_harness_redis_opts *redis,
+                         char *errbuf, size_t errsz);
 
 /*
  * Starts a contactguard-worker on the stack and returns once it printed

@@ -279,9 +279,9 @@ static int start_stack(int tenants, int subs, const char *const *fake_args)
     struct cg_stack_opts o = { .tenants = tenants,
                                .subs_per_tenant = subs,
                                .partitions = 3,
-                               .fake_args = fake_args,
-                               .redis = redis_opts };
-    int rc = cg_stack_start(&stack, &o, errbuf, sizeof(errbuf));
+                               .fake_args = fake_args };
+    int rc =
+        cg_stack_start_redis(&stack, &o, redis_opts, errbuf, sizeof(errbuf));
     CHECK(rc == 0, "stack started: %s", errbuf);
     return rc;
 }

@@ -78,9 +78,8 @@ static struct cg_stack *stack_up(struct cg_stack *s, int tenants, int subs,
                                  const char *const *fake_args, int partitions)
 {
     char err[512];
-    struct cg_stack_opts o = { tenants,   subs,  partitions,
-                               fake_args, false, redis_opts };
-    int rc = cg_stack_start(s, &o, err, sizeof(err));
+    struct cg_stack_opts o = { tenants, subs, partitions, fake_args, false };
+    int rc = cg_stack_start_redis(s, &o, redis_opts, err, sizeof(err));
     CHECK(rc == 0, "stack: %s", err);
     return rc == 0 ? s : NULL;
 }
