@@ -1326,12 +1326,17 @@ int main(int argc, char **argv)
         const char *name;
         void (*fn)(void);
     } scenarios[] = {
-        { "sweep", test_sweep },     { "failing", test_failing },
-        { "file", test_file },       { "listen", test_listen },
-        { "webhook", test_webhook }, { "slowloris", test_slowloris },
-        { "watch", test_watch },     { "fresh", test_fresh },
+        { "sweep", test_sweep },
+        { "failing", test_failing },
+        { "file", test_file },
+        { "listen", test_listen },
+        { "webhook", test_webhook },
+        { "slowloris", test_slowloris },
+        { "watch", test_watch },
+        { "fresh", test_fresh },
         { "fresh_tls", test_fresh_tls },
-        { "dryrun", test_dry_run },  { "undelivered", test_undelivered },
+        { "dryrun", test_dry_run },
+        { "undelivered", test_undelivered },
     };
     curl_global_init(CURL_GLOBAL_DEFAULT);
     const char *which = argc > 1 ? argv[1] : "";
