@@ -12,6 +12,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
@@ -129,7 +130,9 @@ struct cg_redis {
     struct req_list queue;    /* waiting for a batch */
     struct req_list inflight; /* sent, in reply order */
     struct req_list answered; /* failed before sending: called next turn */
-    struct req_list spare;    /* records to reuse */
+    struct req_list settled;  /* answered during cg_redis_settle: for free */
+    bool settling;
+    struct req_list spare; /* records to reuse */
     struct cg_redis_stats stats;
 };
 
@@ -362,15 +365,29 @@ static void io_want(struct cg_redis *r)
     r->io_events = ev;
 }
 
+#define REDIS_RESOLVE_WAIT_MS 1000 /* free waits this long for a lookup */
+
+/*
+ * Frees the abandoned lookups that have finished. With wait (free), each
+ * still running gets up to REDIS_RESOLVE_WAIT_MS in all; one that outlives
+ * that is left allocated on purpose: glibc's helper thread will still write
+ * into it, and a stop must stay bounded.
+ */
 static void resolve_reap(struct cg_redis *r, bool wait)
 {
     struct redis_resolve **pp = &r->abandoned;
+    int64_t until = cg_loop_now_ms() + REDIS_RESOLVE_WAIT_MS;
     while (*pp) {
         struct redis_resolve *rs = *pp;
         if (wait && gai_cancel(&rs->cb) == EAI_NOTCANCELED) {
             const struct gaicb *list[] = { &rs->cb };
-            while (gai_error(&rs->cb) == EAI_INPROGRESS)
-                gai_suspend(list, 1, NULL);
+            int64_t left;
+            while (gai_error(&rs->cb) == EAI_INPROGRESS &&
+                   (left = until - cg_loop_now_ms()) > 0) {
+                struct timespec ts = { .tv_sec = left / 1000,
+                                       .tv_nsec = (left % 1000) * 1000000 };
+                gai_suspend(list, 1, &ts);
+            }
         }
         if (gai_error(&rs->cb) == EAI_INPROGRESS) {
             pp = &rs->next;
@@ -655,7 +672,11 @@ static void reply_take(struct cg_redis *r, redisReply *rep)
     r->stats.in_flight = r->inflight.n;
     if (q->hello)
         hello_done(r, q);
-    else if (!noscript_again(r, q))
+    else if (noscript_again(r, q))
+        ;
+    else if (r->settling)
+        list_push(&r->settled, q); /* its callback is run by free */
+    else
         req_finish(r, q);
 }
 
@@ -1145,6 +1166,36 @@ void cg_redis_preload(struct cg_redis *r, const char *script)
     r->scripts[r->nscripts++] = script;
 }
 
+bool cg_redis_settle(struct cg_redis *r, int timeout_ms)
+{
+    int64_t end = cg_loop_now_ms() + timeout_ms;
+    if (!r)
+        return true;
+    r->settling = true;
+    cg_loop_timer_cancel(r->loop, &r->kick);
+    send_batch(r);
+    for (;;) {
+        int64_t left = end - cg_loop_now_ms();
+        /* Only an open connection can be driven without the loop. */
+        if (r->queue.n + r->inflight.n == 0 || left <= 0 || r->phase != CONN_UP)
+            break;
+        struct pollfd pfd = { .fd = r->fd, .events = POLLIN };
+        if (r->out_off < r->out.len || r->ssl_want_write)
+            pfd.events |= POLLOUT;
+        int n = poll(&pfd, 1, left < 10 ? (int)left : 10);
+        if (n < 0 && errno != EINTR)
+            break;
+        if (n > 0)
+            on_io(r->loop, r->fd,
+                  ((pfd.revents & POLLIN) ? CG_LOOP_READ : 0) |
+                      ((pfd.revents & POLLOUT) ? CG_LOOP_WRITE : 0) |
+                      ((pfd.revents & (POLLERR | POLLHUP)) ? CG_LOOP_ERROR : 0),
+                  r);
+    }
+    r->settling = false;
+    return r->queue.n + r->inflight.n == 0;
+}
+
 /* ---- lifecycle ---- */
 
 static struct cg_redis *redis_make(struct cg_loop *loop,
@@ -1183,7 +1234,11 @@ void cg_redis_free(struct cg_redis *r)
     conn_close(r);
     cg_loop_timer_cancel(r->loop, &r->retry);
     cg_loop_timer_cancel(r->loop, &r->kick);
-    /* Callbacks may ask again: answered CG_ECANCELLED, run here too. */
+    /* What settle received is answered with its replies; then callbacks
+     * may ask again: answered CG_ECANCELLED, run here too. */
+    struct redis_req *got;
+    while ((got = list_pop(&r->settled)))
+        req_finish(r, got);
     for (;;) {
         list_fail(r, &r->inflight, CG_ECANCELLED);
         list_fail(r, &r->queue, CG_ECANCELLED);

@@ -124,6 +124,15 @@ const char *cg_redis_peer(const struct cg_redis *r);
 void cg_redis_stats(const struct cg_redis *r, struct cg_redis_stats *out);
 
 /*
+ * Shutdown: for at most timeout_ms, sends what is queued over the open
+ * connection and reads the replies, without turning the loop and without
+ * running any callback (the answers are run by cg_redis_free, with their
+ * replies). Returns true when nothing is left unanswered. A client that is
+ * not connected returns at once. NULL-ok.
+ */
+bool cg_redis_settle(struct cg_redis *r, int timeout_ms);
+
+/*
  * Stops: the connection is closed, then every callback not yet run is
  * called with CG_ECANCELLED, here. Those callbacks may call the client
  * again: what they ask is answered CG_ECANCELLED before free returns. Not

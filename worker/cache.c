@@ -545,22 +545,7 @@ void cg_cache_stats(struct cg_cache *cache, struct cg_cache_stats *out)
 
 bool cg_cache_settle(struct cg_cache *cache, int timeout_ms)
 {
-    if (!cache)
-        return true;
-    int64_t end = cg_loop_now_ms() + timeout_ms;
-    for (;;) {
-        struct cg_cache_stats st;
-        cg_cache_stats(cache, &st);
-        if (st.queue_depth + st.in_flight == 0)
-            return true;
-        int64_t left = end - cg_loop_now_ms();
-        if (left <= 0)
-            return false;
-        /* The thread does the work; the loop must not turn here, or
-         * answers would reach callers that are being freed. */
-        struct timespec ts = { 0, (left < 10 ? left : 10) * 1000000L };
-        nanosleep(&ts, NULL);
-    }
+    return cache ? cg_redis_settle(cache->rd, timeout_ms) : true;
 }
 
 void cg_cache_metrics(struct cg_cache *cache, struct cg_buf *out)

@@ -150,10 +150,10 @@ void cg_cache_undo_get(struct cg_cache *cache, const char *subscription_id,
 void cg_cache_stats(struct cg_cache *cache, struct cg_cache_stats *out);
 
 /*
- * Shutdown: waits at most timeout_ms for the thread to have sent what is
- * queued (the last stores, done markers, a lock release), without running
- * any callback: their answers are for cg_cache_free. Returns true when
- * nothing is left to send. NULL-ok.
+ * Shutdown: for at most timeout_ms, sends what is queued (the last stores,
+ * done markers, a lock release) and reads the replies, without turning the
+ * loop or running any callback: their answers are for cg_cache_free.
+ * Returns true when nothing is left unanswered. NULL-ok.
  */
 bool cg_cache_settle(struct cg_cache *cache, int timeout_ms);
 
