@@ -22,7 +22,7 @@
  */
 #include "source.h"
 
-#include "cache.h"
+#include "cache_reader.h"
 #include "conf.h"
 #include "err.h"
 #include "log.h"

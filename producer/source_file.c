@@ -9,7 +9,7 @@
 #include "err.h"
 #include "log.h"
 #include "mem.h"
-#include "cache.h"
+#include "cache_reader.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -13,7 +13,7 @@
 
 #include "arm.h"
 #include "auth.h"
-#include "cache.h"
+#include "cache_reader.h"
 #include "conf.h"
 #include "err.h"
 #include "http.h"

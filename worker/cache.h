@@ -9,63 +9,25 @@
  * FAIL directly). After evaluation it stores the verdicts; after every
  * finding of the job has a delivery report it marks the job done. The
  * remediate stage takes a per-subscription lock and keeps the body it
- * replaced for undo. The producer and contactguard-report read the same keys
- * through the synchronous reader at the end of this header.
+ * replaced for undo.
  *
- * The pipeline's loop thread never waits for Redis. struct cg_cache owns one
- * thread with its own blocking hiredis connection; calls queue a request
- * (bounded: CG_CACHE_QUEUE_MAX, or redis.queue_max) and return at once; the
- * thread pipelines what is queued, and answers come back through an eventfd
- * watched by the loop, so every callback runs on the loop thread, and never
- * inside the call that queued it. When the queue is full a write is dropped
- * and counted. When Redis is down (a connection failed or broke) requests
- * are answered on the next loop turn with CG_EREDIS without touching the
- * queue, writes are counted as failed, and the thread reconnects with capped
- * exponential backoff. A batch that got no reply at all (a restart behind an
- * idle connection) is sent once more on a fresh connection before it is
- * failed. Until the first connection attempt has finished,
- * requests queue, so a worker that starts with Redis gets its first lookups
- * answered.
+ * The pipeline's loop never waits for Redis: every call goes through the
+ * one Redis client (common/redis.h) on the same loop and returns at once;
+ * callbacks run on the loop, never inside the call that queued them. What
+ * is asked within one loop turn goes to Redis in one pipelined batch (one
+ * round trip). When the client's queue is full (redis.queue_max) a write is
+ * dropped and counted; when Redis is down requests are answered on the next
+ * turn with CG_EREDIS and writes are counted as failed, while the client
+ * reconnects with jittered backoff. Each call takes an optional callback with
+ * its own result, so the pipeline can tell which job's write landed.
  *
- * Redis key schema (P = redis.prefix, default "cg:"; ids are lower-cased;
- * TTL = redis.ttl seconds; docs/cache.md has the long form):
- *
- *   P sub:SUB             hash   TTL, refreshed by every store. Written by
- *                                the worker (store script); read by lookup,
- *                                the producer (scan_ms) and the report.
- *       tenant, job_id, scan_ms, hash (hex SHA-256 of the normalised
- *       contacts), api_version, status:RULE (PASS|FAIL|ERROR|SKIPPED),
- *       previous:RULE (status before this job's scan, absent if none),
- *       finding:RULE (compact finding line, contactguard.finding/1)
- *   P tenant:T:counts     hash   "RULE:STATUS" -> number of subscriptions;
- *                                TTL refreshed by every store of T. Kept
- *                                exact by the store script.
- *   P tenant:T:last       hash   SUB -> status letters, one per rule in
- *                                enum cg_rule order (P F E S, '-' none):
- *                                what the counts hold for SUB. Same TTL.
- *   P tenant:T:scanned    zset   SUB scored by scan_ms. Same TTL. Entries
- *                                older than the TTL are pruned, with their
- *                                counts, by the next store of T.
- *   P tenant:T:failing    set    SUBs with at least one FAIL. Same TTL.
- *   P tenant:T:changed    set    SUBs whose last scan changed a rule's
- *                                status. Same TTL.
- *   P tenant:T:known      set    every SUB seen (producer listings, worker
- *                                stores); TTL refreshed on every add.
- *   P tenants             zset   T scored by its last scan_ms; no TTL,
- *                                entries older than the TTL are pruned.
- *   P job:JOB             string "1", TTL; the job's findings were
- *                                delivered (mark_done).
- *   P lock:SUB            string owner, PX ttl_ms; remediation lock.
- *   P undo:SUB            string contact body replaced by remediation,
- *                                EX remediation.retention.
- *
- * The store script also builds key names from P (to prune expired
- * subscriptions and to move a subscription between tenants), so the schema
- * assumes one Redis, not Redis Cluster.
+ * The keys and scripts are defined in common/cache_schema.h; the producer
+ * and the tools read them through common/cache_reader.h.
  */
 #ifndef CG_CACHE_H
 #define CG_CACHE_H
 
+#include "cache_schema.h"
 #include "finding.h"
 
 #include <stdbool.h>
@@ -75,17 +37,6 @@
 struct cg_loop;
 struct cg_conf;
 struct cg_buf;
-
-#define CG_CACHE_QUEUE_MAX      10000        /* default of redis.queue_max */
-#define CG_CACHE_BATCH_MAX      256          /* requests pipelined at once */
-#define CG_CACHE_ID_MAX         64           /* tenant, subscription, job ids */
-#define CG_CACHE_OWNER_MAX      128          /* lock owner string */
-#define CG_CACHE_PREFIX_MAX     64           /* redis.prefix */
-#define CG_CACHE_BODY_MAX       (4 << 20)    /* undo body */
-#define CG_CACHE_FINDING_MAX    (256 * 1024) /* cached finding line */
-#define CG_CACHE_BACKOFF_MIN_MS 100          /* first reconnect delay */
-#define CG_CACHE_BACKOFF_MAX_MS 5000         /* reconnect delay cap */
-#define CG_CACHE_HASH_LEN       64           /* hex SHA-256 */
 
 struct cg_cache;
 
@@ -122,9 +73,11 @@ struct cg_cache_stats {
     uint64_t lookups;       /* lookups asked */
     uint64_t lookup_errors; /* lookups answered with an error */
     uint64_t reconnects;    /* connections made after the first */
-    size_t queue_depth;     /* requests waiting for the thread */
-    size_t in_flight;       /* requests the thread is sending */
+    uint64_t batches;       /* round trips to Redis (pipelined batches) */
+    size_t queue_depth;     /* requests waiting for a batch */
+    size_t in_flight;       /* requests sent, replies pending */
     bool connected;
+    bool tls_refused; /* Redis's certificate was refused: not ready */
 };
 
 typedef void (*cg_cache_lookup_fn)(const struct cg_cache_prev *prev, void *arg);
@@ -138,10 +91,9 @@ typedef void (*cg_cache_body_fn)(int err, const char *body, size_t len,
                                  void *arg);
 
 /*
- * Starts the cache thread for the redis.* settings of conf and watches its
- * eventfd on loop (call on the loop thread). Connecting happens on the
- * thread, so this returns at once even when Redis is unreachable. NULL with
- * errbuf on a bad setting or when the thread or eventfd cannot be made.
+ * The cache stage for the redis.* settings of conf, on loop (call on the
+ * loop thread). Connecting happens on the loop, so this returns at once
+ * even when Redis is unreachable. NULL with errbuf on a bad setting.
  */
 struct cg_cache *cg_cache_new(struct cg_loop *loop, const struct cg_conf *conf,
                               char *errbuf, size_t errsz);
@@ -194,14 +146,14 @@ void cg_cache_undo_put(struct cg_cache *cache, const char *subscription_id,
 void cg_cache_undo_get(struct cg_cache *cache, const char *subscription_id,
                        cg_cache_body_fn fn, void *arg);
 
-/* Copies the counters (any thread). */
+/* Copies the counters (on the loop thread). */
 void cg_cache_stats(struct cg_cache *cache, struct cg_cache_stats *out);
 
 /*
- * Shutdown: waits at most timeout_ms for the thread to have sent what is
- * queued (the last stores, done markers, a lock release), without running
- * any callback: their answers are for cg_cache_free. Returns true when
- * nothing is left to send. NULL-ok.
+ * Shutdown: for at most timeout_ms, sends what is queued (the last stores,
+ * done markers, a lock release) and reads the replies, without turning the
+ * loop or running any callback: their answers are for cg_cache_free.
+ * Returns true when nothing is left unanswered. NULL-ok.
  */
 bool cg_cache_settle(struct cg_cache *cache, int timeout_ms);
 
@@ -211,103 +163,17 @@ bool cg_cache_settle(struct cg_cache *cache, int timeout_ms);
  * contactguard_cache_stale_writes_total, contactguard_cache_lookups_total,
  * contactguard_cache_lookup_errors_total, contactguard_cache_reconnects_total,
  * and the gauges contactguard_cache_queue_depth,
- * contactguard_cache_in_flight and contactguard_cache_connected.
+ * contactguard_cache_in_flight, contactguard_cache_connected and
+ * contactguard_cache_tls_refused.
  */
 void cg_cache_metrics(struct cg_cache *cache, struct cg_buf *out);
 
 /*
- * Stops the thread (bounded by redis.timeout_ms: a command in flight is cut
- * off), then runs every callback not yet run, on this thread: answers that
- * had arrived with their result, requests still queued with
+ * Closes the connection, then runs every callback not yet run, here: with
  * CG_ECANCELLED. Those callbacks may still call the cache: what they ask
  * is answered CG_ECANCELLED before free returns. Call on the loop thread,
  * not from one of the cache's callbacks. NULL is fine.
  */
 void cg_cache_free(struct cg_cache *cache);
-
-/* ---- the synchronous reader: producer and contactguard-report ---- */
-
-struct cg_cache_reader;
-
-/* A list of strings read from Redis; free with cg_cache_list_free. */
-struct cg_cache_list {
-    char **v;
-    size_t n;
-};
-
-/* Per-tenant figures as the store script keeps them. */
-struct cg_cache_tenant {
-    long long counts[CG_RULE_COUNT][CG_STATUS_NONE]; /* [rule][status] */
-    long long scanned; /* subscriptions with a cached scan */
-    long long failing; /* of which at least one rule FAILs */
-};
-
-/* A subscription's cached record. */
-struct cg_cache_sub {
-    char subscription_id[CG_CACHE_ID_MAX + 1];
-    char tenant_id[CG_CACHE_ID_MAX + 1];
-    char job_id[CG_CACHE_ID_MAX + 1];
-    char contacts_hash[CG_CACHE_HASH_LEN + 1];
-    char api_version[24];
-    long long scan_ms;
-    enum cg_status status[CG_RULE_COUNT];   /* CG_STATUS_NONE: none */
-    enum cg_status previous[CG_RULE_COUNT]; /* CG_STATUS_NONE: none */
-};
-
-/*
- * Connects (blocking, redis.timeout_ms for connect and each command), with
- * AUTH and SELECT as configured. NULL with errbuf (CG_EREDIS) when Redis
- * cannot be reached; the password never appears in errbuf.
- */
-struct cg_cache_reader *cg_cache_reader_new(const struct cg_conf *conf,
-                                            char *errbuf, size_t errsz);
-
-/* The known subscriptions of tenant (empty when none). */
-int cg_cache_reader_known(struct cg_cache_reader *r, const char *tenant_id,
-                          struct cg_cache_list *out, char *errbuf,
-                          size_t errsz);
-
-/* Adds subscriptions to tenant's known set and refreshes its TTL. */
-int cg_cache_reader_add_known(struct cg_cache_reader *r, const char *tenant_id,
-                              const char *const *subs, size_t n, char *errbuf,
-                              size_t errsz);
-
-/* Last scan time of each of n subscriptions (0: never scanned), in one
- * pipelined round trip. */
-int cg_cache_reader_scan_ms(struct cg_cache_reader *r, const char *const *subs,
-                            size_t n, long long *out_ms, char *errbuf,
-                            size_t errsz);
-
-/* Tenants with a scan within the TTL, sorted. */
-int cg_cache_reader_tenants(struct cg_cache_reader *r,
-                            struct cg_cache_list *out, char *errbuf,
-                            size_t errsz);
-
-/* Counts of one tenant (zero when unknown). */
-int cg_cache_reader_tenant(struct cg_cache_reader *r, const char *tenant_id,
-                           struct cg_cache_tenant *out, char *errbuf,
-                           size_t errsz);
-
-/* Subscriptions of tenant whose last scan changed a status, sorted. */
-int cg_cache_reader_changed(struct cg_cache_reader *r, const char *tenant_id,
-                            struct cg_cache_list *out, char *errbuf,
-                            size_t errsz);
-
-/* One subscription's record; CG_ENOTFOUND when none is cached. */
-int cg_cache_reader_sub(struct cg_cache_reader *r, const char *subscription_id,
-                        struct cg_cache_sub *out, char *errbuf, size_t errsz);
-
-/*
- * The cached findings of a subscription, parsed (cg_finding_parse), in rule
- * order; *n set to how many were cached. The caller clears them.
- */
-int cg_cache_reader_findings(struct cg_cache_reader *r,
-                             const char *subscription_id,
-                             struct cg_finding out[CG_RULE_COUNT], size_t *n,
-                             char *errbuf, size_t errsz);
-
-void cg_cache_reader_free(struct cg_cache_reader *r);
-
-void cg_cache_list_free(struct cg_cache_list *l);
 
 #endif

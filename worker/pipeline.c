@@ -598,10 +598,14 @@ static bool ready(void *arg, char *why, size_t whysz)
     struct cg_pipeline *pl = arg;
     struct cg_consume_stats ks;
     struct cg_publish_stats ps;
+    struct cg_cache_stats cs;
     cg_consume_stats(pl->consume, &ks);
     cg_publish_stats(pl->publish, &ps);
+    cg_cache_stats(pl->cache, &cs);
     if (pl->stopping)
         snprintf(why, whysz, "stopping");
+    else if (cs.tls_refused) /* will not heal by itself: say so */
+        snprintf(why, whysz, "Redis's TLS certificate was refused");
     else if (!ks.in_group)
         snprintf(why, whysz, "not yet in the consumer group");
     else if (ps.fatal)

@@ -8,7 +8,7 @@
  * the fleet works. Exit status: 0, or 2 for a usage or configuration error
  * and when Redis cannot be read.
  */
-#include "cache.h"
+#include "cache_reader.h"
 #include "clock.h"
 #include "conf.h"
 #include "err.h"

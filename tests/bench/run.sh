@@ -14,6 +14,8 @@
 #                   contactguard against it
 #   bench=e2e_preloaded  the fleet alone: jobs on the topic before the
 #                   workers start, rate from the first finished job
+#   bench=cache     the cache stage's cost per job (lookup, store, done)
+#                   over plain TCP and over TLS to redis-server
 #   bench=latency   events on an idle fleet: one job to its findings, a
 #                   one-job `producer file` run, a new worker's first job
 #   bench=soak      worker RSS over time under a steady stream of jobs
@@ -22,7 +24,8 @@
 # 10000: 200 tenants x 50), BENCH_LATENCIES, BENCH_WORKERS,
 # BENCH_PER_TENANT, BENCH_PEER=0 (no peer), BENCH_PRELOADED_SIZES (default
 # 10000), BENCH_LATENCY_JOBS (default 200), BENCH_SOAK_JOBS and
-# BENCH_SOAK_TENANTS (default 0 and 10000), BENCH_SKIP (names to skip,
+# BENCH_SOAK_TENANTS (default 0 and 10000), BENCH_CACHE_JOBS (default
+# 20000), BENCH_SKIP (names to skip,
 # e.g. "ceiling producer_sweep").
 set -euo pipefail
 build=${1:-build-release}
@@ -51,6 +54,11 @@ if want producer_sweep; then
         "$bin/bench_producer" 1000 100 "$page" 2>/dev/null |
             grep '^bench=' || echo "bench=producer_sweep page_size=$page error=failed"
     done
+fi
+
+if want cache; then
+    "$bin/bench_cache" "${BENCH_CACHE_JOBS:-20000}" 256 2>/dev/null |
+        grep '^bench=' || echo "bench=cache error=failed"
 fi
 
 if want e2e; then

@@ -1,7 +1,9 @@
 #include "harness.h"
 
+#include "conf.h"
 #include "err.h"
 #include "mem.h"
+#include "redis.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -863,14 +865,67 @@ struct cg_harness_redis {
     int port;
     char *dir;
     struct cg_harness_proc *proc;
+    bool tls;
+    char *password;
+    char *user;
+    char *user_password;
+    char *ca;         /* dir/ca.pem: what clients trust ("" when plain) */
+    char *other_ca;   /* dir/other-ca.pem: a CA that signed nothing here */
+    bool client_cert; /* TLS clients must show a certificate */
 };
 
-static int redis_ping(int port, char *errbuf, size_t errsz)
+static int redis_client_cert(const struct cg_harness_redis *r,
+                             struct cg_conf *conf, char *errbuf, size_t errsz)
+{
+    char path[600];
+    snprintf(path, sizeof(path), "%s/client.pem", r->dir);
+    int rc = cg_conf_set(conf, "redis.tls_cert_file", path, errbuf, errsz);
+    snprintf(path, sizeof(path), "%s/client.key", r->dir);
+    return rc ? rc
+              : cg_conf_set(conf, "redis.tls_key_file", path, errbuf, errsz);
+}
+
+/* Connects the way the programs do (redis.c's synchronous mode), as the
+ * default user: the only way to reach a TLS-only server. */
+static struct cg_redis *redis_open(const struct cg_harness_redis *r,
+                                   bool as_user, char *errbuf, size_t errsz)
+{
+    struct cg_conf *conf = cg_conf_new();
+    struct cg_redis *c = NULL;
+    char port[16];
+    snprintf(port, sizeof(port), "%d", r->port);
+    if (cg_conf_set(conf, "redis.port", port, errbuf, errsz) == 0 &&
+        cg_conf_set(conf, "redis.timeout_ms", "5000", errbuf, errsz) == 0 &&
+        (!r->tls ||
+         (cg_conf_set(conf, "redis.tls", "true", errbuf, errsz) == 0 &&
+          cg_conf_set(conf, "redis.tls_ca_file", r->ca, errbuf, errsz) == 0)) &&
+        (!r->client_cert || redis_client_cert(r, conf, errbuf, errsz) == 0) &&
+        (!r->password ||
+         cg_conf_set(conf, "redis.password",
+                     as_user && r->user ? r->user_password : r->password,
+                     errbuf, errsz) == 0) &&
+        (!as_user || !r->user ||
+         cg_conf_set(conf, "redis.username", r->user, errbuf, errsz) == 0))
+        c = cg_redis_open(conf, errbuf, errsz);
+    cg_conf_free(conf);
+    return c;
+}
+
+static int redis_ping(const struct cg_harness_redis *r, char *errbuf,
+                      size_t errsz)
 {
     struct timeval tv = { .tv_sec = 5 };
-    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
+    redisContext *c = NULL;
     redisReply *reply;
     int rc = 0;
+    int port = r->port;
+
+    if (r->tls || r->password) {
+        struct cg_redis *rd = redis_open(r, false, errbuf, errsz);
+        cg_redis_free(rd);
+        return rd ? 0 : CG_EREDIS;
+    }
+    c = redisConnectWithTimeout("127.0.0.1", port, tv);
 
     if (!c || c->err) {
         rc = cg_err_set(errbuf, errsz, CG_EREDIS, "redis 127.0.0.1:%d: %s",
@@ -917,8 +972,49 @@ static int redis_spawn(struct cg_harness_redis *r, char *errbuf, size_t errsz)
                                                .line_timeout_ms = -1 };
     int rc;
 
+    const char *targv[48];
+    char *acl = NULL, cert[600], key[600];
+    int n = 0;
     snprintf(port, sizeof(port), "%d", r->port);
-    r->proc = cg_harness_proc_start(argv, &opts, errbuf, errsz);
+    while (argv[n]) {
+        targv[n] = argv[n];
+        n++;
+    }
+    if (r->tls) {
+        /* TLS only: no plaintext port, as Azure Cache for Redis by
+         * default. Client certificates are asked for but optional. */
+        snprintf(cert, sizeof(cert), "%s/server.pem", r->dir);
+        snprintf(key, sizeof(key), "%s/server.key", r->dir);
+        targv[2] = "0";
+        targv[n++] = "--tls-port";
+        targv[n++] = port;
+        targv[n++] = "--tls-cert-file";
+        targv[n++] = cert;
+        targv[n++] = "--tls-key-file";
+        targv[n++] = key;
+        targv[n++] = "--tls-ca-cert-file";
+        targv[n++] = r->ca;
+        targv[n++] = "--tls-auth-clients";
+        targv[n++] = r->client_cert ? "yes" : "optional";
+    }
+    if (r->password) {
+        targv[n++] = "--requirepass";
+        targv[n++] = r->password;
+    }
+    if (r->user) {
+        /* Redis joins the words after --user into one ACL rule line. */
+        acl = cg_asprintf(">%s", r->user_password);
+        targv[n++] = "--user";
+        targv[n++] = r->user;
+        targv[n++] = "on";
+        targv[n++] = acl;
+        targv[n++] = "~*";
+        targv[n++] = "&*";
+        targv[n++] = "+@all";
+    }
+    targv[n] = NULL;
+    r->proc = cg_harness_proc_start(targv, &opts, errbuf, errsz);
+    free(acl);
     if (!r->proc)
         return CG_EIO;
     rc = cg_harness_proc_wait_for(r->proc, "Ready to accept connections",
@@ -933,13 +1029,165 @@ static int redis_spawn(struct cg_harness_redis *r, char *errbuf, size_t errsz)
             errbuf, errsz, rc, "redis-server on port %d %s: %s", r->port,
             rc == CG_ETIMEOUT ? "not ready in time" : "exited", last);
     }
-    return redis_ping(r->port, errbuf, errsz);
+    return redis_ping(r, errbuf, errsz);
+}
+
+/* Runs one openssl command to completion. */
+static int run_openssl(const char *const *argv, char *errbuf, size_t errsz)
+{
+    const struct cg_harness_proc_opts opts = { .name = "openssl",
+                                               .line_timeout_ms = -1 };
+    struct cg_harness_proc *p =
+        cg_harness_proc_start(argv, &opts, errbuf, errsz);
+    int status = -1, rc;
+    if (!p)
+        return CG_EIO;
+    rc = cg_harness_proc_wait(p, 60000, &status);
+    cg_harness_proc_free(p);
+    if (rc < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        return cg_err_set(errbuf, errsz, CG_EIO, "openssl %s %s failed",
+                          argv[1], argv[2]);
+    return 0;
+}
+
+/*
+ * A CA made for this run (dir/ca.pem), the server certificate it signs
+ * for localhost and 127.0.0.1 (dir/server.pem, dir/server.key), a second
+ * CA that signed nothing (dir/other-ca.pem), and when asked a client
+ * certificate (dir/client.pem, dir/client.key). P-256 keys: quick.
+ */
+static int redis_make_certs(struct cg_harness_redis *r, char *errbuf,
+                            size_t errsz)
+{
+    char cakey[600], csr[600], srv[600], srvkey[600], ext[600], okey[600];
+    snprintf(cakey, sizeof(cakey), "%s/ca.key", r->dir);
+    snprintf(csr, sizeof(csr), "%s/server.csr", r->dir);
+    snprintf(srv, sizeof(srv), "%s/server.pem", r->dir);
+    snprintf(srvkey, sizeof(srvkey), "%s/server.key", r->dir);
+    snprintf(ext, sizeof(ext), "%s/server.ext", r->dir);
+    snprintf(okey, sizeof(okey), "%s/other-ca.key", r->dir);
+    FILE *f = fopen(ext, "w");
+    if (!f)
+        return cg_err_set(errbuf, errsz, CG_EIO, "%s: %s", ext,
+                          strerror(errno));
+    fputs("subjectAltName=DNS:localhost,IP:127.0.0.1\n"
+          "extendedKeyUsage=serverAuth\n",
+          f);
+    fclose(f);
+    const char *ca[] = { "openssl",
+                         "req",
+                         "-x509",
+                         "-newkey",
+                         "ec",
+                         "-pkeyopt",
+                         "ec_paramgen_curve:P-256",
+                         "-nodes",
+                         "-keyout",
+                         cakey,
+                         "-out",
+                         r->ca,
+                         "-days",
+                         "2",
+                         "-subj",
+                         "/CN=contactguard test redis CA",
+                         NULL };
+    const char *other[] = { "openssl",
+                            "req",
+                            "-x509",
+                            "-newkey",
+                            "ec",
+                            "-pkeyopt",
+                            "ec_paramgen_curve:P-256",
+                            "-nodes",
+                            "-keyout",
+                            okey,
+                            "-out",
+                            r->other_ca,
+                            "-days",
+                            "2",
+                            "-subj",
+                            "/CN=contactguard other CA",
+                            NULL };
+    const char *req[] = { "openssl",
+                          "req",
+                          "-newkey",
+                          "ec",
+                          "-pkeyopt",
+                          "ec_paramgen_curve:P-256",
+                          "-nodes",
+                          "-keyout",
+                          srvkey,
+                          "-out",
+                          csr,
+                          "-subj",
+                          "/CN=localhost",
+                          NULL };
+    const char *sign[] = {
+        "openssl", "x509", "-req",   "-in", csr,
+        "-CA",     r->ca,  "-CAkey", cakey, "-CAcreateserial",
+        "-out",    srv,    "-days",  "2",   "-extfile",
+        ext,       NULL
+    };
+    char ccsr[600], ccert[600], ckey[600];
+    snprintf(ccsr, sizeof(ccsr), "%s/client.csr", r->dir);
+    snprintf(ccert, sizeof(ccert), "%s/client.pem", r->dir);
+    snprintf(ckey, sizeof(ckey), "%s/client.key", r->dir);
+    const char *creq[] = { "openssl",
+                           "req",
+                           "-newkey",
+                           "ec",
+                           "-pkeyopt",
+                           "ec_paramgen_curve:P-256",
+                           "-nodes",
+                           "-keyout",
+                           ckey,
+                           "-out",
+                           ccsr,
+                           "-subj",
+                           "/CN=contactguard",
+                           NULL };
+    const char *csign[] = {
+        "openssl", "x509", "-req",   "-in", ccsr,
+        "-CA",     r->ca,  "-CAkey", cakey, "-CAcreateserial",
+        "-out",    ccert,  "-days",  "2",   NULL
+    };
+    int rc = run_openssl(ca, errbuf, errsz);
+    if (rc == 0)
+        rc = run_openssl(other, errbuf, errsz);
+    if (rc == 0)
+        rc = run_openssl(req, errbuf, errsz);
+    if (rc == 0)
+        rc = run_openssl(sign, errbuf, errsz);
+    if (rc == 0 && r->client_cert)
+        rc = run_openssl(creq, errbuf, errsz);
+    if (rc == 0 && r->client_cert)
+        rc = run_openssl(csign, errbuf, errsz);
+    return rc;
 }
 
 struct cg_harness_redis *cg_harness_redis_start(char *errbuf, size_t errsz)
 {
+    const struct cg_harness_redis_opts plain = { 0 };
+    return cg_harness_redis_start_opts(&plain, errbuf, errsz);
+}
+
+struct cg_harness_redis *
+cg_harness_redis_start_opts(const struct cg_harness_redis_opts *o, char *errbuf,
+                            size_t errsz)
+{
     struct cg_harness_redis *r = cg_calloc(1, sizeof(*r));
     int rc = CG_EIO;
+
+    r->tls = o->tls || o->client_cert;
+    r->client_cert = o->client_cert;
+    r->password = o->password ? cg_strdup(o->password) : NULL;
+    if (o->user && o->password) {
+        r->user = cg_strdup(o->user);
+        r->user_password =
+            cg_strdup(o->user_password ? o->user_password : o->password);
+    }
+    r->ca = cg_strdup("");
+    r->other_ca = cg_strdup("");
 
     for (int i = 0; i < HARNESS_REDIS_TRIES && rc == CG_EIO; i++) {
         r->port = cg_harness_free_port(errbuf, errsz);
@@ -951,6 +1199,16 @@ struct cg_harness_redis *cg_harness_redis_start(char *errbuf, size_t errsz)
             cg_err_set(errbuf, errsz, CG_EIO, "mkdir %s: %s", r->dir,
                        strerror(errno));
             break;
+        }
+        if (r->tls) {
+            free(r->ca);
+            free(r->other_ca);
+            r->ca = cg_asprintf("%s/ca.pem", r->dir);
+            r->other_ca = cg_asprintf("%s/other-ca.pem", r->dir);
+            if (redis_make_certs(r, errbuf, errsz)) {
+                rc = CG_EIO;
+                break;
+            }
         }
         rc = redis_spawn(r, errbuf, errsz);
     }
@@ -996,10 +1254,91 @@ int cg_harness_redis_restart(struct cg_harness_redis *r, char *errbuf,
     return redis_spawn(r, errbuf, errsz);
 }
 
+const char *cg_harness_redis_ca(const struct cg_harness_redis *r)
+{
+    return r->ca;
+}
+
+const char *cg_harness_redis_other_ca(const struct cg_harness_redis *r)
+{
+    return r->other_ca;
+}
+
+const char *cg_harness_redis_dir(const struct cg_harness_redis *r)
+{
+    return r->dir;
+}
+
+void cg_harness_redis_client(const struct cg_harness_redis *r,
+                             struct cg_harness_redis_client *out)
+{
+    memset(out, 0, sizeof(*out));
+    snprintf(out->set[out->nset++], sizeof(out->set[0]), "redis.port=%d",
+             r->port);
+    if (r->tls) {
+        snprintf(out->set[out->nset++], sizeof(out->set[0]), "redis.tls=true");
+        snprintf(out->set[out->nset++], sizeof(out->set[0]),
+                 "redis.tls_ca_file=%s", r->ca);
+    }
+    if (r->client_cert) {
+        snprintf(out->set[out->nset++], sizeof(out->set[0]),
+                 "redis.tls_cert_file=%s/client.pem", r->dir);
+        snprintf(out->set[out->nset++], sizeof(out->set[0]),
+                 "redis.tls_key_file=%s/client.key", r->dir);
+    }
+    if (r->user)
+        snprintf(out->set[out->nset++], sizeof(out->set[0]),
+                 "redis.username=%s", r->user);
+    if (r->password) {
+        /* A secret: by environment, never on a command line. */
+        snprintf(out->env, sizeof(out->env), "CONTACTGUARD_REDIS_PASSWORD=%s",
+                 r->user ? r->user_password : r->password);
+    }
+    int n = 0;
+    for (int i = 0; i < out->nset; i++) {
+        out->argv[n++] = "--set";
+        out->argv[n++] = out->set[i];
+    }
+    out->argv[n] = NULL;
+    out->envp[0] = out->env[0] ? out->env : NULL;
+    out->envp[1] = NULL;
+}
+
+int cg_harness_redis_conf(const struct cg_harness_redis *r,
+                          struct cg_conf *conf, char *errbuf, size_t errsz)
+{
+    struct cg_harness_redis_client c;
+    cg_harness_redis_client(r, &c);
+    for (int i = 0; i < c.nset; i++) {
+        char *eq = strchr(c.set[i], '=');
+        *eq = '\0';
+        if (cg_conf_set(conf, c.set[i], eq + 1, errbuf, errsz))
+            return CG_ECONF;
+    }
+    if (r->password &&
+        cg_conf_set(conf, "redis.password",
+                    r->user ? r->user_password : r->password, errbuf, errsz))
+        return CG_ECONF;
+    return 0;
+}
+
+struct cg_redis *cg_harness_redis_admin(const struct cg_harness_redis *r,
+                                        char *errbuf, size_t errsz)
+{
+    return redis_open(r, false, errbuf, errsz);
+}
+
 redisContext *cg_harness_redis_connect(const struct cg_harness_redis *r,
                                        char *errbuf, size_t errsz)
 {
     struct timeval tv = { .tv_sec = 5 };
+    if (r->tls) {
+        cg_err_set(errbuf, errsz, CG_EINVAL,
+                   "redis-server on port %d speaks TLS only: use "
+                   "cg_harness_redis_admin",
+                   r->port);
+        return NULL;
+    }
     redisContext *c = redisConnectWithTimeout("127.0.0.1", r->port, tv);
 
     if (!c || c->err) {
@@ -1019,6 +1358,11 @@ void cg_harness_redis_free(struct cg_harness_redis *r)
         return;
     cg_harness_proc_free(r->proc);
     free(r->dir);
+    free(r->password);
+    free(r->user);
+    free(r->user_password);
+    free(r->ca);
+    free(r->other_ca);
     free(r);
 }
 

@@ -130,6 +130,8 @@ void cg_harness_proc_free(struct cg_harness_proc *p);
 /* ---- redis-server ----------------------------------------------------- */
 
 struct cg_harness_redis;
+struct cg_conf;
+struct cg_redis;
 
 /*
  * Starts Debian's redis-server on a free 127.0.0.1 port, without
@@ -137,6 +139,55 @@ struct cg_harness_redis;
  * it answers PING.
  */
 struct cg_harness_redis *cg_harness_redis_start(char *errbuf, size_t errsz);
+
+struct cg_harness_redis_opts {
+    /* TLS only (--port 0, --tls-port), with a CA made for the run by
+     * openssl: cg_harness_redis_ca(). Client certificates optional. */
+    bool tls;
+    const char *password;      /* requirepass; NULL: none */
+    const char *user;          /* an ACL user with every right (needs
+                                  password) */
+    const char *user_password; /* its password (default: password) */
+    /* TLS that asks every client for a certificate signed by the CA
+     * (--tls-auth-clients yes); dir/client.pem and dir/client.key are
+     * one. Implies tls. */
+    bool client_cert;
+};
+
+/* As cg_harness_redis_start, configured by o. */
+struct cg_harness_redis *
+cg_harness_redis_start_opts(const struct cg_harness_redis_opts *o, char *errbuf,
+                            size_t errsz);
+
+/* The CA the server's certificate (localhost, 127.0.0.1) chains to, and
+ * one that signed nothing; "" when plain. Borrowed. */
+const char *cg_harness_redis_ca(const struct cg_harness_redis *r);
+const char *cg_harness_redis_other_ca(const struct cg_harness_redis *r);
+
+/* The server's directory (certificates, keys); borrowed. */
+const char *cg_harness_redis_dir(const struct cg_harness_redis *r);
+
+/* What a child process needs to reach r (as the ACL user when there is
+ * one): argv ("--set", "k=v" pairs, NULL-terminated) and envp (the
+ * password, which never goes on a command line; NULL-terminated). */
+struct cg_harness_redis_client {
+    char set[8][640];
+    int nset;
+    char env[256];
+    const char *argv[17];
+    const char *envp[2];
+};
+void cg_harness_redis_client(const struct cg_harness_redis *r,
+                             struct cg_harness_redis_client *out);
+
+/* Sets conf's redis.* to reach r, as the ACL user when there is one. */
+int cg_harness_redis_conf(const struct cg_harness_redis *r,
+                          struct cg_conf *conf, char *errbuf, size_t errsz);
+
+/* A synchronous client (redis.h) as the default user: works on TLS-only
+ * servers. Free with cg_redis_free. */
+struct cg_redis *cg_harness_redis_admin(const struct cg_harness_redis *r,
+                                        char *errbuf, size_t errsz);
 
 int cg_harness_redis_port(const struct cg_harness_redis *r);
 
@@ -152,7 +203,7 @@ int cg_harness_redis_restart(struct cg_harness_redis *r, char *errbuf,
                              size_t errsz);
 
 /* A new synchronous connection (the caller frees it with redisFree), or
- * NULL with errbuf set. */
+ * NULL with errbuf set; plain TCP servers only. */
 redisContext *cg_harness_redis_connect(const struct cg_harness_redis *r,
                                        char *errbuf, size_t errsz);
 

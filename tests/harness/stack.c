@@ -72,6 +72,13 @@ static void load_secrets(struct cg_stack *s)
 int cg_stack_start(struct cg_stack *s, const struct cg_stack_opts *o,
                    char *errbuf, size_t errsz)
 {
+    return cg_stack_start_redis(s, o, NULL, errbuf, errsz);
+}
+
+int cg_stack_start_redis(struct cg_stack *s, const struct cg_stack_opts *o,
+                         const struct cg_harness_redis_opts *redis,
+                         char *errbuf, size_t errsz)
+{
     memset(s, 0, sizeof(*s));
     snprintf(s->dir, sizeof(s->dir), "%s/azure", cg_harness_dir());
     mkdir(s->dir, 0700);
@@ -79,7 +86,13 @@ int cg_stack_start(struct cg_stack *s, const struct cg_stack_opts *o,
     snprintf(s->truthf, sizeof(s->truthf), "%s/truth.jsonl", s->dir);
     if (!o->plain_http)
         snprintf(s->ca, sizeof(s->ca), "%s/ca.pem", s->dir);
-    if (!(s->redis = cg_harness_redis_start(errbuf, errsz)) ||
+    const struct cg_harness_redis_opts plain = { 0 };
+    const struct cg_harness_redis_opts *ro = redis ? redis : &plain;
+    if (ro->password && s->nsecrets < CG_STACK_SECRETS_MAX)
+        cg_strlcpy(s->secrets[s->nsecrets++], ro->password, 128);
+    if (ro->user_password && s->nsecrets < CG_STACK_SECRETS_MAX)
+        cg_strlcpy(s->secrets[s->nsecrets++], ro->user_password, 128);
+    if (!(s->redis = cg_harness_redis_start_opts(ro, errbuf, errsz)) ||
         !(s->kafka = cg_harness_devbroker_start(1, o->partitions, NULL, errbuf,
                                                 errsz)))
         goto fail;
@@ -127,10 +140,11 @@ struct cg_harness_proc *cg_stack_worker(struct cg_stack *s, const char *name,
                                         const char *const *extra, char *errbuf,
                                         size_t errsz)
 {
-    char bs[300], rp[64];
+    char bs[300];
+    struct cg_harness_redis_client rc;
     snprintf(bs, sizeof(bs), "kafka.bootstrap.servers=%s",
              cg_harness_devbroker_bootstrap(s->kafka));
-    snprintf(rp, sizeof(rp), "redis.port=%d", cg_harness_redis_port(s->redis));
+    cg_harness_redis_client(s->redis, &rc);
     /* CG_WORKER runs another build's worker on the same stack (old against
      * new in one benchmark run). */
     const char *bin = getenv("CG_WORKER");
@@ -140,8 +154,6 @@ struct cg_harness_proc *cg_stack_worker(struct cg_stack *s, const char *name,
                              "--set",
                              bs,
                              "--set",
-                             rp,
-                             "--set",
                              "output.format=compact",
                              "--set",
                              "worker.metrics_listen=127.0.0.1:0",
@@ -149,11 +161,13 @@ struct cg_harness_proc *cg_stack_worker(struct cg_stack *s, const char *name,
                              "log.level=info",
                              "--set",
                              "worker.job_deadline_ms=60000" };
-    int n = 15;
+    int n = 13;
+    for (const char *const *e = rc.argv; *e && n < 62; e++)
+        argv[n++] = *e;
     for (const char *const *e = extra; e && *e && n < 62; e++)
         argv[n++] = *e;
     argv[n] = NULL;
-    struct cg_harness_proc_opts po = { .name = name };
+    struct cg_harness_proc_opts po = { .name = name, .env = rc.envp };
     return cg_harness_proc_start(argv, &po, errbuf, errsz);
 }
 

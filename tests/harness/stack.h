@@ -53,6 +53,12 @@ struct cg_stack {
 int cg_stack_start(struct cg_stack *s, const struct cg_stack_opts *o,
                    char *errbuf, size_t errsz);
 
+/* The same with Redis started as redis says (TLS, a password, an ACL
+ * user; NULL: plain, no AUTH); workers are given what reaches it. */
+int cg_stack_start_redis(struct cg_stack *s, const struct cg_stack_opts *o,
+                         const struct cg_harness_redis_opts *redis,
+                         char *errbuf, size_t errsz);
+
 /*
  * Starts a contactguard-worker on the stack and returns once it printed
  * its ready line. extra: more arguments (e.g. "--set", "k=v"), NULL-

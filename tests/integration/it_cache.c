@@ -8,6 +8,7 @@
  * for a frozen server.
  */
 #include "cache.h"
+#include "cache_reader.h"
 #include "check.h"
 #include "conf.h"
 #include "err.h"
@@ -752,7 +753,7 @@ static void test_auth_db(void)
     size_t n = fread(log, 1, sizeof(log) - 1, (rewind(f), f));
     log[n] = '\0';
     fclose(f);
-    CHECK(strstr(log, "event=cache_down") != NULL, "cache_down logged:\n%s",
+    CHECK(strstr(log, "event=redis_down") != NULL, "redis_down logged:\n%s",
           log);
     CHECK(!strstr(log, bad) && !strstr(log, good), "no password in:\n%s", log);
 out:
@@ -1091,6 +1092,44 @@ out:
     cg_conf_free(conf);
 }
 
+/* Shutdown: settle sends what is queued and reads the answers without
+ * turning the loop or running a callback; free then runs them with their
+ * results. */
+static void test_settle(void)
+{
+    enum { N = 20 };
+    struct cg_conf *conf =
+        conf_for(cg_harness_redis_port(redis), "st:", 2000, 100);
+    struct cg_cache *cache = cache_up(conf);
+    if (!cache)
+        goto out;
+    CHECK(turn_until(is_connected, cache, WAIT_MS), "connects");
+    struct done_res d[N];
+    memset(d, 0, sizeof(d));
+    char job[32];
+    for (int i = 0; i < N; i++) {
+        snprintf(job, sizeof(job), "settle-%d", i);
+        cg_cache_mark_done(cache, job, on_done, &d[i]);
+    }
+    CHECK(cg_cache_settle(cache, WAIT_MS), "everything answered");
+    int called = 0;
+    for (int i = 0; i < N; i++)
+        called += d[i].called;
+    CHECK(called == 0, "no callback ran during settle: %d", called);
+    CHECK(redis_int("EXISTS st:job:settle-0") == 1 &&
+              redis_int("EXISTS st:job:settle-19") == 1,
+          "the queued writes are in Redis");
+    cg_cache_free(cache);
+    cache = NULL;
+    int ok = 0;
+    for (int i = 0; i < N; i++)
+        ok += d[i].called && d[i].err == 0;
+    CHECK(ok == N, "free ran %d of %d callbacks with success", ok, N);
+out:
+    cg_cache_free(cache);
+    cg_conf_free(conf);
+}
+
 /* Redis never reachable: the first connection attempt fails, queued
  * requests get CG_EREDIS, and free is prompt. */
 static void test_unreachable(void)
@@ -1137,6 +1176,7 @@ int main(void)
         test_auth_db();
         test_lock();
         test_queue_full();
+        test_settle();
         test_unreachable();
         test_outage();
     }

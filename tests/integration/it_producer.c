@@ -7,6 +7,7 @@
 #include "../check.h"
 
 #include "harness.h"
+#include "redis.h"
 #include "stack.h"
 
 #include "job.h"
@@ -70,26 +71,29 @@ static const struct cg_stack_sub *truth_find(const char *sub)
     return NULL;
 }
 
-/* argv for the producer: the stack's configuration, Kafka and Redis, then
- * extra (NULL-terminated). */
+/* The Redis of the stack (NULL: plain, no AUTH), and how to reach it. */
+static const struct cg_harness_redis_opts *redis_opts;
+static struct cg_harness_redis_client redis_client;
+
+/* argv for the producer: extra (NULL-terminated), then the stack's
+ * configuration, Kafka and Redis. */
 static void producer_argv(const char **argv, size_t max,
                           const char *const *extra)
 {
-    static char bs[300], rp[64];
+    static char bs[300];
     snprintf(bs, sizeof(bs), "kafka.bootstrap.servers=%s",
              cg_harness_devbroker_bootstrap(stack.kafka));
-    snprintf(rp, sizeof(rp), "redis.port=%d",
-             cg_harness_redis_port(stack.redis));
+    cg_harness_redis_client(stack.redis, &redis_client);
     size_t n = 0;
     argv[n++] = CG_BIN_CONTACTGUARD_PRODUCER;
-    for (const char *const *e = extra; e && *e && n < max - 8; e++)
+    for (const char *const *e = extra; e && *e && n < max - 18; e++)
         argv[n++] = *e;
     argv[n++] = "--config";
     argv[n++] = stack.creds;
     argv[n++] = "--set";
     argv[n++] = bs;
-    argv[n++] = "--set";
-    argv[n++] = rp;
+    for (const char *const *e = redis_client.argv; *e; e++)
+        argv[n++] = *e;
     argv[n] = NULL;
 }
 
@@ -151,7 +155,7 @@ static void run_producer(const char *const *extra, const char *const *env,
     const char *argv[64];
     producer_argv(argv, 64, extra);
     struct cg_harness_proc_opts po = { .name = "producer",
-                                       .env = env,
+                                       .env = env ? env : redis_client.envp,
                                        .line_timeout_ms = -1 };
     memset(r, 0, sizeof(*r));
     r->exit_status = -1;
@@ -276,7 +280,8 @@ static int start_stack(int tenants, int subs, const char *const *fake_args)
                                .subs_per_tenant = subs,
                                .partitions = 3,
                                .fake_args = fake_args };
-    int rc = cg_stack_start(&stack, &o, errbuf, sizeof(errbuf));
+    int rc =
+        cg_stack_start_redis(&stack, &o, redis_opts, errbuf, sizeof(errbuf));
     CHECK(rc == 0, "stack started: %s", errbuf);
     return rc;
 }
@@ -1153,7 +1158,10 @@ static void test_fresh(void)
     if (start_stack(2, 10, NULL))
         return;
     long long now = (long long)time(NULL) * 1000;
-    redisContext *c = redis();
+    /* Seeded the way the programs connect: the only way over TLS. */
+    struct cg_redis *c =
+        cg_harness_redis_admin(stack.redis, errbuf, sizeof(errbuf));
+    CHECK(c != NULL, "redis admin: %s", errbuf);
     size_t fresh = 0;
     char scanned[64], stale[64];
     snprintf(scanned, sizeof(scanned), "%lld", now - 60000);
@@ -1164,17 +1172,25 @@ static void test_fresh(void)
             continue;
         /* Two of three recently scanned, one of three long ago. */
         bool recent = i % 3 == 0;
-        redisReply *x = redisCommand(c, "HSET cg:sub:%s tenant %s scan_ms %s",
-                                     stack.subs[i].sub, stack.subs[i].tenant,
-                                     recent ? scanned : stale);
-        freeReplyObject(x);
+        char key[128];
+        snprintf(key, sizeof(key), "cg:sub:%s", stack.subs[i].sub);
+        const char *argv[] = { "HSET",    key,
+                               "tenant",  stack.subs[i].tenant,
+                               "scan_ms", recent ? scanned : stale };
+        size_t len[6];
+        for (int k = 0; k < 6; k++)
+            len[k] = strlen(argv[k]);
+        const struct cg_redis_cmd cmd = { 6, argv, len };
+        struct redisReply *x = NULL;
+        CHECK(cg_redis_run(c, &cmd, 1, &x, "HSET", errbuf, sizeof(errbuf)) == 0,
+              "seed: %s", errbuf);
+        cg_redis_reply_free(x);
         if (recent) {
             fresh++;
             is_fresh[i] = true;
         }
     }
-    if (c)
-        redisFree(c);
+    cg_redis_free(c);
     size_t all = count_auditable();
     static const char *const args[] = { "sweep", "--json", NULL };
     struct run r;
@@ -1210,6 +1226,20 @@ static void test_fresh(void)
                   "--force scans the fresh %s", stack.subs[i].sub);
     jobs_free(&j);
     free(is_fresh);
+}
+
+/* The same freshness check against a TLS-only Redis with an ACL user. */
+static void test_fresh_tls(void)
+{
+    static const struct cg_harness_redis_opts tls = {
+        .tls = true,
+        .password = "it-producer-default-pass-77e0",
+        .user = "it_producer",
+        .user_password = "it-producer-acl-pass-2f4d",
+    };
+    redis_opts = &tls;
+    test_fresh();
+    redis_opts = NULL;
 }
 
 /* --dry-run prints the jobs and sends (and writes) nothing. */
@@ -1296,11 +1326,17 @@ int main(int argc, char **argv)
         const char *name;
         void (*fn)(void);
     } scenarios[] = {
-        { "sweep", test_sweep },     { "failing", test_failing },
-        { "file", test_file },       { "listen", test_listen },
-        { "webhook", test_webhook }, { "slowloris", test_slowloris },
-        { "watch", test_watch },     { "fresh", test_fresh },
-        { "dryrun", test_dry_run },  { "undelivered", test_undelivered },
+        { "sweep", test_sweep },
+        { "failing", test_failing },
+        { "file", test_file },
+        { "listen", test_listen },
+        { "webhook", test_webhook },
+        { "slowloris", test_slowloris },
+        { "watch", test_watch },
+        { "fresh", test_fresh },
+        { "fresh_tls", test_fresh_tls },
+        { "dryrun", test_dry_run },
+        { "undelivered", test_undelivered },
     };
     curl_global_init(CURL_GLOBAL_DEFAULT);
     const char *which = argc > 1 ? argv[1] : "";

@@ -526,7 +526,7 @@ static void scenario_remediate(void)
     CHECK(p != NULL, "remediate: %s", errbuf);
     /* Connected to Redis: the loop turns, the read of the contacts (a
      * minute long) was started before it. */
-    if (p && wait_log(p, "cache_connected")) {
+    if (p && wait_log(p, "redis_connected")) {
         int64_t ms = signal_and_time(p, SIGTERM, REMEDIATE_MS, &status);
         printf("shutdown=remediate ms=%lld bound_ms=%d\n", (long long)ms,
                REMEDIATE_MS);

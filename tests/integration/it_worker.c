@@ -10,7 +10,12 @@
  *   two       two workers share the load and survive one leaving
  *   throttle  a 429 storm: zero requests before their Retry-After
  *   tokens    tokens expiring every 2 s mid-run
+ *   redis_tls_e2e  e2e with Redis TLS only (a CA made for the run), a
+ *             password and an ACL user, as Azure Cache for Redis
  *   redis     Redis stopped and restarted mid-run
+ *   redis_tls the same over TLS
+ *   redis_tls_refused  Redis's certificate from a CA the worker does not
+ *             trust
  *   broker    the Kafka broker taken down and brought back mid-run
  *   poison    undecodable jobs land in the dead-letter topic; every good
  *             job completes
@@ -37,7 +42,7 @@
  *             TLS_VERIFICATION_FAILED after more than one attempt
  */
 #include "../check.h"
-#include "cache.h"
+#include "cache_reader.h"
 #include "conf.h"
 #include "finding.h"
 #include "harness.h"
@@ -59,12 +64,22 @@
 
 #define WAIT_MS 120000
 
+/* The Redis of the TLS scenarios: TLS only, a password and an ACL user,
+ * as Azure Cache for Redis with Entra ID users. */
+static const struct cg_harness_redis_opts redis_tls = {
+    .tls = true,
+    .password = "it-worker-default-pass-5d1c",
+    .user = "it_worker",
+    .user_password = "it-worker-acl-pass-93ab",
+};
+static const struct cg_harness_redis_opts *redis_opts;
+
 static struct cg_stack *stack_up(struct cg_stack *s, int tenants, int subs,
                                  const char *const *fake_args, int partitions)
 {
     char err[512];
     struct cg_stack_opts o = { tenants, subs, partitions, fake_args, false };
-    int rc = cg_stack_start(s, &o, err, sizeof(err));
+    int rc = cg_stack_start_redis(s, &o, redis_opts, err, sizeof(err));
     CHECK(rc == 0, "stack: %s", err);
     return rc == 0 ? s : NULL;
 }
@@ -203,9 +218,9 @@ static void check_findings(struct cg_stack *s, bool exact)
 static void check_cache(struct cg_stack *s)
 {
     struct cg_conf *conf = cg_conf_new();
-    char err[512], port[32];
-    snprintf(port, sizeof(port), "%d", cg_harness_redis_port(s->redis));
-    cg_conf_set(conf, "redis.port", port, err, sizeof(err));
+    char err[512];
+    CHECK(cg_harness_redis_conf(s->redis, conf, err, sizeof(err)) == 0,
+          "redis settings: %s", err);
     struct cg_cache_reader *r = cg_cache_reader_new(conf, err, sizeof(err));
     CHECK(r != NULL, "cache reader: %s", err);
     size_t wrong = 0;
@@ -250,6 +265,19 @@ static void check_no_secrets(struct cg_stack *s, struct cg_harness_proc *p)
           "appears in %s",
           path);
     cg_buf_free(&b);
+}
+
+/* Lines of the worker's stderr holding needle. */
+static size_t count_log(struct cg_harness_proc *p, const char *needle)
+{
+    FILE *f = fopen(cg_harness_proc_stderr_path(p), "r");
+    char line[4096];
+    size_t n = 0;
+    while (f && fgets(line, sizeof(line), f))
+        n += strstr(line, needle) != NULL;
+    if (f)
+        fclose(f);
+    return n;
 }
 
 static int stop_worker(struct cg_harness_proc *p)
@@ -591,7 +619,10 @@ int main(int argc, char **argv)
     curl_global_init(CURL_GLOBAL_DEFAULT);
     signal(SIGPIPE, SIG_IGN);
 
-    if (!strcmp(scenario, "e2e")) {
+    if (!strcmp(scenario, "redis_tls_e2e") || !strcmp(scenario, "redis_tls") ||
+        !strcmp(scenario, "redis_tls_refused"))
+        redis_opts = &redis_tls;
+    if (!strcmp(scenario, "e2e") || !strcmp(scenario, "redis_tls_e2e")) {
         if (stack_up(&s, 4, 25, NULL, 4)) {
             produce_jobs(&s, 0);
             workers[0] = worker_start(&s, "worker", NULL);
@@ -673,7 +704,41 @@ int main(int argc, char **argv)
             CHECK(stop_worker(workers[0]) == 0, "exit status");
             check_no_secrets(&s, workers[0]);
         }
-    } else if (!strcmp(scenario, "redis")) {
+    } else if (!strcmp(scenario, "redis_tls_refused")) {
+        /* Redis's certificate chains to a CA the worker was not told to
+         * trust: one clear log line, /readyz not ready, every finding
+         * still published and the lost cache writes counted. */
+        if (stack_up(&s, 2, 10, NULL, 4)) {
+            char ca[700], url[200];
+            long st = 0;
+            snprintf(ca, sizeof(ca), "redis.tls_ca_file=%s",
+                     cg_harness_redis_other_ca(s.redis));
+            produce_jobs(&s, 0);
+            workers[0] = worker_start(
+                &s, "worker", (const char *const[]){ "--set", ca, NULL });
+            check_findings(&s, true);
+            const char *addr = cg_stack_worker_metrics(workers[0]);
+            snprintf(url, sizeof(url), "http://%s/readyz", addr ? addr : "");
+            char *body = addr ? cg_stack_http_get(url, NULL, &st) : NULL;
+            CHECK(st == 503 && body && strstr(body, "TLS certificate"),
+                  "/readyz %ld: %s", st, body ? body : "(none)");
+            free(body);
+            check_metric(workers[0], "contactguard_cache_tls_refused 1");
+            check_metric(workers[0], "contactguard_cache_connected 0");
+            check_metric(workers[0],
+                         "contactguard_cache_writes_total{result=\"ok\"} 0");
+            CHECK(stop_worker(workers[0]) == 0, "exit status");
+            size_t refused = count_log(workers[0], "TLS certificate refused");
+            CHECK(refused == 1,
+                  "%zu log lines say the certificate was refused, want 1",
+                  refused);
+            CHECK(count_log(workers[0],
+                            "level=error component=worker event=redis_down") ==
+                      1,
+                  "the refusal is logged at error");
+            check_no_secrets(&s, workers[0]);
+        }
+    } else if (!strcmp(scenario, "redis") || !strcmp(scenario, "redis_tls")) {
         if (stack_up(&s, 4, 50,
                      (const char *const[]){ "--latency-ms", "20", NULL }, 4)) {
             char err[512];

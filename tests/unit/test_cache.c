@@ -2,11 +2,12 @@
  * test_cache — the cache's queue and answers, without a Redis.
  *
  * A loopback socket that listens but never accepts plays a server that
- * takes connections and never answers: the cache thread sits in its
+ * takes connections and never answers: the Redis client sits in its
  * handshake, so nothing leaves the queue and queue-full drops are exact.
  * A closed port plays a Redis that is down.
  */
 #include "cache.h"
+#include "cache_reader.h"
 #include "../check.h"
 #include "conf.h"
 #include "err.h"
