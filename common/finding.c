@@ -64,6 +64,13 @@ static const struct cg_rule_ref attack_refs[] = {
     { CIS, "5.0.0", "8.1.15" },
 };
 
+/* No benchmark defines this check yet (CIS, Conformity, Lacework and Azure
+ * Policy all stop at "Owner is notified"): the control is our own, so a
+ * SIEM can still map it. */
+static const struct cg_rule_ref reachable_refs[] = {
+    { "contactguard", NULL, "owner-reachable" },
+};
+
 #define REFS(a) a, sizeof(a) / sizeof(a[0])
 
 static const struct cg_rule_info rules[CG_RULE_COUNT] = {
@@ -119,6 +126,27 @@ static const struct cg_rule_info rules[CG_RULE_COUNT] = {
                                "following risk level (or higher)' and choose "
                                "High or lower.",
                                2, REFS(attack_refs) },
+    [CG_RULE_OWNER_REACHABLE] = { "owner-reachable",
+                                  "A user holds the Owner role that owner "
+                                  "alerts are mailed to",
+                                  "Defender for Cloud mails the Owner role of "
+                                  "the subscription; the "
+                                  "mail reaches a person only if at least one "
+                                  "Owner role assignment "
+                                  "(inherited ones included) is held by a "
+                                  "user, not only by service "
+                                  "principals, managed identities or groups. "
+                                  "No benchmark defines "
+                                  "this check yet.",
+                                  "Assign the Owner role on the subscription "
+                                  "(or on a management "
+                                  "group above it) to a named user who reads "
+                                  "security mail, or rely "
+                                  "on the security team's address under "
+                                  "'Additional email "
+                                  "addresses'. contactguard never changes role "
+                                  "assignments.",
+                                  3, REFS(reachable_refs) },
 };
 
 const struct cg_rule_info *cg_rule_info(enum cg_rule rule)

@@ -8,7 +8,8 @@
  *   - an OCSF Compliance Finding (class_uid 2003), what SIEM pipelines
  *     ingest, in the version a writer holds (common/ocsf.h).
  * The rule catalogue (ids, titles, references to CIS, Conformity, Lacework
- * and Azure Policy) lives here because both formats carry it.
+ * and Azure Policy; owner-reachable, which no benchmark defines, names
+ * contactguard's own control) lives here because both formats carry it.
  */
 #ifndef CG_FINDING_H
 #define CG_FINDING_H
@@ -25,6 +26,7 @@ enum cg_rule {
     CG_RULE_ADDITIONAL_EMAILS,
     CG_RULE_ALERT_SEVERITY,
     CG_RULE_ATTACK_PATHS,
+    CG_RULE_OWNER_REACHABLE, /* reads role assignments, not the contact */
     CG_RULE_COUNT,
 };
 

@@ -35,7 +35,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         struct cg_finding out[CG_RULE_COUNT];
         memset(out, 0, sizeof(out));
         cg_contacts_init(&ct);
-        cg_evaluate_body((const char *)data, size, versions[v], &rc, &ct, out);
+        cg_evaluate_body((const char *)data, size, versions[v], NULL, &rc, &ct,
+                         out);
         char hash[65];
         cg_contacts_hash(&ct, hash);
         for (int r = 0; r < CG_RULE_COUNT; r++) {

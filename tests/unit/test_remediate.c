@@ -151,6 +151,11 @@ static void test_wanted(void)
         { CG_REMEDIATION_APPLY, "FPPP", CG_SUB_PAST_DUE, false },
         { CG_REMEDIATION_APPLY, "FPPP", CG_SUB_DISABLED, false },
         { CG_REMEDIATION_APPLY, "FPPP", CG_SUB_DELETED, false },
+        /* owner-reachable: role assignments are never written, so its
+         * FAIL asks for nothing and its SKIPPED or ERROR blocks nothing. */
+        { CG_REMEDIATION_APPLY, "PPPPF", CG_SUB_ENABLED, false },
+        { CG_REMEDIATION_APPLY, "FPPPS", CG_SUB_ENABLED, true },
+        { CG_REMEDIATION_APPLY, "PFPPE", CG_SUB_ENABLED, true },
     };
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
         struct cg_finding f[CG_RULE_COUNT];
@@ -454,8 +459,10 @@ static void test_event(void)
                           "emails: + soc@example.com");
     r.verification = CG_VERIFY_PASSED;
     r.body_matches = true;
+    /* The contact rules; owner-reachable passes before and after alike. */
     for (int k = 0; k < CG_RULE_COUNT; k++) {
-        r.status_before[k] = CG_STATUS_FAIL;
+        bool contact = k != CG_RULE_OWNER_REACHABLE;
+        r.status_before[k] = contact ? CG_STATUS_FAIL : CG_STATUS_PASS;
         r.status_planned[k] = CG_STATUS_PASS;
         r.status_after[k] = k == 3 ? CG_STATUS_FAIL : CG_STATUS_PASS;
     }

@@ -245,7 +245,7 @@ int main(void)
         }
         struct cg_finding out[CG_RULE_COUNT];
         memset(out, 0, sizeof(out));
-        cg_evaluate(&ct, &rc, out);
+        cg_evaluate(&ct, NULL, &rc, out);
         char got[96];
         snprintf(got, sizeof(got), "%s:%s", cg_status_name(out[r->rule].status),
                  out[r->rule].reason_code);
@@ -271,7 +271,8 @@ int main(void)
         memset(out, 0, sizeof(out));
         cg_contacts_init(&ct);
         cg_rules_conf_default(&rc);
-        cg_evaluate_body(body, strlen(body), CG_API_UNKNOWN, &rc, &ct, out);
+        cg_evaluate_body(body, strlen(body), CG_API_UNKNOWN, NULL, &rc, &ct,
+                         out);
         dumps[k] = json_dumps(out[2].evidence, JSON_SORT_KEYS);
         for (int j = 0; j < CG_RULE_COUNT; j++)
             cg_finding_clear(&out[j]);
