@@ -43,8 +43,8 @@ static json_t *str_or_null(const char *s)
     return s ? json_string(s) : json_null();
 }
 
-int cg_owners_parse_json(struct cg_owners *o, const json_t *items,
-                         char *errbuf, size_t errsz)
+int cg_owners_parse_json(struct cg_owners *o, const json_t *items, char *errbuf,
+                         size_t errsz)
 {
     if (!json_is_array(items))
         return cg_err_set(errbuf, errsz, CG_EPARSE,

@@ -67,8 +67,8 @@ bool cg_owners_is_owner_role(const char *role_definition_id);
  * o becomes READ. Returns 0, or CG_EPARSE (errbuf) when items is not an
  * array; o is then unchanged.
  */
-int cg_owners_parse_json(struct cg_owners *o, const json_t *items,
-                         char *errbuf, size_t errsz);
+int cg_owners_parse_json(struct cg_owners *o, const json_t *items, char *errbuf,
+                         size_t errsz);
 
 /* The same for a response body (an object with a "value" array, or the
  * array itself): CG_EPARSE when it is neither, CG_ETOOBIG past
