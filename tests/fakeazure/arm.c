@@ -439,7 +439,8 @@ const char *cg_fa_arm_handle(struct cg_fa *fa, const struct cg_fa_req *req,
         snprintf(scope, sizeof(scope), "tenant:%.40s", tok->tenant_id);
     bool write = put || del || patch || post;
     struct cg_fa_throttle th;
-    cg_fa_faults_throttle(fa->faults, tok->principal, scope, write, &th);
+    cg_fa_faults_throttle(fa->faults, tok->principal, scope, req->path, write,
+                          &th);
     /* Tenant-level reads (subscriptions, tenants) report the tenant's
      * budget under ARM's tenant header. */
     const char *hdr = write ? "x-ms-ratelimit-remaining-subscription-writes"
@@ -459,7 +460,8 @@ const char *cg_fa_arm_handle(struct cg_fa *fa, const struct cg_fa_req *req,
     switch (draw) {
     case CG_FA_DRAW_429: {
         unsigned ra = cg_fa_faults_conf(fa->faults)->retry_after_s;
-        cg_fa_faults_note_retry_after(fa->faults, tok->principal, scope, ra);
+        cg_fa_faults_note_retry_after(fa->faults, tok->principal, scope,
+                                      req->path, ra);
         cg_fa_arm_error(resp, 429, "TooManyRequests",
                         "The request is being throttled. Retry after %u "
                         "seconds.",
