@@ -53,6 +53,11 @@ struct cg_rule_info {
     int fail_severity_id; /* OCSF severity_id of a FAIL */
     const struct cg_rule_ref *refs;
     size_t nrefs;
+    /* What the rule reads, for the OCSF resource, finding type and
+     * remediation link; NULL: Microsoft.Security/securityContacts. */
+    const char *resource_type; /* "Microsoft.Authorization/roleAssignments" */
+    const char *finding_type;  /* "Azure role assignment" */
+    const char *doc;           /* remediation reference URL */
 };
 
 const struct cg_rule_info *cg_rule_info(enum cg_rule rule);

@@ -86,6 +86,11 @@ row "ocsf 1.4.0" 0 "$EVAL" --format ocsf --set output.ocsf_version=1.4.0 \
 expect "ocsf 1.4.0 account type 13, ids lower case" test \
     "$(jq -r '"\(.metadata.version) \(.cloud.account.type_id) \(.cloud.org.uid)"' /tmp/cg-eval-out.$$ | sort -u)" = \
     "1.4.0 13 72f988bf-86f1-41af-91ab-2d7cd011db47"
+row "owner-reachable in ocsf" 1 "$EVAL" --format ocsf --role-assignments "$RA/none.json" \
+    "$FX/2023/compliant.json"
+expect "owner-reachable's own control, resource and reference" test \
+    "$(jq -r 'select(.finding_info.title | test("Owner role")) | "\(.compliance.control) \(.compliance.status_code) \(.compliance.standards[0]) \(.resource.type) \(.remediation.references[0] | test("role-based-access-control"))"' /tmp/cg-eval-out.$$)" = \
+    "owner-reachable NO_OWNER contactguard Microsoft.Authorization/roleAssignments true"
 row "unsupported ocsf version exits 2" 2 "$EVAL" --format ocsf \
     --set output.ocsf_version=1.2.0 "$FX/2023/compliant.json"
 
@@ -98,6 +103,16 @@ for body in "$FX"/*/*; do
     for v in 1.1.0 1.4.0; do
         "$EVAL" --format ocsf --set output.ocsf_version=$v \
             --tenant 72f988bf-86f1-41af-91ab-2d7cd011db47 "$body" \
+            >>/tmp/cg-eval-ocsf.$$ 2>/dev/null
+    done
+    nbodies=$((nbodies + 1))
+done
+# ... and owner-reachable in each of its verdicts.
+for ra in "$RA"/*.json "$RA"/*.txt; do
+    for v in 1.1.0 1.4.0; do
+        "$EVAL" --format ocsf --set output.ocsf_version=$v \
+            --tenant 72f988bf-86f1-41af-91ab-2d7cd011db47 \
+            --role-assignments "$ra" "$FX/2023/compliant.json" \
             >>/tmp/cg-eval-ocsf.$$ 2>/dev/null
     done
     nbodies=$((nbodies + 1))
