@@ -244,7 +244,9 @@ struct rule_shared {
 };
 
 static struct rule_shared rule_shared[CG_RULE_COUNT];
-/* Every rule's standards, once each: what a remediation event concerns. */
+/* The contact rules' standards, once each: what a remediation event
+ * concerns (owner-reachable reads role assignments, which it never
+ * touches). */
 static json_t *all_standards;
 static pthread_once_t rule_shared_once = PTHREAD_ONCE_INIT;
 
@@ -280,7 +282,7 @@ static void rule_shared_init(void)
                 if (strcmp(json_string_value(e), std) == 0)
                     dup = true;
             }
-            if (!dup)
+            if (!dup && !ri->resource_type)
                 json_array_append_new(all_standards, json_string(std));
             char *req = cg_asprintf("%s %s", std, ref->control);
             json_array_append_new(rs->requirements, json_string(req));

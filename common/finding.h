@@ -104,7 +104,8 @@ char *cg_finding_compact_lean(const struct cg_finding *f);
  * metadata.uid of w; heap string. */
 char *cg_finding_ocsf(struct cg_ocsf *w, const struct cg_finding *f);
 
-/* Every rule's OCSF standards, each once (borrowed, shared, read-only). */
+/* The OCSF standards of every rule that reads the security contact, each
+ * once (borrowed, shared, read-only): what a remediation concerns. */
 json_t *cg_rule_all_standards(void);
 /* The OCSF requirements of a rule ("CIS ... 2.0.0 2.1.18", ...), borrowed
  * and shared as above; NULL for an unknown rule. */

@@ -131,6 +131,9 @@ static int remediation_compliance_id(const struct cg_remediation *r)
             : r->status_before;
     bool all_pass = true;
     for (int k = 0; k < CG_RULE_COUNT; k++) {
+        /* The contact's state: who holds Owner is not part of it. */
+        if (k == CG_RULE_OWNER_REACHABLE)
+            continue;
         if (st[k] == CG_STATUS_FAIL)
             return 3;
         if (st[k] != CG_STATUS_PASS)

@@ -46,8 +46,8 @@ static const char *const contact_body =
     "\"sourceType\":\"Alert\",\"minimalSeverity\":\"High\"},{"
     "\"sourceType\":\"AttackPath\",\"minimalRiskLevel\":\"High\"}]}}]}";
 
-#define OWNER_DEF                                                          \
-    "/providers/Microsoft.Authorization/roleDefinitions/8e3af657-a8ff-443c-" \
+#define OWNER_DEF                                                              \
+    "/providers/Microsoft.Authorization/roleDefinitions/8e3af657-a8ff-443c-"   \
     "a75c-2fe8c4bcb635"
 
 static void roles_answer(struct server *sv, const char *sub, const char *path,
@@ -200,16 +200,14 @@ static void on_fetched(struct cg_fetch_result *res, void *arg)
     struct got *g = arg;
     g->calls++;
     g->err = res->err;
-    cg_strlcpy(g->code, res->err ? res->reason_code : "",
-               sizeof(g->code));
+    cg_strlcpy(g->code, res->err ? res->reason_code : "", sizeof(g->code));
     g->contacts = res->ct.n;
     g->owners = res->owners; /* moved out, as the contract allows */
     cg_owners_init(&res->owners);
     g->role_pages = res->role_pages;
 }
 
-static void fetch(struct env *e, int script, int64_t deadline_ms,
-                  struct got *g)
+static void fetch(struct env *e, int script, int64_t deadline_ms, struct got *g)
 {
     char sub[40];
     snprintf(sub, sizeof(sub), SUB_PREFIX "%d", script);
@@ -260,8 +258,7 @@ static void test_reads(void)
     cg_owners_free(&g.owners);
 
     fetch(&e, S_THROTTLED, 20000, &g);
-    CHECK(g.err == 0 && g.owners.state == CG_OWNERS_READ &&
-              g.owners.users == 1,
+    CHECK(g.err == 0 && g.owners.state == CG_OWNERS_READ && g.owners.users == 1,
           "throttled: owners state %d after a 429", g.owners.state);
     CHECK(e.sv->roles_seen[S_THROTTLED] == 2, "throttled: %d requests",
           e.sv->roles_seen[S_THROTTLED]);
@@ -290,9 +287,8 @@ out:
 
 static void test_rule_off(void)
 {
-    static const char *const sets[] = {
-        "rules.owner_reachable.enabled=false", NULL
-    };
+    static const char *const sets[] = { "rules.owner_reachable.enabled=false",
+                                        NULL };
     struct env e;
     env_open(&e, sets);
     if (!e.fetch)
@@ -301,8 +297,8 @@ static void test_rule_off(void)
     fetch(&e, S_BOTH, 20000, &g);
     CHECK(g.err == 0 && g.owners.state == CG_OWNERS_NOT_READ &&
               e.sv->roles_seen[S_BOTH] == 0,
-          "off: owners state %d, %d role assignments requests",
-          g.owners.state, e.sv->roles_seen[S_BOTH]);
+          "off: owners state %d, %d role assignments requests", g.owners.state,
+          e.sv->roles_seen[S_BOTH]);
     cg_owners_free(&g.owners);
 out:
     env_close(&e);

@@ -560,6 +560,12 @@ static void test_event_conformance(void)
                 r.status_planned[k] = CG_STATUS_PASS;
                 r.status_after[k] = rows[i].after;
             }
+            /* Who holds Owner is not the contact's state: a FAIL of
+             * owner-reachable changes no event's compliance. */
+            r.status_before[CG_RULE_OWNER_REACHABLE] = CG_STATUS_FAIL;
+            r.status_planned[CG_RULE_OWNER_REACHABLE] = CG_STATUS_FAIL;
+            if (rows[i].after != CG_STATUS_NONE)
+                r.status_after[CG_RULE_OWNER_REACHABLE] = CG_STATUS_FAIL;
             char *s = cg_remediation_ocsf(&w, &r);
             const char *name = cg_remediation_outcome_name(r.outcome);
             CHECK(cg_ocsf_check_event(chk, s, strlen(s), err, sizeof(err)) == 0,
@@ -572,6 +578,14 @@ static void test_event_conformance(void)
                   name, id);
             CHECK(json_array_size(cg_json_member(comp, "standards")) > 0,
                   "%s: compliance.standards", name);
+            size_t si;
+            json_t *sv;
+            json_array_foreach(cg_json_member(comp, "standards"), si, sv)
+            {
+                CHECK(strcmp(json_string_value(sv), "contactguard") != 0,
+                      "%s: owner-reachable's standard in a contact event",
+                      name);
+            }
             const char *fuid =
                 cg_json_str(cg_json_member(o, "finding_info"), "uid");
             if (!first_uid[0] && fuid)
