@@ -255,8 +255,8 @@ static void roles_done(const struct cg_arm_result *r, void *arg)
         const char *why = r->why && *r->why ? r->why : cg_err_desc(r->err);
         verdict(&v, CG_STATUS_ERROR, "AUTHORIZATION_FAILED",
                 "The principal may not read role assignments (it needs "
-                "Microsoft.Authorization/roleAssignments/read, which Reader "
-                "grants, on the subscription): %s",
+                "Microsoft.Authorization/roleAssignments/read on the "
+                "subscription, which Reader and Security Reader grant): %s",
                 why);
     } else {
         classify(r, c->subscription, &v);
