@@ -100,8 +100,9 @@ if want owner_reachable; then
         fi
         awk -v lat="$lat" -v n="$n" '
             function get(line, key) {
-                return match(line, " " key "=[0-9.]+") ?
-                    substr(line, RSTART + length(key) + 2, RLENGTH - length(key) - 2) : 0
+                if (!match(line, " " key "=[0-9.]+"))
+                    return 0
+                return substr(line, RSTART + length(key) + 2, RLENGTH - length(key) - 2)
             }
             FNR == 1 { f++ }
             /^bench=e2e_preloaded / { run[f] = $0 }
