@@ -189,9 +189,9 @@ char *cg_remediation_ocsf(struct cg_ocsf *w, const struct cg_remediation *r)
                   "not.",
                   "types", "Defender for Cloud security contact"));
 
-    /* The contact is what all four rules check: the event concerns every
-     * rule's standards, and the requirements of the rules it set out to
-     * fix. */
+    /* The contact is what the four contact rules check: the event
+     * concerns their standards, and the requirements of the rules it set
+     * out to fix. */
     int cid = remediation_compliance_id(r);
     json_t *comp = json_object();
     json_object_set(comp, "standards", cg_rule_all_standards());

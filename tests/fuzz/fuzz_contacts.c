@@ -1,7 +1,7 @@
 /*
  * libFuzzer target over the contact parser and the rules: any byte string,
- * read as each API version and as "detect", must give four findings with a
- * status and a reason, serialise in both formats, and leak nothing.
+ * read as each API version and as "detect", must give a finding per rule
+ * with a status and a reason, serialise in both formats, and leak nothing.
  */
 #include "contacts.h"
 #include "evaluate.h"
