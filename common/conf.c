@@ -105,6 +105,11 @@ static const struct cg_conf_opt conf_table[] = {
       "least inclusive minimal risk level that passes" },
     { "rules.additional_emails.require_configured", CG_CONF_BOOL, "false", 0, 0,
       NULL, "also fail when a tenant's configured address is missing" },
+    { "rules.owner_reachable.enabled", CG_CONF_BOOL, "true", 0, 0, NULL,
+      "read role assignments: a user must hold Owner (one more ARM read "
+      "per job)" },
+    { "rules.owner_reachable.count_groups", CG_CONF_BOOL, "false", 0, 0, NULL,
+      "an Owner assignment to a group also reaches someone" },
 
     { "output.format", CG_CONF_ENUM, "ocsf", 0, 0, "ocsf|compact",
       "findings format on the results topic" },

@@ -64,6 +64,13 @@ static const struct cg_rule_ref attack_refs[] = {
     { CIS, "5.0.0", "8.1.15" },
 };
 
+/* No benchmark defines this check yet (CIS, Conformity, Lacework and Azure
+ * Policy all stop at "Owner is notified"): the control is our own, so a
+ * SIEM can still map it. */
+static const struct cg_rule_ref reachable_refs[] = {
+    { "contactguard", NULL, "owner-reachable" },
+};
+
 #define REFS(a) a, sizeof(a) / sizeof(a[0])
 
 static const struct cg_rule_info rules[CG_RULE_COUNT] = {
@@ -119,6 +126,33 @@ static const struct cg_rule_info rules[CG_RULE_COUNT] = {
                                "following risk level (or higher)' and choose "
                                "High or lower.",
                                2, REFS(attack_refs) },
+    [CG_RULE_OWNER_REACHABLE] = { "owner-reachable",
+                                  "A user holds the Owner role that owner "
+                                  "alerts are mailed to",
+                                  "Defender for Cloud mails the Owner role of "
+                                  "the subscription; the "
+                                  "mail reaches a person only if at least one "
+                                  "Owner role assignment "
+                                  "(inherited ones included) is held by a "
+                                  "user, not only by service "
+                                  "principals, managed identities or groups. "
+                                  "No benchmark defines "
+                                  "this check yet.",
+                                  "Assign the Owner role on the subscription "
+                                  "(or on a management "
+                                  "group above it) to a named user who reads "
+                                  "security mail, or rely "
+                                  "on the security team's address under "
+                                  "'Additional email "
+                                  "addresses'. contactguard never changes role "
+                                  "assignments.",
+                                  3, REFS(reachable_refs),
+                                  "Microsoft.Authorization/roleAssignments",
+                                  "Azure role assignment",
+                                  "https://learn.microsoft.com/azure/"
+                                  "role-based-access-control/"
+                                  "role-assignments-portal-subscription-"
+                                  "admin" },
 };
 
 const struct cg_rule_info *cg_rule_info(enum cg_rule rule)
@@ -210,7 +244,9 @@ struct rule_shared {
 };
 
 static struct rule_shared rule_shared[CG_RULE_COUNT];
-/* Every rule's standards, once each: what a remediation event concerns. */
+/* The contact rules' standards, once each: what a remediation event
+ * concerns (owner-reachable reads role assignments, which it never
+ * touches). */
 static json_t *all_standards;
 static pthread_once_t rule_shared_once = PTHREAD_ONCE_INIT;
 
@@ -246,7 +282,7 @@ static void rule_shared_init(void)
                 if (strcmp(json_string_value(e), std) == 0)
                     dup = true;
             }
-            if (!dup)
+            if (!dup && !ri->resource_type)
                 json_array_append_new(all_standards, json_string(std));
             char *req = cg_asprintf("%s %s", std, ref->control);
             json_array_append_new(rs->requirements, json_string(req));
@@ -380,8 +416,10 @@ char *cg_finding_ocsf(struct cg_ocsf *w, const struct cg_finding *f)
     json_object_set_new(fi, "title", json_string(ri->title));
     json_object_set_new(fi, "desc", json_string(ri->desc));
     json_t *types = json_array();
-    json_array_append_new(types, json_string("Defender for Cloud security "
-                                             "contact"));
+    json_array_append_new(
+        types, json_string(ri->finding_type ? ri->finding_type
+                                            : "Defender for Cloud security "
+                                              "contact"));
     json_object_set_new(fi, "types", types);
     json_object_set_new(o, "finding_info", fi);
 
@@ -400,13 +438,14 @@ char *cg_finding_ocsf(struct cg_ocsf *w, const struct cg_finding *f)
                         cg_ocsf_cloud(w, f->subscription_id, f->tenant_id));
 
     json_t *res = json_object();
-    char *rid = cg_asprintf("/subscriptions/%s/providers/Microsoft.Security/"
-                            "securityContacts",
-                            f->subscription_id);
+    const char *rtype = ri->resource_type ? ri->resource_type
+                                          : "Microsoft.Security/"
+                                            "securityContacts";
+    char *rid = cg_asprintf("/subscriptions/%s/providers/%s",
+                            f->subscription_id, rtype);
     json_object_set_new(res, "uid", json_string(rid));
     free(rid);
-    json_object_set_new(res, "type",
-                        json_string("Microsoft.Security/securityContacts"));
+    json_object_set_new(res, "type", json_string(rtype));
     json_object_set_new(res, "data",
                         f->evidence ? json_incref(f->evidence) : json_object());
     cg_ocsf_set_resource(w, o, res);
@@ -415,8 +454,10 @@ char *cg_finding_ocsf(struct cg_ocsf *w, const struct cg_finding *f)
     json_object_set_new(rem, "desc", json_string(ri->remediation));
     json_t *rrefs = json_array();
     json_array_append_new(
-        rrefs, json_string("https://learn.microsoft.com/azure/"
-                           "defender-for-cloud/configure-email-notifications"));
+        rrefs, json_string(ri->doc ? ri->doc
+                                   : "https://learn.microsoft.com/azure/"
+                                     "defender-for-cloud/"
+                                     "configure-email-notifications"));
     json_object_set_new(rem, "references", rrefs);
     json_object_set_new(o, "remediation", rem);
 

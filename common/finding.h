@@ -8,7 +8,8 @@
  *   - an OCSF Compliance Finding (class_uid 2003), what SIEM pipelines
  *     ingest, in the version a writer holds (common/ocsf.h).
  * The rule catalogue (ids, titles, references to CIS, Conformity, Lacework
- * and Azure Policy) lives here because both formats carry it.
+ * and Azure Policy; owner-reachable, which no benchmark defines, names
+ * contactguard's own control) lives here because both formats carry it.
  */
 #ifndef CG_FINDING_H
 #define CG_FINDING_H
@@ -25,6 +26,7 @@ enum cg_rule {
     CG_RULE_ADDITIONAL_EMAILS,
     CG_RULE_ALERT_SEVERITY,
     CG_RULE_ATTACK_PATHS,
+    CG_RULE_OWNER_REACHABLE, /* reads role assignments, not the contact */
     CG_RULE_COUNT,
 };
 
@@ -51,6 +53,11 @@ struct cg_rule_info {
     int fail_severity_id; /* OCSF severity_id of a FAIL */
     const struct cg_rule_ref *refs;
     size_t nrefs;
+    /* What the rule reads, for the OCSF resource, finding type and
+     * remediation link; NULL: Microsoft.Security/securityContacts. */
+    const char *resource_type; /* "Microsoft.Authorization/roleAssignments" */
+    const char *finding_type;  /* "Azure role assignment" */
+    const char *doc;           /* remediation reference URL */
 };
 
 const struct cg_rule_info *cg_rule_info(enum cg_rule rule);
@@ -97,7 +104,8 @@ char *cg_finding_compact_lean(const struct cg_finding *f);
  * metadata.uid of w; heap string. */
 char *cg_finding_ocsf(struct cg_ocsf *w, const struct cg_finding *f);
 
-/* Every rule's OCSF standards, each once (borrowed, shared, read-only). */
+/* The OCSF standards of every rule that reads the security contact, each
+ * once (borrowed, shared, read-only): what a remediation concerns. */
 json_t *cg_rule_all_standards(void);
 /* The OCSF requirements of a rule ("CIS ... 2.0.0 2.1.18", ...), borrowed
  * and shared as above; NULL for an unknown rule. */

@@ -131,6 +131,9 @@ static int remediation_compliance_id(const struct cg_remediation *r)
             : r->status_before;
     bool all_pass = true;
     for (int k = 0; k < CG_RULE_COUNT; k++) {
+        /* The contact's state: who holds Owner is not part of it. */
+        if (k == CG_RULE_OWNER_REACHABLE)
+            continue;
         if (st[k] == CG_STATUS_FAIL)
             return 3;
         if (st[k] != CG_STATUS_PASS)
@@ -186,9 +189,9 @@ char *cg_remediation_ocsf(struct cg_ocsf *w, const struct cg_remediation *r)
                   "not.",
                   "types", "Defender for Cloud security contact"));
 
-    /* The contact is what all four rules check: the event concerns every
-     * rule's standards, and the requirements of the rules it set out to
-     * fix. */
+    /* The contact is what the four contact rules check: the event
+     * concerns their standards, and the requirements of the rules it set
+     * out to fix. */
     int cid = remediation_compliance_id(r);
     json_t *comp = json_object();
     json_object_set(comp, "standards", cg_rule_all_standards());

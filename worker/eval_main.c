@@ -1,12 +1,14 @@
 /*
- * contactguard-eval — decide the four rules for one securityContacts body.
+ * contactguard-eval — decide the five rules for one securityContacts body
+ * and, with --role-assignments, one roleAssignments body.
  *
  * For people and scripts: reads a response body from a file or stdin,
  * prints one finding per rule as a JSON line (owner-alerts,
- * additional-emails, alert-severity, attack-paths). Exit status: 0 when all
- * four pass, 1 when any fails or is ERROR, 2 for a usage error or an
- * unreadable file. A malformed body is not a usage error: it yields ERROR
- * findings.
+ * additional-emails, alert-severity, attack-paths, owner-reachable). Exit
+ * status: 0 when none fails or is ERROR (owner-reachable without
+ * --role-assignments is SKIPPED), 1 when any fails or is ERROR, 2 for a
+ * usage error or an unreadable file. A malformed body is not a usage error:
+ * it yields ERROR findings.
  */
 #include "conf.h"
 #include "contacts.h"
@@ -33,12 +35,12 @@ static void usage(FILE *out)
             "usage: contactguard-eval [--api-version V] [--subscription ID]\n"
             "                         [--tenant ID] [--format compact|ocsf]\n"
             "                         [--config FILE] [--set key=value]...\n"
-            "                         [FILE|-]\n"
+            "                         [--role-assignments FILE] [FILE|-]\n"
             "\n"
             "Reads one Microsoft.Security/securityContacts response body "
             "(LIST, GET or\nthe 2020 bare array) and prints one JSON line "
             "per rule: owner-alerts,\nadditional-emails, alert-severity, "
-            "attack-paths.\n"
+            "attack-paths, owner-reachable.\n"
             "\n"
             "  --api-version V   2017-08-01-preview, 2020-01-01-preview or\n"
             "                    2023-12-01-preview (default: detected from "
@@ -51,13 +53,19 @@ static void usage(FILE *out)
             "  --format F        compact (contactguard.finding/1, default) "
             "or ocsf\n"
             "                    (version: --set output.ocsf_version=1.4.0)\n"
+            "  --role-assignments FILE\n"
+            "                    a Microsoft.Authorization/roleAssignments "
+            "LIST body\n"
+            "                    ($filter=atScope()) for owner-reachable; "
+            "without it\n"
+            "                    that rule is SKIPPED\n"
             "  --config FILE     JSON configuration; --set key=value "
             "overrides a key,\n"
             "                    e.g. --set rules.alert_severity.level=Medium\n"
             "  --dump-config     print the effective configuration and exit\n"
             "\n"
-            "Exit status: 0 all rules PASS, 1 any FAIL or ERROR, 2 usage "
-            "error or\nunreadable input.\n"
+            "Exit status: 0 no rule FAILs or is ERROR, 1 any FAIL or ERROR, "
+            "2 usage\nerror or unreadable input.\n"
             "\n"
             "Configuration keys:\n");
     cg_conf_help(out);
@@ -100,10 +108,13 @@ int main(int argc, char **argv)
     bool dump = false;
     int status = 2;
     char *body = NULL;
+    char *roles_body = NULL;
     struct cg_contacts ct;
+    struct cg_owners owners;
     struct cg_finding findings[CG_RULE_COUNT];
     memset(findings, 0, sizeof(findings));
     cg_contacts_init(&ct);
+    cg_owners_init(&owners);
 
     cg_log_setup(CG_LOG_WARN, CG_LOG_TEXT, "eval");
     for (int i = 1; i < argc; i++) {
@@ -124,14 +135,15 @@ int main(int argc, char **argv)
     }
 
     const char *api = NULL, *sub = NULL, *tenant = "", *format = "compact";
-    const char *path = NULL;
+    const char *path = NULL, *roles = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        const char **opt = !strcmp(a, "--api-version")    ? &api
-                           : !strcmp(a, "--subscription") ? &sub
-                           : !strcmp(a, "--tenant")       ? &tenant
-                           : !strcmp(a, "--format")       ? &format
-                                                          : NULL;
+        const char **opt = !strcmp(a, "--api-version")        ? &api
+                           : !strcmp(a, "--subscription")     ? &sub
+                           : !strcmp(a, "--tenant")           ? &tenant
+                           : !strcmp(a, "--format")           ? &format
+                           : !strcmp(a, "--role-assignments") ? &roles
+                                                              : NULL;
         if (opt) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "contactguard-eval: %s needs a value\n", a);
@@ -171,9 +183,30 @@ int main(int argc, char **argv)
         goto out;
     }
 
+    if (roles) {
+        size_t rlen = 0;
+        if (!strcmp(roles, "-") && !strcmp(path ? path : "-", "-")) {
+            fprintf(stderr, "contactguard-eval: stdin can hold one body "
+                            "only\n");
+            goto out;
+        }
+        roles_body = read_input(roles, &rlen, err, sizeof(err));
+        if (!roles_body) {
+            fprintf(stderr, "contactguard-eval: %s\n", err);
+            goto out;
+        }
+        /* An unreadable body decides owner-reachable as the worker's
+         * read would: ERROR with the parser's sentence. */
+        int orc = cg_owners_parse(&owners, roles_body, rlen, err, sizeof(err));
+        if (orc)
+            cg_owners_unreadable(
+                &owners, CG_STATUS_ERROR,
+                orc == CG_ETOOBIG ? "BODY_TOO_LARGE" : "BODY_MALFORMED", err);
+    }
+
     struct cg_rules_conf rc;
     cg_rules_conf_from(&rc, conf, cg_conf_tenant_find(conf, tenant));
-    int prc = cg_evaluate_body(body, len, version, &rc, &ct, findings);
+    int prc = cg_evaluate_body(body, len, version, &owners, &rc, &ct, findings);
 
     char subid[40] = "";
     if (sub)
@@ -201,7 +234,7 @@ int main(int argc, char **argv)
         char *line = ocsf ? cg_finding_ocsf(&writer, f) : cg_finding_compact(f);
         printf("%s\n", line);
         free(line);
-        if (f->status != CG_STATUS_PASS)
+        if (f->status == CG_STATUS_FAIL || f->status == CG_STATUS_ERROR)
             status = 1;
     }
     if (fflush(stdout) != 0)
@@ -210,7 +243,9 @@ out:
     for (int r = 0; r < CG_RULE_COUNT; r++)
         cg_finding_clear(&findings[r]);
     cg_contacts_free(&ct);
+    cg_owners_free(&owners);
     free(body);
+    free(roles_body);
     cg_conf_free(conf);
     return status;
 }

@@ -20,6 +20,8 @@ void cg_rules_conf_default(struct cg_rules_conf *rc)
     rc->attack_level = CG_LEVEL_HIGH;
     rc->require_configured = false;
     rc->configured_emails = NULL;
+    rc->owner_enabled = true;
+    rc->owner_count_groups = false;
 }
 
 void cg_rules_conf_from(struct cg_rules_conf *rc, const struct cg_conf *conf,
@@ -35,6 +37,9 @@ void cg_rules_conf_from(struct cg_rules_conf *rc, const struct cg_conf *conf,
         cg_conf_bool(conf, "rules.additional_emails.require_configured");
     const char *emails = cg_conf_str(conf, "remediation.emails");
     rc->configured_emails = *emails ? emails : NULL;
+    rc->owner_enabled = cg_conf_bool(conf, "rules.owner_reachable.enabled");
+    rc->owner_count_groups =
+        cg_conf_bool(conf, "rules.owner_reachable.count_groups");
     if (!t)
         return;
     if (t->alert_severity_level)
@@ -265,7 +270,7 @@ static json_t *contact_ev(const struct cg_contact *c)
     return o;
 }
 
-/* ---- the four rules, one contact at a time ------------------------------ */
+/* ---- the contact rules, one contact at a time --------------------------- */
 
 /* What one contact says about one rule. */
 struct verdict {
@@ -543,6 +548,89 @@ static void rule_attack(const struct cg_rules_conf *rc,
                   "RISK_LEVEL_TOO_HIGH");
 }
 
+/* ---- owner-reachable: the role assignments ------------------------------ */
+
+/*
+ * Decided after owner-alerts (out[CG_RULE_OWNER_ALERTS] is final): the rule
+ * asks whether the Owner mail reaches a person, which is moot when no
+ * Owner mail is sent; so that comes first, before whether the role
+ * assignments could be read at all.
+ */
+static void rule_reachable(const struct cg_owners *o,
+                           const struct cg_rules_conf *rc,
+                           const struct cg_finding *owner_alerts,
+                           struct cg_finding *f)
+{
+    json_t *ev = json_object();
+    f->evidence = ev;
+    json_object_set_new(ev, "owner_alerts",
+                        json_string(cg_status_name(owner_alerts->status)));
+    json_object_set_new(ev, "count_groups",
+                        json_boolean(rc->owner_count_groups));
+    if (!rc->owner_enabled) {
+        cg_finding_set(f, f->rule, CG_STATUS_SKIPPED, "RULE_DISABLED",
+                       "The rule is turned off "
+                       "(rules.owner_reachable.enabled is false).");
+        return;
+    }
+    if (owner_alerts->status != CG_STATUS_PASS) {
+        cg_finding_set(f, f->rule, CG_STATUS_SKIPPED, "OWNER_ALERTS_OFF",
+                       "Alert emails are not sent to the Owner role "
+                       "(owner-alerts is %s), so who holds it does not "
+                       "decide who is alerted.",
+                       cg_status_name(owner_alerts->status));
+        return;
+    }
+    if (!o || o->state == CG_OWNERS_NOT_READ) {
+        cg_finding_set(f, f->rule, CG_STATUS_SKIPPED,
+                       "ROLE_ASSIGNMENTS_NOT_READ",
+                       "The subscription's role assignments were not read.");
+        return;
+    }
+    if (o->state == CG_OWNERS_UNREADABLE) {
+        json_object_set_new(ev, "reason", json_string(o->reason));
+        cg_finding_set(f, f->rule, o->status, o->reason_code, "%s", o->reason);
+        return;
+    }
+    json_object_set_new(ev, "role_assignments",
+                        json_integer((json_int_t)o->assignments));
+    json_object_set_new(ev, "owner_count", json_integer((json_int_t)o->owners));
+    json_object_set_new(ev, "user_owners", json_integer((json_int_t)o->users));
+    json_object_set_new(ev, "group_owners",
+                        json_integer((json_int_t)o->groups));
+    json_object_set_new(ev, "owners", json_incref(o->listed));
+    if (o->owners > json_array_size(o->listed))
+        json_object_set_new(
+            ev, "owners_not_listed",
+            json_integer((json_int_t)(o->owners - json_array_size(o->listed))));
+    if (o->owners == 0)
+        cg_finding_set(f, f->rule, CG_STATUS_FAIL, "NO_OWNER",
+                       "No principal holds the Owner role on the "
+                       "subscription, so the Owner alert emails reach no "
+                       "one.");
+    else if (o->users > 0)
+        cg_finding_set(f, f->rule, CG_STATUS_PASS, "USER_OWNER",
+                       "%zu user%s hold%s the Owner role, so the Owner alert "
+                       "emails reach a person.",
+                       o->users, o->users == 1 ? "" : "s",
+                       o->users == 1 ? "s" : "");
+    else if (o->groups > 0 && rc->owner_count_groups)
+        cg_finding_set(f, f->rule, CG_STATUS_PASS, "GROUP_OWNER",
+                       "No user but %zu group%s hold%s the Owner role; groups "
+                       "count (rules.owner_reachable.count_groups).",
+                       o->groups, o->groups == 1 ? "" : "s",
+                       o->groups == 1 ? "s" : "");
+    else
+        cg_finding_set(f, f->rule, CG_STATUS_FAIL, "NO_USER_OWNER",
+                       "The Owner role is held by %zu principal%s, none of "
+                       "them a user%s, so the Owner alert emails reach no "
+                       "one.",
+                       o->owners, o->owners == 1 ? "" : "s",
+                       o->groups && !rc->owner_count_groups
+                           ? " (groups do not count)"
+                           : "");
+}
+
 /* ---- driver -------------------------------------------------------------- */
 
 static void finding_reset(struct cg_finding *f)
@@ -564,7 +652,8 @@ void cg_evaluate_all(struct cg_finding out[CG_RULE_COUNT],
     }
 }
 
-void cg_evaluate(const struct cg_contacts *ct, const struct cg_rules_conf *rc,
+void cg_evaluate(const struct cg_contacts *ct, const struct cg_owners *owners,
+                 const struct cg_rules_conf *rc,
                  struct cg_finding out[CG_RULE_COUNT])
 {
     size_t enabled = 0;
@@ -573,6 +662,12 @@ void cg_evaluate(const struct cg_contacts *ct, const struct cg_rules_conf *rc,
 
     for (int r = 0; r < CG_RULE_COUNT; r++) {
         struct cg_finding *f = &out[r];
+        if (r == CG_RULE_OWNER_REACHABLE) {
+            finding_reset(f);
+            f->rule = (enum cg_rule)r;
+            rule_reachable(owners, rc, &out[CG_RULE_OWNER_ALERTS], f);
+            continue;
+        }
         finding_reset(f);
         f->rule = (enum cg_rule)r;
         json_t *ev = evidence_base(ct);
@@ -594,9 +689,11 @@ void cg_evaluate(const struct cg_contacts *ct, const struct cg_rules_conf *rc,
             case CG_RULE_ALERT_SEVERITY:
                 rule_severity(ct, rc, c, &v, cev);
                 break;
-            default:
+            case CG_RULE_ATTACK_PATHS:
                 if (ct->version == CG_API_2023)
                     rule_attack(rc, c, &v, cev);
+                break;
+            default:
                 break;
             }
             if (v.code)
@@ -651,6 +748,7 @@ void cg_evaluate(const struct cg_contacts *ct, const struct cg_rules_conf *rc,
 }
 
 int cg_evaluate_body(const char *body, size_t len, enum cg_api_version v,
+                     const struct cg_owners *owners,
                      const struct cg_rules_conf *rc, struct cg_contacts *ct,
                      struct cg_finding out[CG_RULE_COUNT])
 {
@@ -661,6 +759,6 @@ int cg_evaluate_body(const char *body, size_t len, enum cg_api_version v,
                         prc == CG_ETOOBIG ? "BODY_TOO_LARGE" : "BODY_MALFORMED",
                         err);
     else
-        cg_evaluate(ct, rc, out);
+        cg_evaluate(ct, owners, rc, out);
     return prc;
 }

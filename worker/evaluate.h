@@ -1,16 +1,21 @@
 /*
- * evaluate — stage 3 of the pipeline: contacts in, findings out.
+ * evaluate — stage 3 of the pipeline: contacts (and the subscription's
+ * Owner role assignments) in, findings out.
  *
  * Pure: no I/O, no clock, no globals. The worker, `contactguard-eval` and
- * `contactguard-remediate` all decide the four rules here, so a verdict is
+ * `contactguard-remediate` all decide the five rules here, so a verdict is
  * the same wherever it is computed. The contract (docs/rules.md):
- *   - a rule PASSes when at least one enabled contact satisfies it;
+ *   - a contact rule PASSes when at least one enabled contact satisfies it;
  *   - a body with no contact: every rule FAILs (NO_CONTACT);
  *   - contacts but none enabled (2023 isEnabled not true): every rule FAILs
  *     (CONTACT_DISABLED);
  *   - a body that could not be read: every rule is ERROR (the caller uses
  *     cg_evaluate_all);
- *   - attack paths cannot be expressed before 2023-12-01-preview: ERROR.
+ *   - attack paths cannot be expressed before 2023-12-01-preview: ERROR;
+ *   - owner-reachable is SKIPPED unless owner-alerts PASSes (no Owner mail
+ *     is sent), then PASSes when a user (or, with count_groups, a group)
+ *     holds Owner, FAILs NO_USER_OWNER or NO_OWNER otherwise, and takes the
+ *     verdict of a role assignments read that failed.
  * The finding's identity (subscription, tenant, time) is the caller's.
  */
 #ifndef CG_EVALUATE_H
@@ -18,6 +23,7 @@
 
 #include "contacts.h"
 #include "finding.h"
+#include "owners.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -31,9 +37,11 @@ struct cg_rules_conf {
     enum cg_level attack_level;    /* least inclusive passing risk level */
     bool require_configured;       /* every configured address must be set */
     const char *configured_emails; /* ";"-separated, borrowed; may be NULL */
+    bool owner_enabled;            /* decide owner-reachable at all */
+    bool owner_count_groups;       /* a Group Owner reaches someone */
 };
 
-/* High, not exact, High, not required. */
+/* High, not exact, High, not required; owner-reachable on, users only. */
 void cg_rules_conf_default(struct cg_rules_conf *rc);
 
 /* The rule settings that apply to tenant t (NULL: the global ones). The
@@ -44,8 +52,11 @@ void cg_rules_conf_from(struct cg_rules_conf *rc, const struct cg_conf *conf,
 /*
  * Decides every rule; out[r] receives the verdict of rule r (rule, status,
  * reason_code, reason, evidence). out's previous contents are cleared.
+ * owners (borrowed) is what the role assignments read said; NULL, like a
+ * NOT_READ record, makes owner-reachable SKIPPED ROLE_ASSIGNMENTS_NOT_READ.
  */
-void cg_evaluate(const struct cg_contacts *ct, const struct cg_rules_conf *rc,
+void cg_evaluate(const struct cg_contacts *ct, const struct cg_owners *owners,
+                 const struct cg_rules_conf *rc,
                  struct cg_finding out[CG_RULE_COUNT]);
 
 /*
@@ -55,6 +66,7 @@ void cg_evaluate(const struct cg_contacts *ct, const struct cg_rules_conf *rc,
  * Returns the parser's result (0 or a CG_E* code).
  */
 int cg_evaluate_body(const char *body, size_t len, enum cg_api_version v,
+                     const struct cg_owners *owners,
                      const struct cg_rules_conf *rc, struct cg_contacts *ct,
                      struct cg_finding out[CG_RULE_COUNT]);
 

@@ -15,12 +15,16 @@
 struct cg_fetch {
     struct cg_arm *arm;
     enum cg_api_version version;
+    bool roles; /* rules.owner_reachable.enabled */
     size_t in_flight;
 };
 
 struct cg_fetch_call {
     struct cg_fetch *f;
-    struct cg_arm_call *arm_call;
+    struct cg_arm_call *arm_call;   /* the contacts */
+    struct cg_arm_call *roles_call; /* the role assignments */
+    int pending;                    /* reads still to answer */
+    struct cg_fetch_result res;     /* filled as each read answers */
     char tenant[40];
     char subscription[40];
     int64_t deadline_ms;
@@ -44,6 +48,7 @@ struct cg_fetch *cg_fetch_new(struct cg_arm *arm, const struct cg_conf *conf,
     struct cg_fetch *f = cg_calloc(1, sizeof(*f));
     f->arm = arm;
     f->version = v;
+    f->roles = cg_conf_bool(conf, "rules.owner_reachable.enabled");
     return f;
 }
 
@@ -165,6 +170,24 @@ static void classify(const struct cg_arm_result *r, const char *subscription,
     }
 }
 
+static void call_free(struct cg_fetch_call *c)
+{
+    cg_contacts_free(&c->res.ct);
+    cg_owners_free(&c->res.owners);
+    free(c);
+}
+
+/* The last read to answer hands the result over. */
+static void read_done(struct cg_fetch_call *c)
+{
+    if (--c->pending > 0)
+        return;
+    struct cg_fetch *f = c->f;
+    f->in_flight--;
+    c->fn(&c->res, c->arg);
+    call_free(c);
+}
+
 static void fetch_done(const struct cg_arm_result *r, void *arg)
 {
     struct cg_fetch_call *c = arg;
@@ -179,37 +202,70 @@ static void fetch_done(const struct cg_arm_result *r, void *arg)
         fetch_issue(c);
         return;
     }
-    struct cg_fetch_result res;
-    memset(&res, 0, sizeof(res));
-    cg_contacts_init(&res.ct);
-    res.version = c->version;
-    res.http_status = r->status;
-    res.attempts = c->attempts;
-    res.pages = r->pages;
-    res.elapsed_ms = r->elapsed_ms;
+    struct cg_fetch_result *res = &c->res;
+    res->version = c->version;
+    res->http_status = r->status;
+    res->attempts += c->attempts;
+    res->pages = r->pages;
+    if (r->elapsed_ms > res->elapsed_ms)
+        res->elapsed_ms = r->elapsed_ms;
     if (r->err == 0) {
         char err[256];
         json_t *items = r->items ? r->items : json_array();
-        int prc = cg_contacts_parse_json(&res.ct, items, c->version, err,
+        int prc = cg_contacts_parse_json(&res->ct, items, c->version, err,
                                          sizeof(err));
         if (!r->items)
             json_decref(items);
         if (prc) {
-            res.err = prc;
-            verdict(&res, CG_STATUS_ERROR, "BODY_MALFORMED",
+            res->err = prc;
+            verdict(res, CG_STATUS_ERROR, "BODY_MALFORMED",
                     "Azure's answer could not be read: %s", err);
         }
     } else {
-        res.err = r->err;
-        classify(r, c->subscription, &res);
+        res->err = r->err;
+        classify(r, c->subscription, res);
     }
-    struct cg_fetch *f = c->f;
-    cg_fetch_fn fn = c->fn;
-    void *fnarg = c->arg;
-    f->in_flight--;
-    free(c);
-    fn(&res, fnarg);
-    cg_contacts_free(&res.ct);
+    read_done(c);
+}
+
+/* A role assignments read that failed decides owner-reachable alone; the
+ * contacts' codes apply, with the permission this read needs. */
+static void roles_done(const struct cg_arm_result *r, void *arg)
+{
+    struct cg_fetch_call *c = arg;
+    struct cg_fetch_result *res = &c->res;
+    c->roles_call = NULL;
+    res->attempts += r->attempts;
+    res->role_pages = r->pages;
+    res->role_elapsed_ms = r->elapsed_ms;
+    if (r->elapsed_ms > res->elapsed_ms)
+        res->elapsed_ms = r->elapsed_ms;
+    char err[256];
+    if (r->err == 0 &&
+        cg_owners_parse_json(&res->owners, r->items, err, sizeof(err)) == 0) {
+        read_done(c);
+        return;
+    }
+    struct cg_fetch_result v;
+    memset(&v, 0, sizeof(v));
+    if (r->err == 0) {
+        verdict(&v, CG_STATUS_ERROR, "BODY_MALFORMED",
+                "Azure's role assignments could not be read: %s", err);
+    } else if (r->err == CG_EFORBIDDEN) {
+        const char *why = r->why && *r->why ? r->why : cg_err_desc(r->err);
+        verdict(&v, CG_STATUS_ERROR, "AUTHORIZATION_FAILED",
+                "The principal may not read role assignments (it needs "
+                "Microsoft.Authorization/roleAssignments/read on the "
+                "subscription, which Reader and Security Reader grant): %s",
+                why);
+    } else {
+        classify(r, c->subscription, &v);
+    }
+    cg_info("fetch.roles_unreadable",
+            "subscription=%s status=%s code=%s reason=\"%s\"", c->subscription,
+            cg_status_name(v.status), v.reason_code, v.reason);
+    cg_owners_unreadable(&res->owners, v.status, v.reason_code, v.reason);
+    read_done(c);
 }
 
 static void fetch_issue(struct cg_fetch_call *c)
@@ -229,6 +285,23 @@ static void fetch_issue(struct cg_fetch_call *c)
     c->arm_call = cg_arm_list(c->f->arm, &req, fetch_done, c);
 }
 
+static void roles_issue(struct cg_fetch_call *c)
+{
+    char path[256];
+    snprintf(path, sizeof(path),
+             "/subscriptions/%s/providers/Microsoft.Authorization/"
+             "roleAssignments?%%24filter=atScope%%28%%29&api-version=%s",
+             c->subscription, CG_FETCH_ROLES_API_VERSION);
+    struct cg_arm_request req = {
+        .method = CG_HTTP_GET,
+        .tenant = c->tenant,
+        .subscription = c->subscription,
+        .path = path,
+        .deadline_ms = c->deadline_ms,
+    };
+    c->roles_call = cg_arm_list(c->f->arm, &req, roles_done, c);
+}
+
 struct cg_fetch_call *cg_fetch_start(struct cg_fetch *f,
                                      const char *auth_tenant,
                                      const char *subscription,
@@ -243,8 +316,15 @@ struct cg_fetch_call *cg_fetch_start(struct cg_fetch *f,
     c->version = f->version;
     c->fn = fn;
     c->arg = arg;
+    cg_contacts_init(&c->res.ct);
+    cg_owners_init(&c->res.owners);
     f->in_flight++;
+    /* Both reads go out now; the ARM client answers from the loop, never
+     * inside cg_arm_list, so neither can finish before both are issued. */
+    c->pending = f->roles ? 2 : 1;
     fetch_issue(c);
+    if (f->roles)
+        roles_issue(c);
     return c;
 }
 
@@ -253,6 +333,7 @@ void cg_fetch_cancel(struct cg_fetch *f, struct cg_fetch_call *c)
     if (!c)
         return;
     cg_arm_cancel(f->arm, c->arm_call);
+    cg_arm_cancel(f->arm, c->roles_call);
     f->in_flight--;
-    free(c);
+    call_free(c);
 }

@@ -1,5 +1,6 @@
 /*
- * fetch — stage 2 of the pipeline: read a subscription's security contacts.
+ * fetch — stage 2 of the pipeline: read a subscription's security contacts
+ * and who holds its Owner role.
  *
  * LISTs Microsoft.Security/securityContacts with azure.api_version (default
  * 2023-12-01-preview) through the ARM client, which owns tokens, paging,
@@ -10,12 +11,20 @@
  * exists or is disabled, ERROR for everything else (no credentials, access
  * denied, provider not registered, Azure unavailable past the deadline),
  * each with a stable reason code.
+ *
+ * With rules.owner_reachable.enabled (the default) the same call also LISTs
+ * Microsoft.Authorization/roleAssignments with $filter=atScope() (2022-04-01)
+ * at the same time, not after: both requests are in flight together, under
+ * the same bucket, tenant slots and deadline, and the callback runs once
+ * both have answered. A failed role assignments read decides only
+ * owner-reachable (res->owners is UNREADABLE with its verdict).
  */
 #ifndef CG_FETCH_H
 #define CG_FETCH_H
 
 #include "contacts.h"
 #include "finding.h"
+#include "owners.h"
 
 #include <stdint.h>
 
@@ -32,14 +41,23 @@ struct cg_fetch_result {
     char reason[512];
     enum cg_api_version version; /* the version that answered */
     long http_status;
-    int attempts;
-    size_t pages;
-    int64_t elapsed_ms;
+    int attempts;       /* both reads */
+    size_t pages;       /* of the contacts */
+    int64_t elapsed_ms; /* the slower of the two reads */
+    /* Owned like ct. NOT_READ when the rule is off; else READ, or
+     * UNREADABLE with the owner-reachable verdict. */
+    struct cg_owners owners;
+    size_t role_pages;
+    int64_t role_elapsed_ms;
 };
 
 /* Called once from the loop unless the call is cancelled. res is valid for
- * the call; the callee may move res->ct out (then cg_contacts_init it). */
+ * the call; the callee may move res->ct and res->owners out (then
+ * re-initialise them). */
 typedef void (*cg_fetch_fn)(struct cg_fetch_result *res, void *arg);
+
+/* The role assignments read, one per subscription. */
+#define CG_FETCH_ROLES_API_VERSION "2022-04-01"
 
 /* arm and conf are borrowed. */
 struct cg_fetch *cg_fetch_new(struct cg_arm *arm, const struct cg_conf *conf,

@@ -65,7 +65,9 @@ struct job_ctx {
     int attempts;
     struct cg_loop_timer retry;
     char dlq_reason[256];
-    char hash[65]; /* of the contacts evaluated */
+    char hash[65];           /* of the contacts evaluated */
+    struct cg_owners owners; /* read with them; a remediation evaluates
+                                again with these */
 };
 
 struct cg_pipeline {
@@ -108,6 +110,7 @@ static struct job_ctx *job_new(struct cg_pipeline *pl, rd_kafka_message_t *m)
     for (int r = 0; r < CG_RULE_COUNT; r++)
         j->previous[r] = CG_STATUS_NONE;
     cg_remediation_init(&j->event);
+    cg_owners_init(&j->owners);
     j->next = pl->jobs;
     if (pl->jobs)
         pl->jobs->prev = j;
@@ -130,6 +133,7 @@ static void job_free(struct job_ctx *j)
     cg_fetch_cancel(pl->fetch, j->fetch);
     cg_remediate_cancel(pl->remediate, j->remediate);
     cg_remediation_clear(&j->event);
+    cg_owners_free(&j->owners);
     for (size_t i = 0; i < j->nfindings; i++)
         cg_finding_clear(&j->findings[i]);
     cg_publish_batch_clear(&j->batch);
@@ -358,6 +362,7 @@ static void stage_remediate(struct job_ctx *j, const struct cg_rules_conf *rc)
     req.owner = owner;
     req.policy = &pol;
     req.rules = rc;
+    req.owners = &j->owners;
     req.findings = j->findings;
     req.nfindings = j->nfindings;
     req.contacts_hash = j->hash;
@@ -415,7 +420,9 @@ static void on_fetched(struct cg_fetch_result *res, void *arg)
     }
     struct cg_rules_conf rc;
     cg_rules_conf_from(&rc, pl->conf, j->tenant);
-    cg_evaluate(&res->ct, &rc, j->findings);
+    j->owners = res->owners;
+    cg_owners_init(&res->owners);
+    cg_evaluate(&res->ct, &j->owners, &rc, j->findings);
     findings_stamp(j, version);
     cg_contacts_hash(&res->ct, j->hash);
     stage_remediate(j, &rc);

@@ -78,6 +78,11 @@ bool cg_remediate_wanted(enum cg_remediation_mode mode,
     }
     bool fail = false;
     for (size_t i = 0; i < n; i++) {
+        /* owner-reachable is about role assignments, which remediation
+         * never changes: it neither asks for a write nor stands in one's
+         * way. */
+        if (findings[i].rule == CG_RULE_OWNER_REACHABLE)
+            continue;
         if (findings[i].status == CG_STATUS_ERROR ||
             findings[i].status == CG_STATUS_SKIPPED) {
             snprintf(why, whysz,
@@ -406,6 +411,7 @@ struct cg_remediate_call {
     int64_t deadline_ms;
     struct cg_remediate_policy policy;
     struct cg_rules_conf rules;
+    struct cg_owners owners; /* the scan's, for every re-evaluation */
     struct cg_plan plan;
     struct cg_remediate_result res;
     cg_remediate_fn fn;
@@ -466,6 +472,7 @@ static void call_free(struct cg_remediate_call *c)
 {
     call_unlink(c);
     cg_plan_free(&c->plan);
+    cg_owners_free(&c->owners);
     cg_remediation_clear(&c->res.event);
     for (int k = 0; k < CG_RULE_COUNT; k++)
         cg_finding_clear(&c->res.after[k]);
@@ -520,6 +527,7 @@ static struct cg_remediate_call *call_new(struct cg_remediate *rm,
     c->rm = rm;
     c->kind = kind;
     cg_remediation_init(&c->res.event);
+    cg_owners_init(&c->owners);
     for (int k = 0; k < CG_RULE_COUNT; k++)
         c->res.after[k].previous = CG_STATUS_NONE;
     c->next = rm->calls;
@@ -597,8 +605,10 @@ static int read_contact(const struct cg_arm_result *res, json_t **out,
     return 0;
 }
 
-/* Evaluates a body (NULL: no contact) as the rules see it. */
-static void evaluate_body(const json_t *body, const struct cg_rules_conf *rc,
+/* Evaluates a body (NULL: no contact) as the rules see it, with the
+ * owners of the scan. */
+static void evaluate_body(const json_t *body, const struct cg_owners *owners,
+                          const struct cg_rules_conf *rc,
                           struct cg_finding out[CG_RULE_COUNT], char hash[65])
 {
     struct cg_contacts ct;
@@ -611,7 +621,7 @@ static void evaluate_body(const json_t *body, const struct cg_rules_conf *rc,
         cg_contacts_parse_json(&ct, doc, CG_API_2023, err, sizeof(err));
         json_decref(doc);
     }
-    cg_evaluate(&ct, rc, out);
+    cg_evaluate(&ct, owners, rc, out);
     if (hash)
         cg_contacts_hash(&ct, hash);
     cg_contacts_free(&ct);
@@ -771,7 +781,7 @@ static void plan_from(struct cg_remediate_call *c, json_t *current)
     struct cg_finding now[CG_RULE_COUNT];
     memset(now, 0, sizeof(now));
     char hash[65];
-    evaluate_body(current, &c->rules, now, hash);
+    evaluate_body(current, &c->owners, &c->rules, now, hash);
     statuses(now, e->status_before);
     for (int k = 0; k < CG_RULE_COUNT; k++)
         cg_finding_clear(&now[k]);
@@ -822,7 +832,7 @@ static void plan_from(struct cg_remediate_call *c, json_t *current)
     e->planned = json_incref(c->plan.body);
     struct cg_finding planned[CG_RULE_COUNT];
     memset(planned, 0, sizeof(planned));
-    evaluate_body(c->plan.body, &c->rules, planned, NULL);
+    evaluate_body(c->plan.body, &c->owners, &c->rules, planned, NULL);
     statuses(planned, e->status_planned);
     for (int k = 0; k < CG_RULE_COUNT; k++)
         cg_finding_clear(&planned[k]);
@@ -1050,7 +1060,8 @@ static void on_verified(const struct cg_arm_result *res, void *arg)
         return;
     }
     e->after = after ? after : json_null();
-    evaluate_body(after, &c->rules, c->res.after, c->res.after_hash);
+    evaluate_body(after, &c->owners, &c->rules, c->res.after,
+                  c->res.after_hash);
     c->res.reevaluated = true;
     statuses(c->res.after, e->status_after);
     e->body_matches = cg_remediate_same_meaning(after, c->plan.body);
@@ -1100,6 +1111,8 @@ struct cg_remediate_call *cg_remediate_start(struct cg_remediate *rm,
     c->deadline_ms = req->deadline_ms;
     c->policy = *req->policy;
     c->rules = *req->rules;
+    if (req->owners)
+        cg_owners_copy(&c->owners, req->owners);
     c->fn = fn;
     c->arg = arg;
     struct cg_remediation *e = &c->res.event;

@@ -141,6 +141,10 @@ struct cg_remediate_req {
     const char *owner;  /* lock owner, unique per attempt */
     const struct cg_remediate_policy *policy; /* mode dry-run or apply */
     const struct cg_rules_conf *rules;        /* to re-evaluate */
+    /* The Owner role assignments read with the contacts (copied), so a
+     * re-evaluation decides owner-reachable as the scan did; NULL: not
+     * read. Remediation never changes role assignments. */
+    const struct cg_owners *owners;
     /* The evaluation this acts on, one finding per rule, and the hash of
      * the contacts it read (cg_contacts_hash; "" if unknown). */
     const struct cg_finding *findings;

@@ -210,7 +210,7 @@ static void on_fetched(struct cg_fetch_result *res, void *arg)
         r->done = true;
         return;
     }
-    cg_evaluate(&res->ct, &r->rules, r->findings);
+    cg_evaluate(&res->ct, &res->owners, &r->rules, r->findings);
     char hash[65];
     cg_contacts_hash(&res->ct, hash);
     char why[256];
@@ -234,6 +234,7 @@ static void on_fetched(struct cg_fetch_result *res, void *arg)
     req.owner = r->owner;
     req.policy = &r->policy;
     req.rules = &r->rules;
+    req.owners = &res->owners; /* copied by cg_remediate_start */
     req.findings = r->findings;
     req.nfindings = CG_RULE_COUNT;
     req.contacts_hash = hash;

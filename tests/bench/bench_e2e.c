@@ -20,10 +20,14 @@
  *     cpu_s_per_1k=... peak_rss_mb=...
  *
  * cpu_ms_per_sub counts contactguard's own processes (producer, workers,
- * broker, redis-server), not the fake Azure. With BENCH_PEER=peer.py (sweep
- * mode) the peer scanner then reads the same population on the same fake:
- * bench=peer and bench=peer_proc lines with the same columns, and
- * bench=ratio (contactguard against the peer, in this one run).
+ * broker, redis-server), not the fake Azure. arm_reads_per_sub is what
+ * the fake answered to securityContacts and roleAssignments LISTs (pages
+ * and retries included) per subscription: 2 with owner-reachable on (the
+ * default), 1 with BENCH_WORKER_SET=rules.owner_reachable.enabled=false. With
+ * BENCH_PEER=peer.py (sweep mode) the peer scanner then reads the same
+ * population on the same fake: bench=peer and bench=peer_proc lines with the
+ * same columns, and bench=ratio (contactguard against the peer, in this one
+ * run).
  *
  * usage: bench_e2e MODE SUBSCRIPTIONS LATENCY_MS WORKERS [CEILING_REQ_PER_S]
  * Environment: BENCH_WORKER_SET=key=value (one more --set for the workers),
@@ -49,6 +53,8 @@
 #define BENCH_PROCS_MAX   (BENCH_WORKERS_MAX + 4)
 #define BENCH_TIMEOUT_MS  (30 * 60 * 1000)
 #define BENCH_POLL_US     (20 * 1000) /* a sampling period, not a sync */
+/* The peer decides the four contact rules, not owner-reachable. */
+#define PEER_RULES 4
 
 /* CG_PRODUCER runs another build's producer (old against new). */
 static const char *producer_bin(void)
@@ -71,6 +77,7 @@ struct run {
     size_t subs, jobs;
     int nworkers;
     double secs, rate, p50, p99, in_flight_max;
+    double reads_per_sub; /* contacts and role assignments reads */
     struct proc_cpu procs[BENCH_PROCS_MAX];
     int nprocs;
 };
@@ -113,9 +120,10 @@ static void print_run(const char *bench, const struct run *r)
     double per = r->jobs ? 1000.0 / (double)r->jobs : 0;
     printf("bench=%s mode=%s latency_ms=%ld subscriptions=%zu jobs=%zu "
            "workers=%d subs_per_s=%.0f wall_s=%.2f p50_ms=%.1f p99_ms=%.1f "
-           "cpu_ms_per_sub=%.3f in_flight_max=%.0f\n",
+           "cpu_ms_per_sub=%.3f in_flight_max=%.0f arm_reads_per_sub=%.2f\n",
            bench, r->mode, r->latency, r->subs, r->jobs, r->nworkers, r->rate,
-           r->secs, r->p50, r->p99, own_cpu(r, NULL) * per, r->in_flight_max);
+           r->secs, r->p50, r->p99, own_cpu(r, NULL) * per, r->in_flight_max,
+           r->reads_per_sub);
     for (int i = 0; i < r->nprocs; i++) {
         const struct proc_cpu *p = &r->procs[i];
         printf("bench=%s_proc mode=%s latency_ms=%ld subscriptions=%zu "
@@ -266,6 +274,26 @@ static int wait_assigned(struct cg_harness_proc **w, int nworkers, int parts)
     return -1;
 }
 
+/* The fake's answers so far to the reads a job makes: securityContacts
+ * and roleAssignments LISTs, every status. */
+static double fake_reads(struct cg_stack *s)
+{
+    static const char *const routes[] = { "contacts.list", "roles.list" };
+    double n = 0;
+    json_t *stats = cg_stack_fake_json(s, "stats");
+    json_t *byroute = json_object_get(stats, "requests");
+    for (size_t k = 0; k < sizeof(routes) / sizeof(routes[0]); k++) {
+        const char *code;
+        json_t *v;
+        json_object_foreach(json_object_get(byroute, routes[k]), code, v)
+        {
+            n += (double)json_integer_value(v);
+        }
+    }
+    json_decref(stats);
+    return n;
+}
+
 /* How many of the peer's findings agree with the fake's truth. */
 static void peer_check(struct cg_stack *s, const char *path, size_t *agree,
                        size_t *total)
@@ -320,6 +348,7 @@ static int run_peer(struct cg_stack *s, const struct run *cg, struct run *r)
                            inflight ? inflight : "256",
                            NULL };
     memset(r, 0, sizeof(*r));
+    double reads0 = fake_reads(s);
     r->mode = cg->mode;
     r->latency = cg->latency;
     r->subs = cg->subs;
@@ -356,24 +385,26 @@ static int run_peer(struct cg_stack *s, const struct run *cg, struct run *r)
         json_decref(o);
     }
     r->rate = r->secs > 0 ? (double)r->jobs / r->secs : 0;
+    r->reads_per_sub = r->jobs ? (fake_reads(s) - reads0) / (double)r->jobs : 0;
     size_t agree, total;
     peer_check(s, out, &agree, &total);
     print_run("peer", r);
     printf("bench=peer_check latency_ms=%ld findings=%zu agree_with_truth=%zu "
            "expected=%zu\n",
-           r->latency, total, agree, r->jobs * CG_RULE_COUNT);
+           r->latency, total, agree, r->jobs * PEER_RULES);
     double cg_per = cg->jobs ? own_cpu(cg, NULL) / (double)cg->jobs : 0;
     double cgw_per = cg->jobs ? own_cpu(cg, "worker") / (double)cg->jobs : 0;
     double peer_per = r->jobs ? own_cpu(r, NULL) / (double)r->jobs : 0;
-    printf("bench=ratio latency_ms=%ld subscriptions=%zu workers=%d "
-           "cpu_per_sub=%.3f worker_cpu_per_sub=%.3f throughput=%.2f "
-           "cg_cpu_ms_per_sub=%.3f peer_cpu_ms_per_sub=%.3f "
-           "cg_subs_per_s=%.0f peer_subs_per_s=%.0f\n",
-           r->latency, r->subs, cg->nworkers,
-           peer_per > 0 ? cg_per / peer_per : 0,
-           peer_per > 0 ? cgw_per / peer_per : 0,
-           r->rate > 0 ? cg->rate / r->rate : 0, cg_per * 1000.0,
-           peer_per * 1000.0, cg->rate, r->rate);
+    printf(
+        "bench=ratio latency_ms=%ld subscriptions=%zu workers=%d "
+        "cpu_per_sub=%.3f worker_cpu_per_sub=%.3f throughput=%.2f "
+        "cg_cpu_ms_per_sub=%.3f peer_cpu_ms_per_sub=%.3f "
+        "cg_subs_per_s=%.0f peer_subs_per_s=%.0f cg_rules=%d "
+        "peer_rules=%d\n",
+        r->latency, r->subs, cg->nworkers, peer_per > 0 ? cg_per / peer_per : 0,
+        peer_per > 0 ? cgw_per / peer_per : 0,
+        r->rate > 0 ? cg->rate / r->rate : 0, cg_per * 1000.0,
+        peer_per * 1000.0, cg->rate, r->rate, (int)CG_RULE_COUNT, PEER_RULES);
     fflush(stdout);
     rc = 0;
 out:
@@ -478,6 +509,7 @@ int main(int argc, char **argv)
     if (drive(w, nworkers, sw, want, t0, &r))
         goto out;
     procs_end(&r);
+    r.reads_per_sub = r.jobs ? fake_reads(&s) / (double)r.jobs : 0;
     if (prod) {
         struct measure_time mt = { 0 };
         cg_harness_proc_wait(sw, 10000, NULL);

@@ -48,7 +48,7 @@ int main(int argc, char **argv)
     struct cg_finding f[CG_RULE_COUNT];
     memset(f, 0, sizeof(f));
     cg_contacts_init(&ct);
-    cg_evaluate_body(b.data, b.len, CG_API_UNKNOWN, &rc, &ct, f);
+    cg_evaluate_body(b.data, b.len, CG_API_UNKNOWN, NULL, &rc, &ct, f);
     for (int r = 0; r < CG_RULE_COUNT; r++) {
         cg_strlcpy(f[r].subscription_id, "0b1f6471-1bf0-4dda-aec3-cb9272f09590",
                    sizeof(f[r].subscription_id));

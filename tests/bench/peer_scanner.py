@@ -2,7 +2,8 @@
 """The peer that `make bench` measures contactguard against: what a team
 would write instead of a fleet. One asyncio process with the official Azure
 SDK for Python's identity (azure.identity.aio, one credential per tenant)
-and aiohttp, N requests in flight, the four rules of docs/rules.md, one
+and aiohttp, N requests in flight, the four contact rules of docs/rules.md
+(not owner-reachable, which reads role assignments too), one
 JSON line per finding to a file. Prints one JSON summary line on stdout.
 
 usage: peer_scanner.py --url URL --ca CA --config WORKER.json --out FILE

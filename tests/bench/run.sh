@@ -16,6 +16,11 @@
 #                   workers start, rate from the first finished job
 #   bench=cache     the cache stage's cost per job (lookup, store, done)
 #                   over plain TCP and over TLS to redis-server
+#   bench=owner_reachable  what owner-reachable's second read (role
+#                   assignments, in flight beside the contacts) costs: the
+#                   preloaded fleet, one worker, the rule on and off at
+#                   each latency; the rates, latencies, reads per
+#                   subscription and worker CPU per subscription of both
 #   bench=latency   events on an idle fleet: one job to its findings, a
 #                   one-job `producer file` run, a new worker's first job
 #   bench=soak      worker RSS over time under a steady stream of jobs
@@ -80,6 +85,39 @@ if want e2e_preloaded; then
                     grep '^bench=' || echo "bench=e2e_preloaded latency_ms=$lat subscriptions=$n workers=$w error=failed"
             done
         done
+    done
+fi
+
+if want owner_reachable; then
+    n=${preloaded%% *}
+    for lat in $latencies; do
+        on=$("$bin/bench_e2e" preloaded "$n" "$lat" 1 2>/dev/null || true)
+        off=$(BENCH_WORKER_SET=rules.owner_reachable.enabled=false \
+            "$bin/bench_e2e" preloaded "$n" "$lat" 1 2>/dev/null || true)
+        if ! grep -q '^bench=e2e_preloaded ' <<<"$on" || ! grep -q '^bench=e2e_preloaded ' <<<"$off"; then
+            echo "bench=owner_reachable latency_ms=$lat subscriptions=$n error=failed"
+            continue
+        fi
+        awk -v lat="$lat" -v n="$n" '
+            function get(line, key) {
+                if (!match(line, " " key "=[0-9.]+"))
+                    return 0
+                return substr(line, RSTART + length(key) + 2, RLENGTH - length(key) - 2)
+            }
+            FNR == 1 { f++ }
+            /^bench=e2e_preloaded / { run[f] = $0 }
+            /^bench=e2e_preloaded_proc / && / proc=worker-0 / { worker[f] = $0 }
+            END {
+                printf "bench=owner_reachable latency_ms=%s subscriptions=%s workers=1 " \
+                       "subs_per_s_on=%s subs_per_s_off=%s p50_ms_on=%s p50_ms_off=%s " \
+                       "p99_ms_on=%s p99_ms_off=%s reads_per_sub_on=%s reads_per_sub_off=%s " \
+                       "worker_cpu_ms_per_sub_on=%.3f worker_cpu_ms_per_sub_off=%.3f\n",
+                       lat, n, get(run[1], "subs_per_s"), get(run[2], "subs_per_s"),
+                       get(run[1], "p50_ms"), get(run[2], "p50_ms"),
+                       get(run[1], "p99_ms"), get(run[2], "p99_ms"),
+                       get(run[1], "arm_reads_per_sub"), get(run[2], "arm_reads_per_sub"),
+                       get(worker[1], "cpu_s_per_1k"), get(worker[2], "cpu_s_per_1k")
+            }' <(echo "$on") <(echo "$off")
     done
 fi
 

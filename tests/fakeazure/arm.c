@@ -1,6 +1,7 @@
 /*
  * Resource Manager routes of the fake (declared in fake.h): subscriptions,
- * tenants and Microsoft.Security/securityContacts, with ARM's checks in
+ * tenants, Microsoft.Security/securityContacts and the role assignments
+ * LIST (Microsoft.Authorization/roleAssignments), with ARM's checks in
  * ARM's order: authentication, api-version, throttling, injected faults,
  * then the subscription (exists, same tenant, registered, writable).
  */
@@ -16,6 +17,7 @@
 
 #define PROVIDER_PREFIX "/providers/microsoft.security"
 #define CONTACTS_PREFIX PROVIDER_PREFIX "/securitycontacts"
+#define ROLES_PREFIX    "/providers/microsoft.authorization/roleassignments"
 #define QUERY_VALUE_MAX 256
 
 static const char *const resource_versions[] = {
@@ -23,6 +25,11 @@ static const char *const resource_versions[] = {
     "2019-11-01", "2020-01-01", "2021-01-01", "2021-04-01", "2022-01-01",
     "2022-09-01", "2022-12-01", "2023-07-01", NULL
 };
+
+/* Microsoft.Authorization/roleAssignments versions that LIST answers. */
+static const char *const role_versions[] = { "2015-07-01", "2018-01-01-preview",
+                                             "2020-04-01-preview", "2022-04-01",
+                                             NULL };
 
 enum op {
     OP_SUBS,
@@ -32,13 +39,15 @@ enum op {
     OP_CONTACT,
     OP_PROVIDER, /* GET /subscriptions/{id}/providers/Microsoft.Security */
     OP_REGISTER, /* POST .../providers/Microsoft.Security/register */
+    OP_ROLES,    /* GET .../providers/Microsoft.Authorization/roleAssignments */
     OP_UNKNOWN,
 };
 
 static const char *const op_routes[] = { "subscriptions",     "tenants",
                                          "subscription",      "contacts.list",
                                          "contact",           "provider",
-                                         "provider.register", "arm.unknown" };
+                                         "provider.register", "roles.list",
+                                         "arm.unknown" };
 
 static bool is_guid(const char *s, size_t n)
 {
@@ -84,6 +93,9 @@ static enum op route(const char *path, char *sub, size_t subsz, char *name,
         return OP_PROVIDER;
     if (rl == ppl + 9 && !strncasecmp(slash, PROVIDER_PREFIX "/register", rl))
         return OP_REGISTER;
+    size_t ral = strlen(ROLES_PREFIX);
+    if (rl == ral && !strncasecmp(slash, ROLES_PREFIX, ral))
+        return OP_ROLES;
     size_t pl = strlen(CONTACTS_PREFIX);
     if ((size_t)(end - slash) < pl || strncasecmp(slash, CONTACTS_PREFIX, pl))
         return OP_UNKNOWN;
@@ -239,6 +251,65 @@ static void after_read(struct cg_fa *fa, struct cg_fa_sub *sub)
     }
 }
 
+/*
+ * roleAssignments LIST at a subscription: what applies there (inherited
+ * from management groups and the root included) whether or not
+ * $filter=atScope() is given; any other filter is refused, as the fake
+ * models no principal directory. A scenario may deny the read (a scanner
+ * holding only Security Reader) or split it over pages joined by nextLink.
+ */
+static void roles_page(struct cg_fa *fa, const struct cg_fa_req *req,
+                       struct cg_fa_sub *sub, const char *version,
+                       struct cg_fa_resp *resp)
+{
+    const struct cg_fa_scenario *sc =
+        cg_fa_store_scenario(fa->store, sub->scenario);
+    char filter[QUERY_VALUE_MAX], skip[32];
+    if (cg_fa_form_get(req->query, "$filter", filter, sizeof(filter)) >= 0 &&
+        strcmp(filter, "atScope()") != 0) {
+        cg_fa_arm_error(resp, 400, "UnsupportedQuery",
+                        "The filter '%.64s' is not supported by this fake; "
+                        "use atScope().",
+                        filter);
+        return;
+    }
+    if (sc->roles_denied) {
+        cg_fa_arm_error(resp, 403, "AuthorizationFailed",
+                        "The client does not have authorization to perform "
+                        "action 'Microsoft.Authorization/roleAssignments/"
+                        "read' over scope '/subscriptions/%s' or the scope "
+                        "is invalid. If access was recently granted, please "
+                        "refresh your credentials.",
+                        sub->id);
+        return;
+    }
+    unsigned page = 0;
+    if (cg_fa_form_get(req->query, "$skiptoken", skip, sizeof(skip)) > 0)
+        page = (unsigned)strtoul(skip, NULL, 10);
+    bool more = false;
+    struct cg_buf body;
+    cg_buf_init(&body, 16 << 20);
+    cg_fa_store_roles(fa->store, sub, page, &body, &more);
+    if (!more) {
+        cg_buf_append(&resp->body, body.data, body.len);
+    } else {
+        json_t *o = json_loadb(body.data, body.len, 0, NULL);
+        char *next = cg_asprintf(
+            "%s/subscriptions/%s/providers/Microsoft.Authorization/"
+            "roleAssignments?api-version=%s&%%24filter=atScope%%28%%29&"
+            "%%24skiptoken=%u",
+            fa->base_url, sub->id, version, page + 1);
+        json_object_set_new(o, "nextLink", json_string(next));
+        free(next);
+        char *s = json_dumps(o, JSON_COMPACT);
+        cg_buf_puts(&resp->body, s);
+        free(s);
+        json_decref(o);
+    }
+    cg_buf_free(&body);
+    resp->status = 200;
+}
+
 static bool version_in(const char *v, const char *const *list)
 {
     for (int i = 0; list[i]; i++)
@@ -347,6 +418,13 @@ const char *cg_fa_arm_handle(struct cg_fa *fa, const struct cg_fa_req *req,
                             version);
             return rname;
         }
+    } else if (op == OP_ROLES) {
+        if (!version_in(version, role_versions)) {
+            bad_version(resp, version,
+                        "2015-07-01, 2018-01-01-preview, 2020-04-01-preview, "
+                        "2022-04-01");
+            return rname;
+        }
     } else if (!version_in(version, resource_versions)) {
         bad_version(resp, version, "2016-06-01, 2020-01-01, 2022-12-01");
         return rname;
@@ -361,7 +439,8 @@ const char *cg_fa_arm_handle(struct cg_fa *fa, const struct cg_fa_req *req,
         snprintf(scope, sizeof(scope), "tenant:%.40s", tok->tenant_id);
     bool write = put || del || patch || post;
     struct cg_fa_throttle th;
-    cg_fa_faults_throttle(fa->faults, tok->principal, scope, write, &th);
+    cg_fa_faults_throttle(fa->faults, tok->principal, scope, req->path, write,
+                          &th);
     /* Tenant-level reads (subscriptions, tenants) report the tenant's
      * budget under ARM's tenant header. */
     const char *hdr = write ? "x-ms-ratelimit-remaining-subscription-writes"
@@ -381,7 +460,8 @@ const char *cg_fa_arm_handle(struct cg_fa *fa, const struct cg_fa_req *req,
     switch (draw) {
     case CG_FA_DRAW_429: {
         unsigned ra = cg_fa_faults_conf(fa->faults)->retry_after_s;
-        cg_fa_faults_note_retry_after(fa->faults, tok->principal, scope, ra);
+        cg_fa_faults_note_retry_after(fa->faults, tok->principal, scope,
+                                      req->path, ra);
         cg_fa_arm_error(resp, 429, "TooManyRequests",
                         "The request is being throttled. Retry after %u "
                         "seconds.",
@@ -444,6 +524,7 @@ const char *cg_fa_arm_handle(struct cg_fa *fa, const struct cg_fa_req *req,
             : op == OP_REGISTER ? "Microsoft.Security/register/action"
             : op == OP_PROVIDER ? "Microsoft.Resources/subscriptions/"
                                   "providers/read"
+            : op == OP_ROLES    ? "Microsoft.Authorization/roleAssignments/read"
             : write             ? "Microsoft.Security/securityContacts/write"
                                 : "Microsoft.Security/securityContacts/read",
             sub->id);
@@ -475,6 +556,10 @@ const char *cg_fa_arm_handle(struct cg_fa *fa, const struct cg_fa_req *req,
                 "'/subscriptions/%s/providers/Microsoft.Security/"
                 "securityContacts/%s' or the scope is invalid.",
                 tok->client_id, tok->client_id, sub->id, name);
+        return rname;
+    }
+    if (op == OP_ROLES) {
+        roles_page(fa, req, sub, version, resp);
         return rname;
     }
     if (op == OP_SUB) {

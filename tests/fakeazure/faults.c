@@ -11,11 +11,19 @@
 #include <time.h>
 
 #define KEY_MAX 160
+#define WAITS   4 /* paths of one bucket with their own Retry-After */
+
+/* A path answered 429 and the end of its Retry-After. */
+struct path_wait {
+    char path[KEY_MAX];
+    double until;
+};
 
 struct bucket {
     double read_tokens, write_tokens;
     double read_at, write_at; /* seconds of the last refill */
-    double retry_until;       /* no request expected before */
+    double retry_until;       /* every request of the bucket is held */
+    struct path_wait waits[WAITS];
     uint64_t early;
     uint64_t throttled;
     char principal[96];
@@ -209,8 +217,32 @@ static void refill(double *tokens, double *at, double cap, double rate,
     *at = now;
 }
 
+/* Starts path's own wait (replacing an ended one, or the soonest). */
+static void wait_note(struct bucket *b, const char *path, double until)
+{
+    struct path_wait *w = &b->waits[0];
+    for (int i = 0; i < WAITS; i++) {
+        if (!strcmp(b->waits[i].path, path)) {
+            w = &b->waits[i];
+            break;
+        }
+        if (b->waits[i].until < w->until)
+            w = &b->waits[i];
+    }
+    cg_strlcpy(w->path, path, sizeof(w->path));
+    w->until = until;
+}
+
+static bool wait_pending(const struct bucket *b, const char *path, double now)
+{
+    for (int i = 0; i < WAITS; i++)
+        if (now < b->waits[i].until && !strcmp(b->waits[i].path, path))
+            return true;
+    return false;
+}
+
 void cg_fa_faults_throttle(struct cg_fa_faults *f, const char *principal,
-                           const char *scope, bool write,
+                           const char *scope, const char *path, bool write,
                            struct cg_fa_throttle *out)
 {
     double now = now_s();
@@ -222,7 +254,8 @@ void cg_fa_faults_throttle(struct cg_fa_faults *f, const char *principal,
     double rate = write ? c->write_refill : c->read_refill;
     memset(out, 0, sizeof(*out));
     refill(tokens, at, cap, rate, now);
-    if (now < b->retry_until) {
+    bool held = now < b->retry_until;
+    if (held && wait_pending(b, path, now)) {
         out->early = true;
         b->early++;
     }
@@ -230,7 +263,7 @@ void cg_fa_faults_throttle(struct cg_fa_faults *f, const char *principal,
         out->remaining = (long)cap;
         return;
     }
-    if (out->early || *tokens < 1) {
+    if (held || *tokens < 1) {
         double wait = rate > 0 ? (1 - *tokens) / rate : 3600;
         if (wait < 1)
             wait = 1;
@@ -238,6 +271,7 @@ void cg_fa_faults_throttle(struct cg_fa_faults *f, const char *principal,
         out->retry_after = (unsigned)ceil(wait);
         out->remaining = 0;
         b->retry_until = now + out->retry_after;
+        wait_note(b, path, b->retry_until);
         b->throttled++;
         return;
     }
@@ -247,11 +281,12 @@ void cg_fa_faults_throttle(struct cg_fa_faults *f, const char *principal,
 
 void cg_fa_faults_note_retry_after(struct cg_fa_faults *f,
                                    const char *principal, const char *scope,
-                                   unsigned seconds)
+                                   const char *path, unsigned seconds)
 {
     double now = now_s();
     struct bucket *b = bucket_get(f, principal, scope, now);
     b->retry_until = now + seconds;
+    wait_note(b, path, b->retry_until);
     b->throttled++;
 }
 

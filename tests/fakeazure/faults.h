@@ -6,9 +6,14 @@
  * Throttling follows ARM's 2024 model: one bucket per (principal,
  * subscription) for reads and one for writes; a request takes one token;
  * an empty bucket answers 429 with Retry-After (whole seconds until a token
- * is back). A request that comes back before its Retry-After has passed is
- * counted ("early") and earns a new wait, as ARM does. The remaining tokens
- * go out on every ARM answer as x-ms-ratelimit-remaining-subscription-*.
+ * is back). Any request of the bucket inside a Retry-After window earns a
+ * 429 and a new wait, as ARM does; one for a path (query aside) that was
+ * itself answered 429 and comes back before its Retry-After has passed is
+ * counted ("early"). A request for another path that was already on the
+ * wire when the 429 went out (a job's second read, sent together with the
+ * first) is throttled but not counted: the client could not have known. The
+ * remaining tokens go out on every ARM answer as
+ * x-ms-ratelimit-remaining-subscription-*.
  */
 #ifndef CG_FA_FAULTS_H
 #define CG_FA_FAULTS_H
@@ -70,16 +75,17 @@ json_t *cg_fa_faults_conf_json(const struct cg_fa_faults *f);
 /* Empties buckets and counters (control API reset). */
 void cg_fa_faults_reset(struct cg_fa_faults *f);
 
-/* Takes a token for (principal, scope); write selects the bucket. */
+/* Takes a token for (principal, scope); write selects the bucket; path
+ * (without the query) names the request for early-return counting. */
 void cg_fa_faults_throttle(struct cg_fa_faults *f, const char *principal,
-                           const char *scope, bool write,
+                           const char *scope, const char *path, bool write,
                            struct cg_fa_throttle *out);
 
 /* Records a 429 answered for another reason so that an early return is
  * counted too. */
 void cg_fa_faults_note_retry_after(struct cg_fa_faults *f,
                                    const char *principal, const char *scope,
-                                   unsigned seconds);
+                                   const char *path, unsigned seconds);
 
 /* One draw per ARM request. */
 enum cg_fa_draw cg_fa_faults_draw(struct cg_fa_faults *f);

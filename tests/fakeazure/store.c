@@ -23,7 +23,8 @@
 #define CONTACT_TYPE      "Microsoft.Security/securityContacts"
 
 const char *const cg_fa_rule_names[CG_FA_RULES] = {
-    "owner-alerts", "additional-emails", "alert-severity", "attack-paths"
+    "owner-alerts", "additional-emails", "alert-severity", "attack-paths",
+    "owner-reachable"
 };
 const char *const cg_fa_ver_names[CG_FA_NVER] = { "2017-08-01-preview",
                                                   "2020-01-01-preview",
@@ -100,8 +101,76 @@ static void scenario_clear(struct cg_fa_scenario *s)
     free(s->state);
     json_decref(s->contact);
     json_decref(s->legacy);
+    json_decref(s->roles);
     for (int r = 0; r < CG_FA_RULES; r++)
         free(s->truth[r]);
+}
+
+/* The built-in roles a scenario may assign, by their fixed ids. */
+static const struct {
+    const char *name, *id;
+} role_defs[] = {
+    { "Owner", "8e3af657-a8ff-443c-a75c-2fe8c4bcb635" },
+    { "Contributor", "b24988ac-6180-42a0-ab88-20f7382dd24c" },
+    { "Reader", "acdd72a7-3385-48ef-bd42-f606fba81ae7" },
+};
+
+static const char *role_def_id(const char *name)
+{
+    for (size_t i = 0; i < sizeof(role_defs) / sizeof(role_defs[0]); i++)
+        if (name && !strcmp(name, role_defs[i].name))
+            return role_defs[i].id;
+    return NULL;
+}
+
+static bool role_scope_ok(const char *s)
+{
+    return !s || !strcmp(s, "subscription") || !strcmp(s, "managementGroup") ||
+           !strcmp(s, "root");
+}
+
+static int load_roles(struct cg_fa_scenario *s, json_t *o, const char *name,
+                      char *errbuf, size_t errsz)
+{
+    json_t *ra = json_object_get(o, "role_assignments");
+    if (!ra) {
+        s->roles =
+            json_pack("[{s:s,s:s}]", "role", "Owner", "principalType", "User");
+    } else {
+        if (!json_is_array(ra))
+            return cg_err_set(errbuf, errsz, CG_ECONF,
+                              "scenario %s: role_assignments must be an "
+                              "array",
+                              name);
+        size_t k;
+        json_t *e;
+        json_array_foreach(ra, k, e)
+        {
+            if (!role_def_id(cg_json_str(e, "role")) ||
+                !cg_json_str(e, "principalType") ||
+                !role_scope_ok(cg_json_str(e, "scope")))
+                return cg_err_set(errbuf, errsz, CG_ECONF,
+                                  "scenario %s: role_assignments[%zu] needs "
+                                  "role Owner, Contributor or Reader, a "
+                                  "principalType and scope subscription, "
+                                  "managementGroup or root",
+                                  name, k);
+        }
+        s->roles = json_deep_copy(ra);
+    }
+    long long pages = 1;
+    if (cg_json_int(o, "role_assignments_pages", &pages) ==
+            CG_JSON_WRONG_TYPE ||
+        pages < 1 || pages > 100)
+        return cg_err_set(errbuf, errsz, CG_ECONF,
+                          "scenario %s: role_assignments_pages must be "
+                          "1..100",
+                          name);
+    s->roles_pages = (unsigned)pages;
+    bool denied = false;
+    cg_json_bool(o, "role_assignments_denied", &denied);
+    s->roles_denied = denied;
+    return 0;
 }
 
 static bool status_ok(const char *s)
@@ -181,6 +250,9 @@ static int load_scenario(struct cg_fa_scenario *s, json_t *o, size_t i,
                               name);
         s->reject[v] = true;
     }
+    int rrc = load_roles(s, o, name, errbuf, errsz);
+    if (rrc)
+        return rrc;
     json_t *truth = json_object_get(o, "truth");
     for (int r = 0; r < CG_FA_RULES; r++) {
         const char *t = cg_json_str(truth, cg_fa_rule_names[r]);
@@ -624,6 +696,71 @@ static void dump_into(struct cg_buf *out, json_t *v)
     cg_buf_puts(out, s);
     free(s);
     json_decref(v);
+}
+
+/* FNV-1a of a subscription id: the seed of its role assignments' ids. */
+static uint64_t sub_hash(const char *id)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (; *id; id++)
+        h = (h ^ (unsigned char)tolower((unsigned char)*id)) * 0x100000001b3ULL;
+    return h;
+}
+
+void cg_fa_store_roles(struct cg_fa_store *st, const struct cg_fa_sub *sub,
+                       unsigned page, struct cg_buf *out, bool *more)
+{
+    const struct cg_fa_scenario *sc = &st->scen[sub->scenario];
+    size_t n = json_array_size(sc->roles);
+    unsigned pages = sc->roles_pages ? sc->roles_pages : 1;
+    size_t per = (n + pages - 1) / pages;
+    if (per == 0)
+        per = 1;
+    uint64_t h = sub_hash(sub->id);
+    json_t *value = json_array();
+    for (size_t i = (size_t)page * per; i < n && i < ((size_t)page + 1) * per;
+         i++) {
+        json_t *e = json_array_get(sc->roles, i);
+        const char *where = cg_json_str(e, "scope");
+        char scope[160];
+        if (!where || !strcmp(where, "subscription"))
+            snprintf(scope, sizeof(scope), "/subscriptions/%s", sub->id);
+        else if (!strcmp(where, "managementGroup"))
+            snprintf(scope, sizeof(scope),
+                     "/providers/Microsoft.Management/managementGroups/"
+                     "%s",
+                     st->tenants[sub->tenant].id);
+        else
+            cg_strlcpy(scope, "/", sizeof(scope));
+        char principal[40], name[40], defid[320], id[400];
+        make_guid(principal, st->params.seed, 7, h + i);
+        make_guid(name, st->params.seed, 8, h + i);
+        /* The definition id's prefix varies with where the assignment was
+         * made (ARM shows both forms); only the GUID at its end names the
+         * role. */
+        snprintf(defid, sizeof(defid),
+                 "%s/providers/Microsoft.Authorization/roleDefinitions/%s",
+                 strcmp(scope, "/") ? scope : "",
+                 role_def_id(cg_json_str(e, "role")));
+        snprintf(id, sizeof(id),
+                 "%s%sproviders/Microsoft.Authorization/roleAssignments/%s",
+                 scope, strcmp(scope, "/") ? "/" : "", name);
+        json_array_append_new(
+            value,
+            json_pack("{s:{s:s,s:s,s:s,s:s,s:s,s:s},s:s,s:s,s:s}", "properties",
+                      "roleDefinitionId", defid, "principalId", principal,
+                      "principalType", cg_json_str(e, "principalType"), "scope",
+                      scope, "createdOn", "2024-03-01T10:00:00.0000000Z",
+                      "updatedOn", "2024-03-01T10:00:00.0000000Z", "id", id,
+                      "type", "Microsoft.Authorization/roleAssignments", "name",
+                      name));
+    }
+    *more = page + 1 < pages && ((size_t)page + 1) * per < n;
+    json_t *o = json_pack("{s:o}", "value", value);
+    char *text = json_dumps(o, JSON_COMPACT);
+    cg_buf_puts(out, text);
+    free(text);
+    json_decref(o);
 }
 
 int cg_fa_store_list(struct cg_fa_store *st, struct cg_fa_sub *sub,

@@ -7,8 +7,9 @@
  * M --seed S` always yields the same GUIDs, secrets and scenario for every
  * subscription. Scenarios come from a data file (tests/fixtures/
  * scenarios.json): each names a stored contact, a subscription state,
- * whether Microsoft.Security is registered, and the expected status of the
- * four rules written by hand beside it. The first subscriptions cover every
+ * whether Microsoft.Security is registered, the role assignments that apply
+ * at the subscription, and the expected status of the five rules written by
+ * hand beside it. The first subscriptions cover every
  * scenario once; the rest are drawn by weight.
  *
  * The stored state is the 2023-12-01-preview `properties` object (the
@@ -42,7 +43,7 @@ enum cg_fa_ver {
     CG_FA_NVER,
 };
 
-#define CG_FA_RULES 4
+#define CG_FA_RULES 5
 extern const char *const cg_fa_rule_names[CG_FA_RULES];
 extern const char *const cg_fa_ver_names[CG_FA_NVER];
 
@@ -58,6 +59,12 @@ struct cg_fa_scenario {
     json_t *contact; /* 2023 properties, or NULL */
     json_t *legacy;  /* array of 2017 contacts {name, properties}, or NULL */
     bool reject[CG_FA_NVER];
+    /* Role assignments at the subscription: [{role: Owner|Contributor|
+     * Reader, principalType, scope: subscription|managementGroup|root}];
+     * absent in the file: one User Owner at the subscription. */
+    json_t *roles;
+    unsigned roles_pages; /* LIST answers in this many pages (1..) */
+    bool roles_denied;    /* the scanner may not read them: 403 */
     char *truth[CG_FA_RULES];
 };
 
@@ -146,6 +153,15 @@ int cg_fa_store_list(struct cg_fa_store *st, struct cg_fa_sub *sub,
                      enum cg_fa_ver v, struct cg_buf *out);
 int cg_fa_store_get(struct cg_fa_store *st, struct cg_fa_sub *sub,
                     enum cg_fa_ver v, const char *name, struct cg_buf *out);
+
+/*
+ * Page `page` (0-based) of the subscription's role assignments as ARM
+ * answers roleAssignments LIST (2022-04-01): {"value": [...]}, plus
+ * *more set when another page follows. Principal and assignment ids are
+ * derived from the subscription id, so they are stable across runs.
+ */
+void cg_fa_store_roles(struct cg_fa_store *st, const struct cg_fa_sub *sub,
+                       unsigned page, struct cg_buf *out, bool *more);
 
 /* PUT: validates like Azure (400 with an ARM error in out), stores, and
  * answers 200 (replaced) or 201 (created; 2017 declares 200 only) with the

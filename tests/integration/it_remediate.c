@@ -489,6 +489,10 @@ static bool eligible(const struct truth *t)
 {
     bool fail = false;
     for (int k = 0; k < CG_RULE_COUNT; k++) {
+        /* Role assignments are never written: owner-reachable neither
+         * asks for a remediation nor stands in its way. */
+        if (k == CG_RULE_OWNER_REACHABLE)
+            continue;
         if (t->want[k] == CG_STATUS_ERROR || t->want[k] == CG_STATUS_SKIPPED)
             return false;
         fail = fail || t->want[k] == CG_STATUS_FAIL;
@@ -654,6 +658,12 @@ static void scenario_apply(struct stack *s)
                                         f.subscription_id);
         }
         enum cg_status want = written ? CG_STATUS_PASS : t->want[f.rule];
+        /* After a write owner alerts go out, so owner-reachable is decided
+         * by who holds Owner: a user in every scenario but the one whose
+         * only Owner is a service principal (written by hand). */
+        if (written && f.rule == CG_RULE_OWNER_REACHABLE &&
+            !strcmp(t->scenario, "owner-sp-alerts-off"))
+            want = CG_STATUS_FAIL;
         if (f.status != want) {
             stale++;
             fprintf(stderr, "  %s %s %s: %s, want %s\n", t->scenario,

@@ -141,14 +141,19 @@ static void test_text(void)
         "       1  16.7%       6\n",
         "attack-paths               5  83.3%       0   0.0%       0   0.0%"
         "       1  16.7%       6\n",
+        "owner-reachable            2  33.3%       1  16.7%       1  16.7%"
+        "       2  33.3%       6\n",
         "tenants with the most failing subscriptions (top 10)\n"
         "  failing   scanned  tenant\n"
         "        2         3  " TA "\n"
         "        1         2  " TB "\n\n",
-        "status changes in the last scan (3)\n",
+        "status changes in the last scan (6)\n",
         "  " S1 "  owner-alerts        PASS -> FAIL      " TA "\n"
+        "  " S1 "  owner-reachable     PASS -> SKIPPED   " TA "\n"
         "  " S3 "  owner-alerts        PASS -> FAIL      " TB "\n"
-        "  " S4 "  owner-alerts        PASS -> ERROR     " TB "\n",
+        "  " S3 "  owner-reachable     PASS -> SKIPPED   " TB "\n"
+        "  " S4 "  owner-alerts        PASS -> ERROR     " TB "\n"
+        "  " S4 "  owner-reachable     FAIL -> ERROR     " TB "\n",
         NULL,
     };
     expect_lines(out, want, "text");
@@ -164,7 +169,7 @@ static void test_text(void)
         "       0   0.0%       3\n",
         "alert-severity             3 100.0%       0   0.0%",
         "(top 1)\n  failing   scanned  tenant\n        2         3  " TA "\n\n",
-        "status changes in the last scan (1)\n",
+        "status changes in the last scan (2)\n",
         NULL,
     };
     expect_lines(out, want2, "text --tenant");
@@ -210,6 +215,8 @@ static void test_json(void)
         { 1, "PASS", 4, 66.7 },  { 1, "FAIL", 2, 33.3 },
         { 2, "PASS", 5, 83.3 },  { 2, "SKIPPED", 1, 16.7 },
         { 3, "PASS", 5, 83.3 },  { 3, "FAIL", 0, 0.0 },
+        { 4, "PASS", 2, 33.3 },  { 4, "FAIL", 1, 16.7 },
+        { 4, "ERROR", 1, 16.7 }, { 4, "SKIPPED", 2, 33.3 },
     };
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
         json_t *c = path(root, "rules", rows[i].rule, "counts", rows[i].status);
@@ -223,7 +230,9 @@ static void test_json(void)
               json_real_value(p));
     }
     CHECK(strcmp(json_string_value(path(root, "rules", 3, "rule", NULL)),
-                 "attack-paths") == 0,
+                 "attack-paths") == 0 &&
+              strcmp(json_string_value(path(root, "rules", 4, "rule", NULL)),
+                     "owner-reachable") == 0,
           "rule order");
     json_t *top = json_object_get(root, "top_failing");
     CHECK(json_array_size(top) == 1, "top 1: %zu", json_array_size(top));
@@ -234,13 +243,21 @@ static void test_json(void)
                 2,
         "top tenant");
     json_t *ch = json_object_get(root, "changes");
-    CHECK(json_array_size(ch) == 3, "changes %zu", json_array_size(ch));
-    const char *to = json_string_value(path(root, "changes", 2, "to", NULL));
+    CHECK(json_array_size(ch) == 6, "changes %zu", json_array_size(ch));
+    const char *to = json_string_value(path(root, "changes", 4, "to", NULL));
     CHECK(to && strcmp(to, "ERROR") == 0 &&
               strcmp(json_string_value(
-                         path(root, "changes", 2, "subscription", NULL)),
+                         path(root, "changes", 4, "subscription", NULL)),
                      S4) == 0,
-          "third change is S4 -> ERROR");
+          "fifth change is S4 -> ERROR");
+    const char *rule =
+        json_string_value(path(root, "changes", 5, "rule", NULL));
+    const char *from =
+        json_string_value(path(root, "changes", 5, "from", NULL));
+    CHECK(rule && !strcmp(rule, "owner-reachable") && from &&
+              !strcmp(from, "FAIL"),
+          "sixth change is S4's owner-reachable from FAIL: %s %s",
+          rule ? rule : "-", from ? from : "-");
     json_decref(root);
 out:
     free(out);
@@ -286,15 +303,17 @@ int main(void)
         goto out;
 
     long long now = cg_now_ms();
-    seed(loop, cache, TA, S1, "a1", now - 3000, "PPPP");
-    seed(loop, cache, TA, S1, "a2", now - 2000, "FPPP");
-    seed(loop, cache, TA, S2, "a3", now - 2000, "PFPP");
-    seed(loop, cache, TA, S5, "a4", now - 2000, "PPPP");
-    seed(loop, cache, TB, S3, "b1", now - 3000, "PFSS");
-    seed(loop, cache, TB, S3, "b2", now - 2000, "FFSS");
-    seed(loop, cache, TB, S4, "b3", now - 3000, "PPPP");
-    seed(loop, cache, TB, S4, "b4", now - 2000, "EPPP");
-    seed(loop, cache, TC, S6, "c1", now - 2000, "PPPP");
+    /* Five letters, owner-reachable last: SKIPPED where owner-alerts
+     * stopped passing, ERROR with an unreadable subscription. */
+    seed(loop, cache, TA, S1, "a1", now - 3000, "PPPPP");
+    seed(loop, cache, TA, S1, "a2", now - 2000, "FPPPS");
+    seed(loop, cache, TA, S2, "a3", now - 2000, "PFPPF");
+    seed(loop, cache, TA, S5, "a4", now - 2000, "PPPPP");
+    seed(loop, cache, TB, S3, "b1", now - 3000, "PFSSP");
+    seed(loop, cache, TB, S3, "b2", now - 2000, "FFSSS");
+    seed(loop, cache, TB, S4, "b3", now - 3000, "PPPPF");
+    seed(loop, cache, TB, S4, "b4", now - 2000, "EPPPE");
+    seed(loop, cache, TC, S6, "c1", now - 2000, "PPPPP");
 
     test_text();
     test_json();

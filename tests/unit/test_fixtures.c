@@ -1,12 +1,16 @@
 /*
  * Every fixture in tests/fixtures/contacts/cases.txt through the parser and
- * the rules, compared with the verdicts written by hand in that file.
+ * the contact rules, and every row of tests/fixtures/roles/cases.txt
+ * (role assignments beside a contacts body) through owner-reachable,
+ * compared with the verdicts written by hand in those files.
  */
 #include "../check.h"
 #include "contacts.h"
+#include "err.h"
 #include "evaluate.h"
 #include "json.h"
 #include "mem.h"
+#include "owners.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -71,8 +75,8 @@ static void test_canonical_escapes(void)
         struct cg_finding out[CG_RULE_COUNT];
         memset(out, 0, sizeof(out));
         cg_contacts_init(&ct);
-        cg_evaluate_body(bodies[i], strlen(bodies[i]), CG_API_UNKNOWN, &rc, &ct,
-                         out);
+        cg_evaluate_body(bodies[i], strlen(bodies[i]), CG_API_UNKNOWN, NULL,
+                         &rc, &ct, out);
         char what[32];
         snprintf(what, sizeof(what), "escapes row %zu", i);
         check_canonical(&ct, what);
@@ -91,6 +95,91 @@ static enum cg_api_version short_version(const char *s)
     if (!strcmp(s, "2023"))
         return CG_API_2023;
     return CG_API_UNKNOWN;
+}
+
+/* One row of roles/cases.txt: the owner-reachable verdict of a role
+ * assignments body ("-": none given) beside a contacts body. */
+static void roles_row(const char *dir, const char *roles_dir, int lineno,
+                      const char *roles, const char *contacts, int groups,
+                      const char *want)
+{
+    char path[1024];
+    size_t len = 0, rlen = 0;
+    snprintf(path, sizeof(path), "%s/%s", dir, contacts);
+    char *body = slurp(path, &len);
+    char *rbody = NULL;
+    if (strcmp(roles, "-") != 0) {
+        snprintf(path, sizeof(path), "%s/%s", roles_dir, roles);
+        rbody = slurp(path, &rlen);
+        CHECK(rbody != NULL, "roles/cases.txt:%d: cannot read %s", lineno,
+              roles);
+    }
+    CHECK(body != NULL, "roles/cases.txt:%d: cannot read %s", lineno, contacts);
+    if (!body || (strcmp(roles, "-") != 0 && !rbody))
+        goto out;
+    struct cg_owners o;
+    cg_owners_init(&o);
+    if (rbody) {
+        char err[256];
+        int rc = cg_owners_parse(&o, rbody, rlen, err, sizeof(err));
+        if (rc)
+            cg_owners_unreadable(
+                &o, CG_STATUS_ERROR,
+                rc == CG_ETOOBIG ? "BODY_TOO_LARGE" : "BODY_MALFORMED", err);
+    }
+    struct cg_rules_conf rc;
+    cg_rules_conf_default(&rc);
+    rc.owner_count_groups = groups != 0;
+    struct cg_contacts ct;
+    struct cg_finding out[CG_RULE_COUNT];
+    memset(out, 0, sizeof(out));
+    cg_contacts_init(&ct);
+    cg_evaluate_body(body, len, CG_API_UNKNOWN, rbody ? &o : NULL, &rc, &ct,
+                     out);
+    const struct cg_finding *f = &out[CG_RULE_OWNER_REACHABLE];
+    char got[96];
+    snprintf(got, sizeof(got), "%s:%s", cg_status_name(f->status),
+             f->reason_code);
+    CHECK(f->rule == CG_RULE_OWNER_REACHABLE && strcmp(got, want) == 0,
+          "roles/cases.txt:%d %s with %s (groups %d): want %s, got %s (%s)",
+          lineno, roles, contacts, groups, want, got, f->reason);
+    CHECK(f->evidence != NULL && f->reason && f->reason[0],
+          "roles/cases.txt:%d %s: no reason or evidence", lineno, roles);
+    for (int r = 0; r < CG_RULE_COUNT; r++)
+        cg_finding_clear(&out[r]);
+    cg_contacts_free(&ct);
+    cg_owners_free(&o);
+out:
+    free(body);
+    free(rbody);
+}
+
+static int roles_table(const char *dir, const char *roles_dir)
+{
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/cases.txt", roles_dir);
+    FILE *cases = fopen(path, "r");
+    CHECK(cases != NULL, "cannot open %s", path);
+    if (!cases)
+        return 0;
+    char line[1024];
+    int lineno = 0, rows = 0;
+    while (fgets(line, sizeof(line), cases)) {
+        lineno++;
+        char roles[256], contacts[256], want[64];
+        int groups;
+        if (line[0] == '#' || line[0] == '\n')
+            continue;
+        if (sscanf(line, "%255s %255s %d %63s", roles, contacts, &groups,
+                   want) != 4) {
+            CHECK(0, "roles/cases.txt:%d: malformed row", lineno);
+            continue;
+        }
+        rows++;
+        roles_row(dir, roles_dir, lineno, roles, contacts, groups, want);
+    }
+    fclose(cases);
+    return rows;
 }
 
 int main(int argc, char **argv)
@@ -128,9 +217,15 @@ int main(int argc, char **argv)
         struct cg_finding out[CG_RULE_COUNT];
         memset(out, 0, sizeof(out));
         cg_contacts_init(&ct);
-        cg_evaluate_body(body, len, short_version(ver), &rc, &ct, out);
+        cg_evaluate_body(body, len, short_version(ver), NULL, &rc, &ct, out);
         check_canonical(&ct, file);
+        /* This table holds the contact rules; owner-reachable has its own
+         * (roles/cases.txt). */
         for (int r = 0; r < CG_RULE_COUNT; r++) {
+            if (r == CG_RULE_OWNER_REACHABLE) {
+                cg_finding_clear(&out[r]);
+                continue;
+            }
             char got[96];
             snprintf(got, sizeof(got), "%s:%s", cg_status_name(out[r].status),
                      out[r].reason_code);
@@ -149,5 +244,11 @@ int main(int argc, char **argv)
     fclose(cases);
     CHECK(rows >= 40, "only %d fixture rows", rows);
     test_canonical_escapes();
+    if (argc > 2) {
+        int nroles = roles_table(dir, argv[2]);
+        CHECK(nroles >= 20, "only %d role assignment rows", nroles);
+    } else {
+        CHECK(0, "no role assignments fixture directory given");
+    }
     return check_done("fixtures");
 }

@@ -151,6 +151,11 @@ static void test_wanted(void)
         { CG_REMEDIATION_APPLY, "FPPP", CG_SUB_PAST_DUE, false },
         { CG_REMEDIATION_APPLY, "FPPP", CG_SUB_DISABLED, false },
         { CG_REMEDIATION_APPLY, "FPPP", CG_SUB_DELETED, false },
+        /* owner-reachable: role assignments are never written, so its
+         * FAIL asks for nothing and its SKIPPED or ERROR blocks nothing. */
+        { CG_REMEDIATION_APPLY, "PPPPF", CG_SUB_ENABLED, false },
+        { CG_REMEDIATION_APPLY, "FPPPS", CG_SUB_ENABLED, true },
+        { CG_REMEDIATION_APPLY, "PFPPE", CG_SUB_ENABLED, true },
     };
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
         struct cg_finding f[CG_RULE_COUNT];
@@ -454,8 +459,10 @@ static void test_event(void)
                           "emails: + soc@example.com");
     r.verification = CG_VERIFY_PASSED;
     r.body_matches = true;
+    /* The contact rules; owner-reachable passes before and after alike. */
     for (int k = 0; k < CG_RULE_COUNT; k++) {
-        r.status_before[k] = CG_STATUS_FAIL;
+        bool contact = k != CG_RULE_OWNER_REACHABLE;
+        r.status_before[k] = contact ? CG_STATUS_FAIL : CG_STATUS_PASS;
         r.status_planned[k] = CG_STATUS_PASS;
         r.status_after[k] = k == 3 ? CG_STATUS_FAIL : CG_STATUS_PASS;
     }
@@ -553,6 +560,12 @@ static void test_event_conformance(void)
                 r.status_planned[k] = CG_STATUS_PASS;
                 r.status_after[k] = rows[i].after;
             }
+            /* Who holds Owner is not the contact's state: a FAIL of
+             * owner-reachable changes no event's compliance. */
+            r.status_before[CG_RULE_OWNER_REACHABLE] = CG_STATUS_FAIL;
+            r.status_planned[CG_RULE_OWNER_REACHABLE] = CG_STATUS_FAIL;
+            if (rows[i].after != CG_STATUS_NONE)
+                r.status_after[CG_RULE_OWNER_REACHABLE] = CG_STATUS_FAIL;
             char *s = cg_remediation_ocsf(&w, &r);
             const char *name = cg_remediation_outcome_name(r.outcome);
             CHECK(cg_ocsf_check_event(chk, s, strlen(s), err, sizeof(err)) == 0,
@@ -565,6 +578,14 @@ static void test_event_conformance(void)
                   name, id);
             CHECK(json_array_size(cg_json_member(comp, "standards")) > 0,
                   "%s: compliance.standards", name);
+            size_t si;
+            json_t *sv;
+            json_array_foreach(cg_json_member(comp, "standards"), si, sv)
+            {
+                CHECK(strcmp(json_string_value(sv), "contactguard") != 0,
+                      "%s: owner-reachable's standard in a contact event",
+                      name);
+            }
             const char *fuid =
                 cg_json_str(cg_json_member(o, "finding_info"), "uid");
             if (!first_uid[0] && fuid)

@@ -5,6 +5,7 @@
 #include "../check.h"
 #include "contacts.h"
 #include "evaluate.h"
+#include "owners.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -221,6 +222,91 @@ static const struct email_row emails[] = {
       false },
 };
 
+/* owner-reachable from Owner records built here: the branches the
+ * fixtures cannot reach (the rule off, an unreadable read that is
+ * SKIPPED, the evidence's cap); `passing` is a body owner-alerts passes. */
+static void test_reachable(const char *passing)
+{
+    static const struct {
+        const char *name;
+        int owners_sp; /* service principal Owners to read */
+        bool user, off, unreadable_skip;
+        const char *want;
+        size_t listed, not_listed;
+    } rr[] = {
+        { "the rule off", 1, false, true, false, "SKIPPED:RULE_DISABLED", 0,
+          0 },
+        { "a read that found the subscription gone", 0, false, false, true,
+          "SKIPPED:SUBSCRIPTION_NOT_FOUND", 0, 0 },
+        { "60 principals, no user: 50 listed", 60, false, false, false,
+          "FAIL:NO_USER_OWNER", 50, 10 },
+        { "a user among 60", 60, true, false, false, "PASS:USER_OWNER", 50,
+          11 },
+    };
+    for (size_t i = 0; i < sizeof(rr) / sizeof(rr[0]); i++) {
+        struct cg_owners o;
+        cg_owners_init(&o);
+        json_t *items = json_array();
+        for (int k = 0; k < rr[i].owners_sp; k++)
+            json_array_append_new(
+                items,
+                json_pack("{s:{s:s,s:s,s:s}}", "properties", "roleDefinitionId",
+                          "/providers/Microsoft.Authorization/roleDefinitions/"
+                          "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",
+                          "principalId", "sp", "principalType",
+                          "ServicePrincipal"));
+        if (rr[i].user)
+            json_array_append_new(
+                items,
+                json_pack("{s:{s:s,s:s,s:s}}", "properties", "roleDefinitionId",
+                          "8E3AF657-A8FF-443C-A75C-2FE8C4BCB635", "principalId",
+                          "u", "principalType", "User"));
+        char err[128];
+        CHECK(cg_owners_parse_json(&o, items, err, sizeof(err)) == 0, "%s: %s",
+              rr[i].name, err);
+        json_decref(items);
+        if (rr[i].unreadable_skip)
+            cg_owners_unreadable(&o, CG_STATUS_SKIPPED,
+                                 "SUBSCRIPTION_NOT_FOUND", "It is gone.");
+        struct cg_rules_conf rc;
+        cg_rules_conf_default(&rc);
+        rc.owner_enabled = !rr[i].off;
+        struct cg_contacts ct;
+        struct cg_finding out[CG_RULE_COUNT];
+        memset(out, 0, sizeof(out));
+        cg_contacts_init(&ct);
+        cg_evaluate_body(passing, strlen(passing), CG_API_UNKNOWN, &o, &rc, &ct,
+                         out);
+        const struct cg_finding *f = &out[CG_RULE_OWNER_REACHABLE];
+        char got[96];
+        snprintf(got, sizeof(got), "%s:%s", cg_status_name(f->status),
+                 f->reason_code);
+        CHECK(out[CG_RULE_OWNER_ALERTS].status == CG_STATUS_PASS &&
+                  strcmp(got, rr[i].want) == 0,
+              "reachable %s: want %s, got %s (%s)", rr[i].name, rr[i].want, got,
+              f->reason);
+        json_t *listed = json_object_get(f->evidence, "owners");
+        json_int_t more = json_integer_value(
+            json_object_get(f->evidence, "owners_not_listed"));
+        CHECK(json_array_size(listed) == rr[i].listed &&
+                  (size_t)more == rr[i].not_listed,
+              "reachable %s: %zu listed, %lld not", rr[i].name,
+              json_array_size(listed), (long long)more);
+        for (int k = 0; k < CG_RULE_COUNT; k++)
+            cg_finding_clear(&out[k]);
+        cg_contacts_free(&ct);
+        cg_owners_free(&o);
+    }
+    /* Only the GUID at the end names the role. */
+    CHECK(cg_owners_is_owner_role("/subscriptions/x/providers/"
+                                  "Microsoft.Authorization/roleDefinitions/"
+                                  "8e3af657-a8ff-443c-a75c-2fe8c4bcb635") &&
+              !cg_owners_is_owner_role("8e3af657-a8ff-443c-a75c-"
+                                       "2fe8c4bcb635/x") &&
+              !cg_owners_is_owner_role(NULL) && !cg_owners_is_owner_role(""),
+          "owner role id matching");
+}
+
 int main(void)
 {
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
@@ -245,7 +331,7 @@ int main(void)
         }
         struct cg_finding out[CG_RULE_COUNT];
         memset(out, 0, sizeof(out));
-        cg_evaluate(&ct, &rc, out);
+        cg_evaluate(&ct, NULL, &rc, out);
         char got[96];
         snprintf(got, sizeof(got), "%s:%s", cg_status_name(out[r->rule].status),
                  out[r->rule].reason_code);
@@ -271,7 +357,8 @@ int main(void)
         memset(out, 0, sizeof(out));
         cg_contacts_init(&ct);
         cg_rules_conf_default(&rc);
-        cg_evaluate_body(body, strlen(body), CG_API_UNKNOWN, &rc, &ct, out);
+        cg_evaluate_body(body, strlen(body), CG_API_UNKNOWN, NULL, &rc, &ct,
+                         out);
         dumps[k] = json_dumps(out[2].evidence, JSON_SORT_KEYS);
         for (int j = 0; j < CG_RULE_COUNT; j++)
             cg_finding_clear(&out[j]);
@@ -304,5 +391,8 @@ int main(void)
     CHECK(strcmp(ha, hb) == 0, "hash depends on key order");
     CHECK(strcmp(ha, hc) != 0, "hash ignores the addresses");
     CHECK(strlen(ha) == 64, "hash is not 64 hex digits");
+    test_reachable("{\"value\":[{\"name\":\"default\",\"properties\":{"
+                   "\"isEnabled\":true,\"notificationsByRole\":{\"state\":"
+                   "\"On\",\"roles\":[\"Owner\"]}}}]}");
     return check_done("rules");
 }

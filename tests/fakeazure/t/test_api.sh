@@ -179,6 +179,21 @@ fa_eq "$(fa_curl -X PUT -d '{"registered":false}' \
     "$FA_URL/_fake/subscriptions/$S_UNREG/state" | jq -r .registered)" false \
     "control API unregisters it again"
 
+# ---- role assignments: atScope() only, their own versions, no registration
+RA="providers/Microsoft.Authorization/roleAssignments"
+fa_eq "$(status "$B" "${A0[@]}" "$FA_URL/subscriptions/$S_OK/$RA?api-version=2022-04-01&%24filter=principalId%20eq%20%27x%27")" \
+    400 "role assignments: a filter other than atScope()"
+fa_eq "$(jq -r .error.code "$B")" UnsupportedQuery "UnsupportedQuery"
+fa_eq "$(status "$B" "${A0[@]}" "$FA_URL/subscriptions/$S_OK/$RA?$v23")" 400 \
+    "role assignments: a securityContacts api-version"
+fa_eq "$(status "$B" "${A0[@]}" "$FA_URL/subscriptions/$S_T1/$RA?api-version=2022-04-01")" \
+    403 "role assignments: another tenant's subscription"
+fa_eq "$(jq -r .error.message "$B" | grep -c 'roleAssignments/read')" 1 \
+    "... names roleAssignments/read"
+fa_eq "$(fa_curl "${A0[@]}" "$FA_URL/subscriptions/$S_UNREG/$RA?api-version=2022-04-01&%24filter=atScope%28%29" |
+    jq -r '[.value[].properties.principalType] | join(",")')" User \
+    "role assignments of an unregistered subscription: one user Owner"
+
 # ---- securityContacts, three versions over one state
 fa_eq "$(fa_curl "${A0[@]}" "$FA_URL/subscriptions/$S_OK/$SC?$v23" |
     jq -r '.value[0].properties.notificationsSources[1].minimalRiskLevel')" \

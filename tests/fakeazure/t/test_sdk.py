@@ -3,7 +3,10 @@
 fake, with only the authority and base URL changed, instance discovery off
 and TLS through the fake's CA: it lists subscriptions and reads security
 contacts in 2017-08-01-preview; in 2020-01-01-preview its LIST fails on the
-bare array exactly as against the live service, and GET works.
+bare array exactly as against the live service, and GET works; and
+azure-mgmt-authorization lists the role assignments at a subscription
+($filter=atScope(), 2022-04-01) across pages, inherited ones included, and
+gets 403 where a scenario denies the read.
 
 usage: test_sdk.py PATH/TO/contactguard-fakeazure
 """
@@ -19,6 +22,7 @@ try:
     from azure.core.rest import HttpRequest
     from azure.identity import ClientSecretCredential
     from azure.identity._internal.msal_credentials import MsalCredential
+    from azure.mgmt.authorization import AuthorizationManagementClient
     from azure.mgmt.resource import SubscriptionClient
     from azure.mgmt.security import SecurityCenter
     from azure.mgmt.security import _serialization
@@ -27,6 +31,7 @@ except ImportError as e:  # python3-azure genuinely missing
     sys.exit(SKIP)
 
 ARM_SCOPE = "https://management.azure.com/.default"
+OWNER_ROLE = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635"
 
 
 class NotificationsByRole(_serialization.Model):
@@ -150,7 +155,41 @@ def main():
             c.eq((e.status_code, e.error.code if e.error else None),
                  (403, "AuthorizationFailed"), "another tenant's subscription is refused")
 
+        def owners(scenario):
+            sub = fake.sub_of(scenario)
+            auth = AuthorizationManagementClient(
+                cred, sub, base_url=fake.url, credential_scopes=[ARM_SCOPE],
+                api_version="2022-04-01")
+            got = list(auth.role_assignments.list_for_scope(
+                f"/subscriptions/{sub}", filter="atScope()"))
+            return sorted((a.principal_type, a.scope.split("/")[1] if a.scope != "/" else "/")
+                          for a in got if a.role_definition_id.rsplit("/", 1)[-1] == OWNER_ROLE), got
+
+        own, _ = owners("compliant")
+        c.eq(own, [("User", "subscriptions")],
+             "azure-mgmt-authorization lists a user Owner at the subscription")
+        own, _ = owners("owner-service-principal")
+        c.eq(own, [("ServicePrincipal", "subscriptions")], "... only a service principal")
+        own, _ = owners("owner-group")
+        c.eq(own, [("Group", "subscriptions")], "... only a group")
+        own, every = owners("owner-none")
+        c.eq((own, len(every)), ([], 2), "... no Owner among two assignments")
+        own, _ = owners("owner-inherited")
+        c.eq(own, [("ServicePrincipal", "subscriptions"), ("User", "providers")],
+             "... a user Owner inherited from a management group")
+        own, every = owners("owner-paged")
+        c.eq((own, len(every)), ([("ServicePrincipal", "subscriptions"), ("User", "/")], 4),
+             "... four assignments over two pages, the user Owner at the root on the second")
+        try:
+            owners("owner-unreadable")
+            c.true(False, "a denied role assignments read is refused")
+        except HttpResponseError as e:
+            c.eq((e.status_code, e.error.code if e.error else None),
+                 (403, "AuthorizationFailed"), "a denied role assignments read is refused")
+
         st, stats = fake.request("GET", "/_fake/stats")
+        c.eq(stats["requests"]["roles.list"]["200"], 7,
+             "the two-page LIST took two requests (6 reads, 7 pages)")
         c.eq(stats["tokens"]["client_secret"], 1,
              "the SDK asked for one token and reused it")
         c.true(stats["requests"]["discovery"]["200"] >= 1,

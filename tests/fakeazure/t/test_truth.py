@@ -15,7 +15,9 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fakeazure_harness import Checks, Fake  # noqa: E402
 
-RULES = ["owner-alerts", "additional-emails", "alert-severity", "attack-paths"]
+RULES = ["owner-alerts", "additional-emails", "alert-severity", "attack-paths",
+         "owner-reachable"]
+OWNER_ROLE = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635"
 SEV = {"low": 1, "medium": 2, "high": 3}
 RISK = {"low": 1, "medium": 2, "high": 3, "critical": 4}
 LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?$")
@@ -43,7 +45,7 @@ def evaluate(contacts, version):
     else:
         enabled = contacts
     if not contacts or not enabled:
-        return ["FAIL"] * 4
+        return ["FAIL"] * 4  # the contact rules; owner-reachable follows
     out = []
     owner = any(ieq((p.get("notificationsByRole") or {}).get("state"), "On") and
                 any(ieq(r, "Owner") for r in (p.get("notificationsByRole") or {}).get("roles") or [])
@@ -78,6 +80,27 @@ def evaluate(contacts, version):
     return out
 
 
+def owner_reachable(fake, h, sid, owner_alerts):
+    """The fifth rule: moot unless owner-alerts passes; then a user must
+    hold Owner among the assignments at the subscription (every page)."""
+    if owner_alerts != "PASS":
+        return "SKIPPED"
+    url = (f"/subscriptions/{sid}/providers/Microsoft.Authorization/roleAssignments"
+           "?$filter=atScope()&api-version=2022-04-01")
+    items = []
+    while url:
+        st, page = fake.request("GET", url, headers=h)
+        if st != 200:
+            return "ERROR"
+        items += page["value"]
+        url = (page.get("nextLink") or "").replace(fake.url, "") or None
+    owners = [i["properties"] for i in items
+              if i["properties"]["roleDefinitionId"].rsplit("/", 1)[-1].lower() == OWNER_ROLE]
+    if not owners:
+        return "FAIL"
+    return "PASS" if any(ieq(o.get("principalType"), "User") for o in owners) else "FAIL"
+
+
 def main():
     c = Checks()
     with Fake(sys.argv[1], "--tenants", "3", "--subscriptions-per-tenant", "40",
@@ -87,7 +110,7 @@ def main():
             truth.setdefault(r["subscription_id"], {})[r["rule"]] = r["status"]
         seen_scenarios = {r["scenario"] for r in fake.truth}
         st, doc = 0, None
-        c.eq(len(seen_scenarios) >= 31, True, "every scenario is in the population")
+        c.eq(len(seen_scenarios) >= 38, True, "every scenario is in the population")
         mismatches = []
         for ti, t in enumerate(fake.creds["tenants"]):
             _, client, secret = fake.tenant(ti)
@@ -104,7 +127,7 @@ def main():
             for s in subs:
                 sid = s["subscriptionId"]
                 if s["state"] in ("Disabled", "Deleted"):
-                    got = ["SKIPPED"] * 4
+                    got = ["SKIPPED"] * 5
                 else:
                     base = f"/subscriptions/{sid}/providers/Microsoft.Security/securityContacts"
                     st, body = fake.request("GET", base + "?api-version=2023-12-01-preview",
@@ -115,10 +138,11 @@ def main():
                             "GET", base + "?api-version=2020-01-01-preview", headers=h)
                         version = "2020"
                     if st == 409:
-                        got = ["ERROR"] * 4
+                        got = ["ERROR"] * 5
                     else:
                         items = body if isinstance(body, list) else body["value"]
                         got = evaluate([i.get("properties") or {} for i in items], version)
+                        got.append(owner_reachable(fake, h, sid, got[0]))
                 want = [truth[sid][r] for r in RULES]
                 if got != want:
                     mismatches.append((sid, want, got))

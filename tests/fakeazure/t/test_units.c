@@ -342,22 +342,29 @@ static void test_faults(void)
     struct cg_fa_faults *f = cg_fa_faults_new(&c, 1);
     struct cg_fa_throttle th;
     for (long want = 2; want >= 0; want--) {
-        cg_fa_faults_throttle(f, "p", "s", false, &th);
+        cg_fa_faults_throttle(f, "p", "s", "/a", false, &th);
         CHECK(!th.limited && th.remaining == want, "bucket: remaining %ld",
               want);
     }
-    cg_fa_faults_throttle(f, "p", "s", false, &th);
+    cg_fa_faults_throttle(f, "p", "s", "/a", false, &th);
     CHECK(th.limited && th.retry_after >= 1 && !th.early,
           "bucket: empty answers 429");
-    cg_fa_faults_throttle(f, "p", "s", false, &th);
+    cg_fa_faults_throttle(f, "p", "s", "/a", false, &th);
     CHECK(th.limited && th.early, "bucket: coming back early is counted");
     CHECK(cg_fa_faults_early_total(f) == 1, "bucket: one early return");
-    cg_fa_faults_throttle(f, "p", "s", true, &th);
+    cg_fa_faults_throttle(f, "p", "s", "/a", true, &th);
     CHECK(th.limited && th.early,
           "bucket: the wait covers writes of the same principal too");
-    cg_fa_faults_throttle(f, "p", "other", false, &th);
+    cg_fa_faults_throttle(f, "p", "s", "/b", false, &th);
+    CHECK(th.limited && !th.early,
+          "bucket: another path already on the wire is held, not counted");
+    cg_fa_faults_throttle(f, "p", "s", "/b", false, &th);
+    CHECK(th.limited && th.early,
+          "bucket: that path coming back inside its own wait is counted");
+    CHECK(cg_fa_faults_early_total(f) == 3, "bucket: three early returns");
+    cg_fa_faults_throttle(f, "p", "other", "/a", false, &th);
     CHECK(!th.limited, "bucket: another subscription has its own bucket");
-    cg_fa_faults_throttle(f, "q", "s", false, &th);
+    cg_fa_faults_throttle(f, "q", "s", "/a", false, &th);
     CHECK(!th.limited, "bucket: another principal has its own bucket");
 
     char err[200];
@@ -377,7 +384,7 @@ static void test_faults(void)
     cg_fa_faults_set_conf(f, &c);
     cg_fa_faults_reset(f);
     for (int i = 0; i < 10; i++) {
-        cg_fa_faults_throttle(f, "p", "s", false, &th);
+        cg_fa_faults_throttle(f, "p", "s", "/a", false, &th);
         CHECK(!th.limited, "no-throttle never limits");
     }
     cg_fa_faults_free(f);
