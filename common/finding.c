@@ -350,10 +350,6 @@ static const struct rule_shared *shared(enum cg_rule rule)
     return (unsigned)rule < CG_RULE_COUNT ? &rule_shared[rule] : NULL;
 }
 
-/* Room for any finding: the evidence comes from a body the fetch stage
- * already bounded, so this only stops a runaway. */
-#define FINDING_TEXT_MAX ((size_t)1 << 30)
-
 int cg_finding_write_compact(struct cg_buf *b, const struct cg_finding *f,
                              bool with_refs)
 {
@@ -398,7 +394,7 @@ int cg_finding_write_compact(struct cg_buf *b, const struct cg_finding *f,
 static char *finding_compact(const struct cg_finding *f, bool with_refs)
 {
     struct cg_buf b;
-    cg_buf_init(&b, FINDING_TEXT_MAX);
+    cg_buf_init(&b, CG_FINDING_TEXT_MAX);
     cg_finding_write_compact(&b, f, with_refs);
     return cg_buf_take(&b);
 }
@@ -531,7 +527,7 @@ int cg_finding_write_ocsf(struct cg_ocsf *w, struct cg_buf *b,
 char *cg_finding_ocsf(struct cg_ocsf *w, const struct cg_finding *f)
 {
     struct cg_buf b;
-    cg_buf_init(&b, FINDING_TEXT_MAX);
+    cg_buf_init(&b, CG_FINDING_TEXT_MAX);
     cg_finding_write_ocsf(w, &b, f);
     return cg_buf_take(&b);
 }

@@ -22,6 +22,10 @@
 
 #define CG_FINDING_SCHEMA "contactguard.finding/1"
 
+/* The longest text of one finding; a runaway guard, as its evidence comes
+ * from a body the fetch stage already bounded. */
+#define CG_FINDING_TEXT_MAX ((size_t)1 << 30)
+
 struct cg_ocsf;
 
 enum cg_rule {

@@ -210,21 +210,54 @@ void cg_publish_free(struct cg_publish *p, int timeout_ms)
 
 void cg_publish_batch_clear(struct cg_publish_batch *b)
 {
-    for (size_t i = 0; i < b->n; i++)
-        free(b->payload[i]);
+    cg_buf_free(&b->text);
     memset(b, 0, sizeof(*b));
+}
+
+/* Empties b but keeps its text's allocation for the next fill. */
+static void batch_reset(struct cg_publish_batch *b)
+{
+    struct cg_buf text = b->text;
+    memset(b, 0, sizeof(*b));
+    b->text = text;
+    cg_buf_reset(&b->text);
+}
+
+/* An OCSF finding with a contact's evidence is 3-4 KiB: one allocation
+ * holds a whole batch of them. */
+#define BATCH_TEXT_HINT (CG_PUBLISH_BATCH_MAX * 2048)
+
+/* Starts payload i at the end of the batch text. */
+static void payload_begin(struct cg_publish_batch *b, size_t i)
+{
+    if (!b->text.data) {
+        cg_buf_init(&b->text, CG_FINDING_TEXT_MAX);
+        cg_buf_reserve(&b->text, BATCH_TEXT_HINT);
+    }
+    b->off[i] = b->text.len;
+}
+
+static void payload_end(struct cg_publish_batch *b, size_t i)
+{
+    b->len[i] = b->text.len - b->off[i];
 }
 
 void cg_publish_batch_fill(struct cg_publish *p, struct cg_publish_batch *b,
                            const struct cg_finding *f, size_t n)
 {
-    cg_publish_batch_clear(b);
+    batch_reset(b);
     if (n > CG_PUBLISH_BATCH_MAX)
         n = CG_PUBLISH_BATCH_MAX;
     b->n = n;
     for (size_t i = 0; i < n; i++) {
-        b->payload[i] = p->ocsf ? cg_finding_ocsf(&p->writer, &f[i])
-                                : cg_finding_compact(&f[i]);
+        /* The text cannot outgrow CG_FINDING_TEXT_MAX: evidence comes from
+         * a body azure.max_body bounded, far smaller. */
+        payload_begin(b, i);
+        if (p->ocsf)
+            cg_finding_write_ocsf(&p->writer, &b->text, &f[i]);
+        else
+            cg_finding_write_compact(&b->text, &f[i], true);
+        payload_end(b, i);
         b->rule[i] = f[i].rule;
         b->status[i] = f[i].status;
     }
@@ -241,7 +274,11 @@ void cg_publish_batch_add_remediation(struct cg_publish *p,
     if (b->n >= CG_PUBLISH_BATCH_MAX)
         return;
     size_t i = b->n++;
-    b->payload[i] = cg_remediation_ocsf(&p->writer, r);
+    char *event = cg_remediation_ocsf(&p->writer, r);
+    payload_begin(b, i);
+    cg_buf_puts(&b->text, event);
+    payload_end(b, i);
+    free(event);
     b->event[i] = true;
     b->rule[i] = CG_RULE_COUNT;
     b->status[i] = CG_STATUS_NONE;
@@ -284,7 +321,7 @@ static int produce_one(struct cg_publish *p, rd_kafka_topic_t *topic,
     ref->i = i;
     rd_kafka_resp_err_t err = rd_kafka_producev(
         p->rk, RD_KAFKA_V_RKT(topic),
-        RD_KAFKA_V_VALUE(b->payload[i], strlen(b->payload[i])),
+        RD_KAFKA_V_VALUE(b->text.data + b->off[i], b->len[i]),
         RD_KAFKA_V_KEY(b->key, strlen(b->key)),
         RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs),
         RD_KAFKA_V_OPAQUE(ref), RD_KAFKA_V_END);
@@ -367,7 +404,7 @@ int cg_publish_dead_letter(struct cg_publish *p, const rd_kafka_message_t *m,
                            const char *reason, struct cg_publish_batch *b,
                            cg_publish_fn fn, void *arg)
 {
-    cg_publish_batch_clear(b);
+    batch_reset(b);
     b->n = 1;
     b->dead_letter = true;
     size_t kl =
