@@ -48,7 +48,7 @@ int cg_jsonw_error(const struct cg_jsonw *w);
 void cg_jsonw_key(struct cg_jsonw *w, const char *key);
 
 /* Values: in an array, or after cg_jsonw_key. */
-void cg_jsonw_open(struct cg_jsonw *w, char brace); /* '{' or '[' */
+void cg_jsonw_open(struct cg_jsonw *w, char brace);  /* '{' or '[' */
 void cg_jsonw_close(struct cg_jsonw *w, char brace); /* '}' or ']' */
 void cg_jsonw_str(struct cg_jsonw *w, const char *s);
 void cg_jsonw_strn(struct cg_jsonw *w, const char *s, size_t n);

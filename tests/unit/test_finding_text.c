@@ -233,8 +233,8 @@ static void compare_one(struct cg_ocsf_check *chk, struct cg_ocsf *w,
         CHECK(want && strcmp(b.data + 7, want) == 0,
               "%s: OCSF %s differs\n got %s\nwant %s", what, w->v->name,
               b.data + 7, want);
-        int n = cg_ocsf_check_event(chk, b.data + 7, b.len - 7, err,
-                                    sizeof(err));
+        int n =
+            cg_ocsf_check_event(chk, b.data + 7, b.len - 7, err, sizeof(err));
         CHECK(n == 0, "%s: OCSF %s not conformant: %s", what, w->v->name, err);
         char *heap = cg_finding_ocsf(&wheap, f);
         CHECK(strcmp(heap, want) == 0, "%s: cg_finding_ocsf differs", what);
@@ -247,8 +247,8 @@ static void compare_one(struct cg_ocsf_check *chk, struct cg_ocsf *w,
             CHECK(cg_finding_write_compact(&b, f, refs) == 0, "%s: write",
                   what);
             CHECK(want && strcmp(b.data + 7, want) == 0,
-                  "%s: compact (refs %d) differs\n got %s\nwant %s", what,
-                  refs, b.data + 7, want);
+                  "%s: compact (refs %d) differs\n got %s\nwant %s", what, refs,
+                  b.data + 7, want);
             free(want);
         }
     }
@@ -276,9 +276,8 @@ static void compare_findings(struct cg_ocsf_check *chk,
                     x.previous = extra ? CG_STATUS_FAIL : CG_STATUS_NONE;
                     cg_strlcpy(x.job_id, extra ? "job-\"7\"" : "",
                                sizeof(x.job_id));
-                    snprintf(what, sizeof(what), "%s rule %s status %s%s",
-                             name, cg_rule_info(x.rule)->id,
-                             cg_status_name(x.status),
+                    snprintf(what, sizeof(what), "%s rule %s status %s%s", name,
+                             cg_rule_info(x.rule)->id, cg_status_name(x.status),
                              extra ? " +previous +job" : "");
                     compare_one(chk, v ? &w : NULL, &x, what);
                 }
@@ -348,11 +347,10 @@ static void test_hostile_text(struct cg_ocsf_check *chk)
             f[r].rule = (enum cg_rule)r;
             cg_strlcpy(f[r].reason_code, "REASON", sizeof(f[r].reason_code));
             f[r].reason = reasons[i] ? cg_strdup(reasons[i]) : NULL;
-            f[r].evidence =
-                r % 2 ? json_pack("{s:s,s:f,s:[i,b,n]}", "text",
-                                  reasons[i] ? reasons[i] : "-", "real", 0.1,
-                                  "list", -3, 1)
-                      : NULL;
+            f[r].evidence = r % 2 ? json_pack("{s:s,s:f,s:[i,b,n]}", "text",
+                                              reasons[i] ? reasons[i] : "-",
+                                              "real", 0.1, "list", -3, 1)
+                                  : NULL;
             if (r != 1)
                 cg_strlcpy(f[r].subscription_id, "sub", 40);
             if (r != 2)
@@ -374,20 +372,23 @@ struct esc_row {
     const char *out;
 };
 
-#define ROW(s, o) { s, sizeof(s) - 1, o }
+#define ROW(s, o)                                                              \
+    {                                                                          \
+        s, sizeof(s) - 1, o                                                    \
+    }
 
 static const struct esc_row esc_rows[] = {
-    ROW("", "\"\""),
-    ROW("plain", "\"plain\""),
-    ROW("\"\\/", "\"\\\"\\\\/\""),
+    ROW("", "\"\""), ROW("plain", "\"plain\""), ROW("\"\\/", "\"\\\"\\\\/\""),
     ROW("\b\f\n\r\t", "\"\\b\\f\\n\\r\\t\""),
     ROW("\x01\x1f\x0b", "\"\\u0001\\u001F\\u000B\""),
-    ROW("a\0b", "\"a\\u0000b\""),
-    ROW("\x7f", "\"\x7f\""),
+    ROW("a\0b", "\"a\\u0000b\""), ROW("\x7f", "\"\x7f\""),
     ROW("\xc3\xa9\xf0\x9f\x94\x92", "\"\xc3\xa9\xf0\x9f\x94\x92\""),
     /* Invalid UTF-8: each bad byte becomes U+FFFD. */
-    ROW("a\xff" "b", "\"a\xef\xbf\xbd" "b\""),
-    ROW("\xc3", "\"\xef\xbf\xbd\""),              /* cut sequence */
+    ROW("a\xff"
+        "b",
+        "\"a\xef\xbf\xbd"
+        "b\""),
+    ROW("\xc3", "\"\xef\xbf\xbd\""),                 /* cut sequence */
     ROW("\xc0\xaf", "\"\xef\xbf\xbd\xef\xbf\xbd\""), /* overlong '/' */
     ROW("\xed\xa0\x80", "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\""), /* D800 */
     ROW("\xf4\x90\x80\x80",
