@@ -138,13 +138,6 @@ int cg_buf_printf(struct cg_buf *b, const char *fmt, ...)
     return rc;
 }
 
-void cg_buf_reserve(struct cg_buf *b, size_t n)
-{
-    buf_reserve(b, b->len + n);
-    if (b->data && !b->len)
-        b->data[0] = '\0';
-}
-
 void cg_buf_reset(struct cg_buf *b)
 {
     b->len = 0;

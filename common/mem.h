@@ -44,10 +44,6 @@ int cg_buf_vprintf(struct cg_buf *b, const char *fmt, va_list ap)
 
 void cg_buf_reset(struct cg_buf *b);
 
-/* Makes room for n more bytes without appending (no effect on len or on
- * max): for a caller that knows the size it will write. */
-void cg_buf_reserve(struct cg_buf *b, size_t n);
-
 /*
  * Appends the whole of the file at path ("-": standard input) to b. Returns
  * 0; CG_EIO when it cannot be opened or read; CG_ETOOBIG when it is longer

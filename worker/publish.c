@@ -28,6 +28,9 @@ struct cg_publish {
     size_t dlq_whole_max;  /* larger dead letters are sent cut */
     size_t dlq_keep;       /* what a cut dead letter keeps */
     struct cg_publish_stats stats;
+    /* Where a batch's findings are written, reused from batch to batch,
+     * before one exact-size copy goes to the batch. */
+    struct cg_buf scratch;
 };
 
 /* Room left in a dead letter for its key and headers. */
@@ -136,6 +139,7 @@ struct cg_publish *cg_publish_new(struct cg_loop *loop,
         NULL,
     };
     struct cg_publish *p = cg_calloc(1, sizeof(*p));
+    cg_buf_init(&p->scratch, CG_FINDING_TEXT_MAX);
     p->loop = loop;
     p->ocsf = strcasecmp(cg_conf_str(conf, "output.format"), "ocsf") == 0;
     /* The option is an enum of the supported versions, so find succeeds. */
@@ -199,6 +203,7 @@ void cg_publish_free(struct cg_publish *p, int timeout_ms)
         rd_kafka_poll(p->rk, 0);
     }
     cg_kafka_wake_stop(&p->wake);
+    cg_buf_free(&p->scratch);
     if (p->results)
         rd_kafka_topic_destroy(p->results);
     if (p->dlq)
@@ -214,52 +219,42 @@ void cg_publish_batch_clear(struct cg_publish_batch *b)
     memset(b, 0, sizeof(*b));
 }
 
-/* Empties b but keeps its text's allocation for the next fill. */
-static void batch_reset(struct cg_publish_batch *b)
+static void payload_end(struct cg_publish_batch *b, const struct cg_buf *t,
+                        size_t i)
 {
-    struct cg_buf text = b->text;
-    memset(b, 0, sizeof(*b));
-    b->text = text;
-    cg_buf_reset(&b->text);
-}
-
-/* An OCSF finding with a contact's evidence is 3-4 KiB: one allocation
- * holds a whole batch of them. */
-#define BATCH_TEXT_HINT (CG_PUBLISH_BATCH_MAX * 2048)
-
-/* Starts payload i at the end of the batch text. */
-static void payload_begin(struct cg_publish_batch *b, size_t i)
-{
-    if (!b->text.data) {
-        cg_buf_init(&b->text, CG_FINDING_TEXT_MAX);
-        cg_buf_reserve(&b->text, BATCH_TEXT_HINT);
-    }
-    b->off[i] = b->text.len;
-}
-
-static void payload_end(struct cg_publish_batch *b, size_t i)
-{
-    b->len[i] = b->text.len - b->off[i];
+    b->len[i] = t->len - b->off[i];
 }
 
 void cg_publish_batch_fill(struct cg_publish *p, struct cg_publish_batch *b,
                            const struct cg_finding *f, size_t n)
 {
-    batch_reset(b);
+    struct cg_buf *t = &p->scratch;
+    cg_publish_batch_clear(b);
+    cg_buf_reset(t);
     if (n > CG_PUBLISH_BATCH_MAX)
         n = CG_PUBLISH_BATCH_MAX;
     b->n = n;
     for (size_t i = 0; i < n; i++) {
         /* The text cannot outgrow CG_FINDING_TEXT_MAX: evidence comes from
          * a body azure.max_body bounded, far smaller. */
-        payload_begin(b, i);
+        b->off[i] = t->len;
         if (p->ocsf)
-            cg_finding_write_ocsf(&p->writer, &b->text, &f[i]);
+            cg_finding_write_ocsf(&p->writer, t, &f[i]);
         else
-            cg_finding_write_compact(&b->text, &f[i], true);
-        payload_end(b, i);
+            cg_finding_write_compact(t, &f[i], true);
+        payload_end(b, t, i);
         b->rule[i] = f[i].rule;
         b->status[i] = f[i].status;
+    }
+    /* The batch keeps its text while the job waits for delivery (and any
+     * retry): one allocation of its exact size, where growing it in place
+     * would hold the doubling's slack for every job in flight. */
+    cg_buf_init(&b->text, CG_FINDING_TEXT_MAX);
+    if (t->len) {
+        b->text.data = cg_malloc(t->len + 1);
+        memcpy(b->text.data, t->data, t->len + 1);
+        b->text.len = t->len;
+        b->text.cap = t->len + 1;
     }
     if (n) {
         cg_strlcpy(b->key, f[0].subscription_id, sizeof(b->key));
@@ -275,9 +270,11 @@ void cg_publish_batch_add_remediation(struct cg_publish *p,
         return;
     size_t i = b->n++;
     char *event = cg_remediation_ocsf(&p->writer, r);
-    payload_begin(b, i);
+    if (!b->text.data)
+        cg_buf_init(&b->text, CG_FINDING_TEXT_MAX);
+    b->off[i] = b->text.len;
     cg_buf_puts(&b->text, event);
-    payload_end(b, i);
+    payload_end(b, &b->text, i);
     free(event);
     b->event[i] = true;
     b->rule[i] = CG_RULE_COUNT;
@@ -404,7 +401,7 @@ int cg_publish_dead_letter(struct cg_publish *p, const rd_kafka_message_t *m,
                            const char *reason, struct cg_publish_batch *b,
                            cg_publish_fn fn, void *arg)
 {
-    batch_reset(b);
+    cg_publish_batch_clear(b);
     b->n = 1;
     b->dead_letter = true;
     size_t kl =
