@@ -324,10 +324,10 @@ static void rule_shared_init(void)
         json_object_set_new(fi, "title", json_string(ri->title));
         json_object_set_new(fi, "desc", json_string(ri->desc));
         json_t *types = json_array();
-        json_array_append_new(
-            types, json_string(ri->finding_type ? ri->finding_type
-                                                : "Defender for Cloud "
-                                                  "security contact"));
+        json_array_append_new(types, json_string(ri->finding_type
+                                                     ? ri->finding_type
+                                                     : "Defender for Cloud "
+                                                       "security contact"));
         json_object_set_new(fi, "types", types);
         rs->info_text = members_text(fi);
         json_t *rem = json_object();

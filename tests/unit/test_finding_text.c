@@ -144,8 +144,10 @@ static char *ref_ocsf(struct cg_ocsf *w, const struct cg_finding *f)
     json_object_set_new(fi, "title", json_string(ri->title));
     json_object_set_new(fi, "desc", json_string(ri->desc));
     json_t *types = json_array();
-    json_array_append_new(types, json_string("Defender for Cloud security "
-                                             "contact"));
+    json_array_append_new(
+        types, json_string(ri->finding_type ? ri->finding_type
+                                            : "Defender for Cloud security "
+                                              "contact"));
     json_object_set_new(fi, "types", types);
     json_object_set_new(o, "finding_info", fi);
 
@@ -163,13 +165,14 @@ static char *ref_ocsf(struct cg_ocsf *w, const struct cg_finding *f)
                         cg_ocsf_cloud(w, f->subscription_id, f->tenant_id));
 
     json_t *res = json_object();
-    char *rid = cg_asprintf("/subscriptions/%s/providers/Microsoft.Security/"
-                            "securityContacts",
-                            f->subscription_id);
+    const char *rtype = ri->resource_type ? ri->resource_type
+                                          : "Microsoft.Security/"
+                                            "securityContacts";
+    char *rid = cg_asprintf("/subscriptions/%s/providers/%s",
+                            f->subscription_id, rtype);
     json_object_set_new(res, "uid", json_string(rid));
     free(rid);
-    json_object_set_new(res, "type",
-                        json_string("Microsoft.Security/securityContacts"));
+    json_object_set_new(res, "type", json_string(rtype));
     json_object_set_new(res, "data",
                         f->evidence ? json_incref(f->evidence) : json_object());
     cg_ocsf_set_resource(w, o, res);
@@ -178,8 +181,10 @@ static char *ref_ocsf(struct cg_ocsf *w, const struct cg_finding *f)
     json_object_set_new(rem, "desc", json_string(ri->remediation));
     json_t *rrefs = json_array();
     json_array_append_new(
-        rrefs, json_string("https://learn.microsoft.com/azure/"
-                           "defender-for-cloud/configure-email-notifications"));
+        rrefs, json_string(ri->doc ? ri->doc
+                                   : "https://learn.microsoft.com/azure/"
+                                     "defender-for-cloud/"
+                                     "configure-email-notifications"));
     json_object_set_new(rem, "references", rrefs);
     json_object_set_new(o, "remediation", rem);
 
@@ -312,7 +317,7 @@ static void test_fixtures(struct cg_ocsf_check *chk, const char *dir)
             memset(f, 0, sizeof(f));
             cg_contacts_init(&ct);
             cg_evaluate_body(body.data ? body.data : "", body.len,
-                             CG_API_UNKNOWN, &rc, &ct, f);
+                             CG_API_UNKNOWN, NULL, &rc, &ct, f);
             for (int r = 0; r < CG_RULE_COUNT; r++) {
                 cg_strlcpy(f[r].subscription_id,
                            "0B1F6471-1bf0-4dda-aec3-cb9272f09590",
