@@ -3,6 +3,7 @@
 #include "clock.h"
 #include "err.h"
 #include "json.h"
+#include "jsonw.h"
 #include "mem.h"
 #include "ocsf.h"
 
@@ -241,7 +242,35 @@ struct rule_shared {
     char *refs_text;
     json_t *standards;
     json_t *requirements;
+    /* What an OCSF finding of the rule repeats, as JSON text. */
+    char *standards_text;
+    char *requirements_text;
+    char *info_text;        /* finding_info after its uid, no braces */
+    char *remediation_text; /* the remediation object */
 };
+
+/* Every OCSF finding opens the same way. */
+static const char ocsf_head[] =
+    "{\"activity_id\":1,\"activity_name\":\"Create\",\"category_uid\":2,"
+    "\"category_name\":\"Findings\",\"class_uid\":2003,"
+    "\"class_name\":\"Compliance Finding\",\"type_uid\":200301,"
+    "\"type_name\":\"Compliance Finding: Create\"";
+
+/* The members of o as text, without its braces. */
+static char *members_text(json_t *o)
+{
+    char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    size_t n = strlen(s);
+    memmove(s, s + 1, n - 2);
+    s[n - 2] = '\0';
+    json_decref(o);
+    return s;
+}
+
+static char *dump_text(json_t *v)
+{
+    return json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER);
+}
 
 static struct rule_shared rule_shared[CG_RULE_COUNT];
 /* The contact rules' standards, once each: what a remediation event
@@ -289,6 +318,29 @@ static void rule_shared_init(void)
             free(req);
             free(std);
         }
+        rs->standards_text = dump_text(rs->standards);
+        rs->requirements_text = dump_text(rs->requirements);
+        json_t *fi = json_object();
+        json_object_set_new(fi, "title", json_string(ri->title));
+        json_object_set_new(fi, "desc", json_string(ri->desc));
+        json_t *types = json_array();
+        json_array_append_new(types, json_string(ri->finding_type
+                                                     ? ri->finding_type
+                                                     : "Defender for Cloud "
+                                                       "security contact"));
+        json_object_set_new(fi, "types", types);
+        rs->info_text = members_text(fi);
+        json_t *rem = json_object();
+        json_object_set_new(rem, "desc", json_string(ri->remediation));
+        json_t *rrefs = json_array();
+        json_array_append_new(
+            rrefs, json_string(ri->doc ? ri->doc
+                                       : "https://learn.microsoft.com/azure/"
+                                         "defender-for-cloud/"
+                                         "configure-email-notifications"));
+        json_object_set_new(rem, "references", rrefs);
+        rs->remediation_text = dump_text(rem);
+        json_decref(rem);
     }
 }
 
@@ -298,46 +350,53 @@ static const struct rule_shared *shared(enum cg_rule rule)
     return (unsigned)rule < CG_RULE_COUNT ? &rule_shared[rule] : NULL;
 }
 
-static char *finding_compact(const struct cg_finding *f, bool with_refs)
+int cg_finding_write_compact(struct cg_buf *b, const struct cg_finding *f,
+                             bool with_refs)
 {
     const struct cg_rule_info *ri = cg_rule_info(f->rule);
     char when[40];
+    struct cg_jsonw jw;
     cg_time_iso(f->time_ms, when, sizeof(when));
-    json_t *o = json_object();
-    json_object_set_new(o, "schema", json_string(CG_FINDING_SCHEMA));
-    json_object_set_new(o, "rule", json_string(ri ? ri->id : "unknown"));
-    json_object_set_new(o, "status", json_string(cg_status_name(f->status)));
-    json_object_set_new(o, "reason_code", json_string(f->reason_code));
-    json_object_set_new(o, "reason", json_string(f->reason ? f->reason : ""));
-    json_object_set_new(o, "subscription_id", json_string(f->subscription_id));
-    json_object_set_new(o, "tenant_id", json_string(f->tenant_id));
-    json_object_set_new(o, "api_version", json_string(f->api_version));
-    json_object_set_new(o, "evidence",
-                        f->evidence ? json_incref(f->evidence) : json_object());
-    json_object_set_new(o, "time", json_string(when));
-    json_object_set_new(o, "time_ms", json_integer(f->time_ms));
+    cg_jsonw_init(&jw, b);
+    cg_jsonw_open(&jw, '{');
+    cg_jsonw_kstr(&jw, "schema", CG_FINDING_SCHEMA);
+    cg_jsonw_kstr(&jw, "rule", ri ? ri->id : "unknown");
+    cg_jsonw_kstr(&jw, "status", cg_status_name(f->status));
+    cg_jsonw_kstr(&jw, "reason_code", f->reason_code);
+    cg_jsonw_kstr(&jw, "reason", f->reason ? f->reason : "");
+    cg_jsonw_kstr(&jw, "subscription_id", f->subscription_id);
+    cg_jsonw_kstr(&jw, "tenant_id", f->tenant_id);
+    cg_jsonw_kstr(&jw, "api_version", f->api_version);
+    cg_jsonw_key(&jw, "evidence");
+    if (f->evidence)
+        cg_jsonw_value(&jw, f->evidence);
+    else
+        cg_jsonw_raw(&jw, "{}", 2);
+    cg_jsonw_kstr(&jw, "time", when);
+    cg_jsonw_kint(&jw, "time_ms", f->time_ms);
     if (f->previous != CG_STATUS_NONE)
-        json_object_set_new(o, "previous_status",
-                            json_string(cg_status_name(f->previous)));
+        cg_jsonw_kstr(&jw, "previous_status", cg_status_name(f->previous));
     if (f->job_id[0])
-        json_object_set_new(o, "job_id", json_string(f->job_id));
-    char *body = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(o);
-    /* The references are the same for every finding of a rule: splice
-     * their text in rather than build and serialise them each time. */
-    if (!with_refs)
-        return body;
-    const struct rule_shared *rs = shared(f->rule);
-    const char *refs = rs ? rs->refs_text : "[]";
-    static const char key[] = ",\"references\":";
-    size_t bl = strlen(body), kl = sizeof(key) - 1, rl = strlen(refs);
-    char *line = cg_malloc(bl + kl + rl + 1);
-    memcpy(line, body, bl - 1); /* all but the closing brace */
-    memcpy(line + bl - 1, key, kl);
-    memcpy(line + bl - 1 + kl, refs, rl);
-    memcpy(line + bl - 1 + kl + rl, "}", 2);
-    free(body);
-    return line;
+        cg_jsonw_kstr(&jw, "job_id", f->job_id);
+    if (with_refs) {
+        /* The same for every finding of a rule: written once per process. */
+        const struct rule_shared *rs = shared(f->rule);
+        cg_jsonw_key(&jw, "references");
+        if (rs)
+            cg_jsonw_raw(&jw, rs->refs_text, strlen(rs->refs_text));
+        else
+            cg_jsonw_raw(&jw, "[]", 2);
+    }
+    cg_jsonw_close(&jw, '}');
+    return cg_jsonw_error(&jw);
+}
+
+static char *finding_compact(const struct cg_finding *f, bool with_refs)
+{
+    struct cg_buf b;
+    cg_buf_init(&b, CG_FINDING_TEXT_MAX);
+    cg_finding_write_compact(&b, f, with_refs);
+    return cg_buf_take(&b);
 }
 
 char *cg_finding_compact(const struct cg_finding *f)
@@ -381,9 +440,11 @@ static const struct ocsf_status ocsf_status[] = {
     [CG_STATUS_SKIPPED] = { 1, 99, "Skipped", 99, "Skipped" },
 };
 
-char *cg_finding_ocsf(struct cg_ocsf *w, const struct cg_finding *f)
+int cg_finding_write_ocsf(struct cg_ocsf *w, struct cg_buf *b,
+                          const struct cg_finding *f)
 {
     const struct cg_rule_info *ri = cg_rule_info(f->rule);
+    const struct rule_shared *rs = shared(f->rule);
     const struct ocsf_status *os =
         &ocsf_status[(unsigned)f->status <= CG_STATUS_SKIPPED
                          ? f->status
@@ -391,95 +452,84 @@ char *cg_finding_ocsf(struct cg_ocsf *w, const struct cg_finding *f)
     int sev = os->severity_id ? os->severity_id : ri->fail_severity_id;
     const char *reason = f->reason ? f->reason : "";
     char uid[37];
+    struct cg_jsonw jw;
     cg_finding_uid(f->rule, f->subscription_id, uid);
+    cg_jsonw_init(&jw, b);
 
-    json_t *o = json_object();
-    json_object_set_new(o, "activity_id", json_integer(1));
-    json_object_set_new(o, "activity_name", json_string("Create"));
-    json_object_set_new(o, "category_uid", json_integer(2));
-    json_object_set_new(o, "category_name", json_string("Findings"));
-    json_object_set_new(o, "class_uid", json_integer(2003));
-    json_object_set_new(o, "class_name", json_string("Compliance Finding"));
-    json_object_set_new(o, "type_uid", json_integer(200301));
-    json_object_set_new(o, "type_name",
-                        json_string("Compliance Finding: Create"));
-    json_object_set_new(o, "severity_id", json_integer(sev));
-    json_object_set_new(o, "severity", json_string(cg_ocsf_severity_name(sev)));
-    json_object_set_new(o, "status_id", json_integer(os->status_id));
-    json_object_set_new(o, "status", json_string(os->status));
-    json_object_set_new(o, "time", json_integer(f->time_ms));
-    json_object_set_new(o, "message", json_string(reason));
-    json_object_set_new(o, "metadata", cg_ocsf_metadata(w));
+    cg_jsonw_raw(&jw, ocsf_head, sizeof(ocsf_head) - 1);
+    cg_jsonw_kint(&jw, "severity_id", sev);
+    cg_jsonw_kstr(&jw, "severity", cg_ocsf_severity_name(sev));
+    cg_jsonw_kint(&jw, "status_id", os->status_id);
+    cg_jsonw_kstr(&jw, "status", os->status);
+    cg_jsonw_kint(&jw, "time", f->time_ms);
+    cg_jsonw_kstr(&jw, "message", reason);
+    cg_ocsf_write_metadata(w, &jw);
 
-    json_t *fi = json_object();
-    json_object_set_new(fi, "uid", json_string(uid));
-    json_object_set_new(fi, "title", json_string(ri->title));
-    json_object_set_new(fi, "desc", json_string(ri->desc));
-    json_t *types = json_array();
-    json_array_append_new(
-        types, json_string(ri->finding_type ? ri->finding_type
-                                            : "Defender for Cloud security "
-                                              "contact"));
-    json_object_set_new(fi, "types", types);
-    json_object_set_new(o, "finding_info", fi);
+    cg_jsonw_kopen(&jw, "finding_info", '{');
+    cg_jsonw_kstr(&jw, "uid", uid);
+    cg_jsonw_raw(&jw, rs->info_text, strlen(rs->info_text));
+    cg_jsonw_close(&jw, '}');
 
-    const struct rule_shared *rs = shared(f->rule);
-    json_t *comp = json_object();
-    json_object_set(comp, "standards", rs->standards);
-    json_object_set(comp, "requirements", rs->requirements);
-    json_object_set_new(comp, "control", json_string(ri->id));
-    json_object_set_new(comp, "status_id", json_integer(os->compliance_id));
-    json_object_set_new(comp, "status", json_string(os->compliance));
-    json_object_set_new(comp, "status_code", json_string(f->reason_code));
-    cg_ocsf_set_status_detail(w, comp, reason);
-    json_object_set_new(o, "compliance", comp);
+    cg_jsonw_kopen(&jw, "compliance", '{');
+    cg_jsonw_key(&jw, "standards");
+    cg_jsonw_raw(&jw, rs->standards_text, strlen(rs->standards_text));
+    cg_jsonw_key(&jw, "requirements");
+    cg_jsonw_raw(&jw, rs->requirements_text, strlen(rs->requirements_text));
+    cg_jsonw_kstr(&jw, "control", ri->id);
+    cg_jsonw_kint(&jw, "status_id", os->compliance_id);
+    cg_jsonw_kstr(&jw, "status", os->compliance);
+    cg_jsonw_kstr(&jw, "status_code", f->reason_code);
+    cg_ocsf_write_status_detail(w, &jw, reason);
+    cg_jsonw_close(&jw, '}');
 
-    json_object_set_new(o, "cloud",
-                        cg_ocsf_cloud(w, f->subscription_id, f->tenant_id));
+    cg_ocsf_write_cloud(w, &jw, f->subscription_id, f->tenant_id);
 
-    json_t *res = json_object();
+    cg_ocsf_write_resource_begin(w, &jw);
+    cg_jsonw_key(&jw, "uid");
     const char *rtype = ri->resource_type ? ri->resource_type
                                           : "Microsoft.Security/"
                                             "securityContacts";
-    char *rid = cg_asprintf("/subscriptions/%s/providers/%s",
-                            f->subscription_id, rtype);
-    json_object_set_new(res, "uid", json_string(rid));
-    free(rid);
-    json_object_set_new(res, "type", json_string(rtype));
-    json_object_set_new(res, "data",
-                        f->evidence ? json_incref(f->evidence) : json_object());
-    cg_ocsf_set_resource(w, o, res);
+    char rid[256];
+    int rl = snprintf(rid, sizeof(rid), "/subscriptions/%s/providers/%s",
+                      f->subscription_id, rtype);
+    cg_jsonw_strn(&jw, rid,
+                  (size_t)rl < sizeof(rid) ? (size_t)rl : sizeof(rid) - 1);
+    cg_jsonw_kstr(&jw, "type", rtype);
+    cg_jsonw_key(&jw, "data");
+    if (f->evidence)
+        cg_jsonw_value(&jw, f->evidence);
+    else
+        cg_jsonw_raw(&jw, "{}", 2);
+    cg_ocsf_write_resource_end(w, &jw);
 
-    json_t *rem = json_object();
-    json_object_set_new(rem, "desc", json_string(ri->remediation));
-    json_t *rrefs = json_array();
-    json_array_append_new(
-        rrefs, json_string(ri->doc ? ri->doc
-                                   : "https://learn.microsoft.com/azure/"
-                                     "defender-for-cloud/"
-                                     "configure-email-notifications"));
-    json_object_set_new(rem, "references", rrefs);
-    json_object_set_new(o, "remediation", rem);
+    cg_jsonw_key(&jw, "remediation");
+    cg_jsonw_raw(&jw, rs->remediation_text, strlen(rs->remediation_text));
 
     /* What OCSF has no place for, and contactguard's own status word
      * (compliance.status is the schema's caption). */
-    json_t *um = json_object();
-    json_object_set_new(um, "schema", json_string(CG_FINDING_SCHEMA));
-    json_object_set_new(um, "rule", json_string(ri->id));
-    json_object_set_new(um, "status", json_string(cg_status_name(f->status)));
-    json_object_set_new(um, "reason_code", json_string(f->reason_code));
-    json_object_set_new(um, "api_version", json_string(f->api_version));
-    json_object_set(um, "references", rs->refs);
+    cg_jsonw_kopen(&jw, "unmapped", '{');
+    cg_jsonw_kstr(&jw, "schema", CG_FINDING_SCHEMA);
+    cg_jsonw_kstr(&jw, "rule", ri->id);
+    cg_jsonw_kstr(&jw, "status", cg_status_name(f->status));
+    cg_jsonw_kstr(&jw, "reason_code", f->reason_code);
+    cg_jsonw_kstr(&jw, "api_version", f->api_version);
+    cg_jsonw_key(&jw, "references");
+    cg_jsonw_raw(&jw, rs->refs_text, strlen(rs->refs_text));
     if (f->previous != CG_STATUS_NONE)
-        json_object_set_new(um, "previous_status",
-                            json_string(cg_status_name(f->previous)));
+        cg_jsonw_kstr(&jw, "previous_status", cg_status_name(f->previous));
     if (f->job_id[0])
-        json_object_set_new(um, "job_id", json_string(f->job_id));
-    json_object_set_new(o, "unmapped", um);
+        cg_jsonw_kstr(&jw, "job_id", f->job_id);
+    cg_jsonw_close(&jw, '}');
+    cg_jsonw_close(&jw, '}');
+    return cg_jsonw_error(&jw);
+}
 
-    char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(o);
-    return s;
+char *cg_finding_ocsf(struct cg_ocsf *w, const struct cg_finding *f)
+{
+    struct cg_buf b;
+    cg_buf_init(&b, CG_FINDING_TEXT_MAX);
+    cg_finding_write_ocsf(w, &b, f);
+    return cg_buf_take(&b);
 }
 
 json_t *cg_rule_requirements(enum cg_rule rule)

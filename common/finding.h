@@ -14,10 +14,17 @@
 #ifndef CG_FINDING_H
 #define CG_FINDING_H
 
+#include "mem.h"
+
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #define CG_FINDING_SCHEMA "contactguard.finding/1"
+
+/* The longest text of one finding; a runaway guard, as its evidence comes
+ * from a body the fetch stage already bounded. */
+#define CG_FINDING_TEXT_MAX ((size_t)1 << 30)
 
 struct cg_ocsf;
 
@@ -103,6 +110,18 @@ char *cg_finding_compact_lean(const struct cg_finding *f);
 /* OCSF Compliance Finding JSON (no newline) in w's version, with the next
  * metadata.uid of w; heap string. */
 char *cg_finding_ocsf(struct cg_ocsf *w, const struct cg_finding *f);
+
+/*
+ * The same, appended to b without a tree (common/jsonw.h): what the
+ * worker's stages call, each with a buffer it reuses, so a finding costs
+ * no allocation. The heap-string forms above are these into a fresh
+ * buffer. 0, or CG_ETOOBIG when b's max cut the text (b then holds a cut
+ * line the caller must not send).
+ */
+int cg_finding_write_compact(struct cg_buf *b, const struct cg_finding *f,
+                             bool with_refs);
+int cg_finding_write_ocsf(struct cg_ocsf *w, struct cg_buf *b,
+                          const struct cg_finding *f);
 
 /* The OCSF standards of every rule that reads the security contact, each
  * once (borrowed, shared, read-only): what a remediation concerns. */

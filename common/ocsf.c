@@ -150,6 +150,74 @@ void cg_ocsf_set_status_detail(const struct cg_ocsf *w, json_t *compliance,
         json_object_set_new(compliance, "status_detail", json_string(detail));
 }
 
+/* metadata.product as text, the same for every event of the process. */
+static const char product_text[] =
+    "{\"name\":\"contactguard\",\"vendor_name\":\"contactguard\","
+    "\"version\":\"" CG_VERSION "\"}";
+
+void cg_ocsf_write_metadata(struct cg_ocsf *w, struct cg_jsonw *jw)
+{
+    char uid[37];
+    cg_ocsf_event_uid(w, uid);
+    cg_jsonw_kopen(jw, "metadata", '{');
+    cg_jsonw_key(jw, "product");
+    cg_jsonw_raw(jw, product_text, sizeof(product_text) - 1);
+    cg_jsonw_kstr(jw, "version", w->v->name);
+    cg_jsonw_key(jw, "profiles");
+    cg_jsonw_raw(jw, "[\"cloud\"]", 9);
+    cg_jsonw_kstr(jw, "uid", uid);
+    cg_jsonw_close(jw, '}');
+}
+
+void cg_ocsf_write_cloud(const struct cg_ocsf *w, struct cg_jsonw *jw,
+                         const char *subscription_id, const char *tenant_id)
+{
+    cg_jsonw_kopen(jw, "cloud", '{');
+    cg_jsonw_kstr(jw, "provider", "Azure");
+    if (subscription_id[0]) {
+        cg_jsonw_kopen(jw, "account", '{');
+        cg_jsonw_kstr(jw, "uid", subscription_id);
+        cg_jsonw_kint(jw, "type_id", w->v->account_type_id);
+        cg_jsonw_kstr(jw, "type", w->v->account_type);
+        cg_jsonw_close(jw, '}');
+    }
+    if (tenant_id[0]) {
+        cg_jsonw_kopen(jw, "org", '{');
+        cg_jsonw_kstr(jw, "uid", tenant_id);
+        cg_jsonw_close(jw, '}');
+    }
+    cg_jsonw_close(jw, '}');
+}
+
+void cg_ocsf_write_resource_begin(const struct cg_ocsf *w, struct cg_jsonw *jw)
+{
+    if (w->v->resources_array) {
+        cg_jsonw_kopen(jw, "resources", '[');
+        cg_jsonw_open(jw, '{');
+    } else {
+        cg_jsonw_kopen(jw, "resource", '{');
+    }
+}
+
+void cg_ocsf_write_resource_end(const struct cg_ocsf *w, struct cg_jsonw *jw)
+{
+    cg_jsonw_close(jw, '}');
+    if (w->v->resources_array)
+        cg_jsonw_close(jw, ']');
+}
+
+void cg_ocsf_write_status_detail(const struct cg_ocsf *w, struct cg_jsonw *jw,
+                                 const char *detail)
+{
+    if (w->v->status_details) {
+        cg_jsonw_kopen(jw, "status_details", '[');
+        cg_jsonw_str(jw, detail);
+        cg_jsonw_close(jw, ']');
+    } else {
+        cg_jsonw_kstr(jw, "status_detail", detail);
+    }
+}
+
 void cg_ocsf_uid5(const char *kind, const char *subscription_id, char out[37])
 {
     char name[128];

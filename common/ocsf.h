@@ -26,6 +26,8 @@
 #ifndef CG_OCSF_H
 #define CG_OCSF_H
 
+#include "jsonw.h"
+
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -88,6 +90,21 @@ void cg_ocsf_set_resource(const struct cg_ocsf *w, json_t *event,
 /* Sets compliance.status_detail or status_details per version. */
 void cg_ocsf_set_status_detail(const struct cg_ocsf *w, json_t *compliance,
                                const char *detail);
+
+/*
+ * The same parts written straight into a streaming writer (common/jsonw.h),
+ * member by member, as the trees above serialise: what findings use, one
+ * per subscription and rule. Each writes its key too.
+ */
+void cg_ocsf_write_metadata(struct cg_ocsf *w, struct cg_jsonw *jw);
+void cg_ocsf_write_cloud(const struct cg_ocsf *w, struct cg_jsonw *jw,
+                         const char *subscription_id, const char *tenant_id);
+/* Opens "resource": or "resources":[ per version, then the resource's {;
+ * cg_ocsf_write_resource_end closes what it opened. */
+void cg_ocsf_write_resource_begin(const struct cg_ocsf *w, struct cg_jsonw *jw);
+void cg_ocsf_write_resource_end(const struct cg_ocsf *w, struct cg_jsonw *jw);
+void cg_ocsf_write_status_detail(const struct cg_ocsf *w, struct cg_jsonw *jw,
+                                 const char *detail);
 
 /* A deterministic UUIDv5-shaped uid of "contactguard:KIND:" and the
  * subscription id (lower-cased): finding_info.uid, stable per (subscription,

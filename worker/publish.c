@@ -28,6 +28,9 @@ struct cg_publish {
     size_t dlq_whole_max;  /* larger dead letters are sent cut */
     size_t dlq_keep;       /* what a cut dead letter keeps */
     struct cg_publish_stats stats;
+    /* Where a batch's findings are written, reused from batch to batch,
+     * before one exact-size copy goes to the batch. */
+    struct cg_buf scratch;
 };
 
 /* Room left in a dead letter for its key and headers. */
@@ -136,6 +139,7 @@ struct cg_publish *cg_publish_new(struct cg_loop *loop,
         NULL,
     };
     struct cg_publish *p = cg_calloc(1, sizeof(*p));
+    cg_buf_init(&p->scratch, CG_FINDING_TEXT_MAX);
     p->loop = loop;
     p->ocsf = strcasecmp(cg_conf_str(conf, "output.format"), "ocsf") == 0;
     /* The option is an enum of the supported versions, so find succeeds. */
@@ -199,6 +203,7 @@ void cg_publish_free(struct cg_publish *p, int timeout_ms)
         rd_kafka_poll(p->rk, 0);
     }
     cg_kafka_wake_stop(&p->wake);
+    cg_buf_free(&p->scratch);
     if (p->results)
         rd_kafka_topic_destroy(p->results);
     if (p->dlq)
@@ -210,23 +215,46 @@ void cg_publish_free(struct cg_publish *p, int timeout_ms)
 
 void cg_publish_batch_clear(struct cg_publish_batch *b)
 {
-    for (size_t i = 0; i < b->n; i++)
-        free(b->payload[i]);
+    cg_buf_free(&b->text);
     memset(b, 0, sizeof(*b));
+}
+
+static void payload_end(struct cg_publish_batch *b, const struct cg_buf *t,
+                        size_t i)
+{
+    b->len[i] = t->len - b->off[i];
 }
 
 void cg_publish_batch_fill(struct cg_publish *p, struct cg_publish_batch *b,
                            const struct cg_finding *f, size_t n)
 {
+    struct cg_buf *t = &p->scratch;
     cg_publish_batch_clear(b);
+    cg_buf_reset(t);
     if (n > CG_PUBLISH_BATCH_MAX)
         n = CG_PUBLISH_BATCH_MAX;
     b->n = n;
     for (size_t i = 0; i < n; i++) {
-        b->payload[i] = p->ocsf ? cg_finding_ocsf(&p->writer, &f[i])
-                                : cg_finding_compact(&f[i]);
+        /* The text cannot outgrow CG_FINDING_TEXT_MAX: evidence comes from
+         * a body azure.max_body bounded, far smaller. */
+        b->off[i] = t->len;
+        if (p->ocsf)
+            cg_finding_write_ocsf(&p->writer, t, &f[i]);
+        else
+            cg_finding_write_compact(t, &f[i], true);
+        payload_end(b, t, i);
         b->rule[i] = f[i].rule;
         b->status[i] = f[i].status;
+    }
+    /* The batch keeps its text while the job waits for delivery (and any
+     * retry): one allocation of its exact size, where growing it in place
+     * would hold the doubling's slack for every job in flight. */
+    cg_buf_init(&b->text, CG_FINDING_TEXT_MAX);
+    if (t->len) {
+        b->text.data = cg_malloc(t->len + 1);
+        memcpy(b->text.data, t->data, t->len + 1);
+        b->text.len = t->len;
+        b->text.cap = t->len + 1;
     }
     if (n) {
         cg_strlcpy(b->key, f[0].subscription_id, sizeof(b->key));
@@ -241,7 +269,13 @@ void cg_publish_batch_add_remediation(struct cg_publish *p,
     if (b->n >= CG_PUBLISH_BATCH_MAX)
         return;
     size_t i = b->n++;
-    b->payload[i] = cg_remediation_ocsf(&p->writer, r);
+    char *event = cg_remediation_ocsf(&p->writer, r);
+    if (!b->text.data)
+        cg_buf_init(&b->text, CG_FINDING_TEXT_MAX);
+    b->off[i] = b->text.len;
+    cg_buf_puts(&b->text, event);
+    payload_end(b, &b->text, i);
+    free(event);
     b->event[i] = true;
     b->rule[i] = CG_RULE_COUNT;
     b->status[i] = CG_STATUS_NONE;
@@ -284,7 +318,7 @@ static int produce_one(struct cg_publish *p, rd_kafka_topic_t *topic,
     ref->i = i;
     rd_kafka_resp_err_t err = rd_kafka_producev(
         p->rk, RD_KAFKA_V_RKT(topic),
-        RD_KAFKA_V_VALUE(b->payload[i], strlen(b->payload[i])),
+        RD_KAFKA_V_VALUE(b->text.data + b->off[i], b->len[i]),
         RD_KAFKA_V_KEY(b->key, strlen(b->key)),
         RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs),
         RD_KAFKA_V_OPAQUE(ref), RD_KAFKA_V_END);

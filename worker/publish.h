@@ -42,7 +42,10 @@ struct cg_publish_slot {
 /* Owned by the caller (usually embedded in its job) until the callback. */
 struct cg_publish_batch {
     size_t n;
-    char *payload[CG_PUBLISH_BATCH_MAX]; /* owned by the batch */
+    /* Every payload back to back, payload i at off[i] for len[i] bytes:
+     * one buffer per batch, sized once, rather than one per message. */
+    struct cg_buf text;
+    size_t off[CG_PUBLISH_BATCH_MAX], len[CG_PUBLISH_BATCH_MAX];
     enum cg_rule rule[CG_PUBLISH_BATCH_MAX];
     enum cg_status status[CG_PUBLISH_BATCH_MAX];
     bool delivered[CG_PUBLISH_BATCH_MAX];
