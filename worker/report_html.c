@@ -110,7 +110,8 @@ static void words(struct cg_buf *b, const json_t *v)
     switch (json_typeof(v)) {
     case JSON_OBJECT: {
         bool first = true;
-        json_object_foreach((json_t *)v, k, x) {
+        json_object_foreach((json_t *)v, k, x)
+        {
             cg_buf_puts(b, first ? "" : "; ");
             first = false;
             words_key(b, k);
@@ -122,7 +123,8 @@ static void words(struct cg_buf *b, const json_t *v)
     case JSON_ARRAY:
         if (json_array_size(v) == 0)
             cg_buf_puts(b, "none");
-        json_array_foreach(v, i, x) {
+        json_array_foreach(v, i, x)
+        {
             cg_buf_puts(b, i ? ", " : "");
             if (json_is_object(x)) {
                 cg_buf_puts(b, "(");
@@ -217,9 +219,8 @@ static void header(const struct cg_report_page *page, FILE *out)
             "Generated <time id=generated>%s</time> from the contactguard "
             "cache; data collected between <time id=oldest>%s</time> and "
             "<time id=newest>%s</time>.</p>\n",
-            page->ntenants, page->ntenants == 1 ? "" : "s",
-            page->subscriptions, page->subscriptions == 1 ? "" : "s", gen,
-            oldest, newest);
+            page->ntenants, page->ntenants == 1 ? "" : "s", page->subscriptions,
+            page->subscriptions == 1 ? "" : "s", gen, oldest, newest);
 }
 
 static void not_auditable(const struct cg_report_page *page, FILE *out)
@@ -272,7 +273,8 @@ static void rule_bar(const struct cg_report_page *page, int k, FILE *out)
         long long n = page->counts[k][s];
         long long x1 = x + n;
         /* Edges from cumulative counts, so the bars add up to the width. */
-        long long a = x * HTML_BAR_WIDTH / total, b = x1 * HTML_BAR_WIDTH / total;
+        long long a = x * HTML_BAR_WIDTH / total,
+                  b = x1 * HTML_BAR_WIDTH / total;
         x = x1;
         if (n == 0)
             continue;
@@ -291,8 +293,8 @@ static void rule_bar(const struct cg_report_page *page, int k, FILE *out)
     for (int s = 0; s < CG_STATUS_NONE; s++) {
         long long t = cg_report_tenths(page->counts[k][s], total);
         fprintf(out, "<td class=n data-status=%s>%lld (%lld.%lld%%)",
-                cg_status_name((enum cg_status)s), page->counts[k][s],
-                t / 10, t % 10);
+                cg_status_name((enum cg_status)s), page->counts[k][s], t / 10,
+                t % 10);
     }
     fprintf(out, "<td class=n data-total>%lld</tr>\n</table>\n", total);
     fputs("<p class=refs>Controls: ", out);

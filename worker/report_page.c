@@ -72,8 +72,8 @@ static struct cg_report_sub *sub_next(struct cg_report_page *page)
 
 /* Reads one cached subscription into the next slot; 0 when it has none. */
 static int read_sub(struct cg_cache_reader *r, struct cg_report_page *page,
-                    struct cg_report_tenant *rt, const char *id,
-                    char *errbuf, size_t errsz)
+                    struct cg_report_tenant *rt, const char *id, char *errbuf,
+                    size_t errsz)
 {
     struct cg_report_sub *s = sub_next(page);
     struct cg_finding f[CG_RULE_COUNT];
@@ -160,8 +160,7 @@ static int by_failing(const void *a, const void *b)
 }
 
 int cg_report_page_read(struct cg_cache_reader *r, const char *only,
-                        struct cg_report_page *page, char *errbuf,
-                        size_t errsz)
+                        struct cg_report_page *page, char *errbuf, size_t errsz)
 {
     struct cg_cache_list tenants = { 0 };
     int rc = 0;

@@ -50,8 +50,8 @@ struct cg_report_page {
     size_t nsubs, capsubs;
     long long counts[CG_RULE_COUNT][CG_STATUS_NONE]; /* sum of tenants */
     long long subscriptions;                         /* sum of scanned */
-    long long unscanned;         /* known subscriptions with no scan */
-    long long skipped;           /* subscriptions with a SKIPPED rule */
+    long long unscanned; /* known subscriptions with no scan */
+    long long skipped;   /* subscriptions with a SKIPPED rule */
     struct cg_report_reason reasons[CG_REPORT_REASONS_MAX + 1]; /* + other */
     size_t nreasons;
     long long oldest_ms, newest_ms; /* scan times; 0 when none */

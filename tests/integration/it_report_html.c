@@ -51,8 +51,8 @@
 
 /* What a hostile contact email could try: close the attribute, open a
  * script, load an image that runs script when it fails. */
-#define HOSTILE                                                               \
-    "\"><script>window.__cg_pwned=1</script><img src=x "                     \
+#define HOSTILE                                                                \
+    "\"><script>window.__cg_pwned=1</script><img src=x "                       \
     "onerror=\"window.__cg_pwned=2\">@evil.example"
 #define FORMULA "=HYPERLINK(\"http://evil.example\",\"x\")"
 
@@ -84,8 +84,7 @@ static void seed(struct cg_loop *loop, struct cg_cache *cache,
         enum cg_status st = (enum cg_status)(strchr("PFES", c) - "PFES");
         memset(&f[i], 0, sizeof(f[i]));
         if (st == CG_STATUS_SKIPPED)
-            cg_finding_set(&f[i], (enum cg_rule)i, st,
-                           "SUBSCRIPTION_DISABLED",
+            cg_finding_set(&f[i], (enum cg_rule)i, st, "SUBSCRIPTION_DISABLED",
                            "The subscription is Disabled.");
         else if (i == 0 && reason)
             cg_finding_set(&f[i], (enum cg_rule)i, st, "EMAIL_INVALID", "%s",
@@ -94,9 +93,8 @@ static void seed(struct cg_loop *loop, struct cg_cache *cache,
             cg_finding_set(&f[i], (enum cg_rule)i, st, "SEEDED", "seeded %c",
                            c);
         if (i == 0 && reason)
-            f[i].evidence =
-                json_pack("{s:[{s:s,s:b}]}", "contacts", "emails", reason,
-                          "enabled", 1);
+            f[i].evidence = json_pack("{s:[{s:s,s:b}]}", "contacts", "emails",
+                                      reason, "enabled", 1);
         cg_strlcpy(f[i].subscription_id, sub, sizeof(f[i].subscription_id));
         cg_strlcpy(f[i].tenant_id, tenant, sizeof(f[i].tenant_id));
         if (last)
@@ -262,8 +260,8 @@ static void test_browser(const char *html)
                                   "SUBSCRIPTION_DISABLED"));
     CHECK(json_dump_file(e, expect_path, 0) == 0, "write %s", expect_path);
     json_decref(e);
-    const char *argv[] = { CG_PYTHON, CG_BROWSER_CHECK, html, expect_path,
-                           CG_SCREENSHOT, NULL };
+    const char *argv[] = { CG_PYTHON,   CG_BROWSER_CHECK, html,
+                           expect_path, CG_SCREENSHOT,    NULL };
     int st = run("browser", argv, BROWSER_MS, &out);
     printf("%s", out);
     CHECK(st == 0, "browser_check exit %d:\n%s", st, out);
@@ -305,8 +303,7 @@ int main(void)
     seed(loop, cache, TC, S6, "c3", now - 1000, "PPPP", NULL, true);
     /* Listed by the producer, never scanned (e.g. Disabled). */
     const char *const unscanned[] = { S7 };
-    CHECK(cg_cache_reader_add_known(r, TA, unscanned, 1, err, sizeof(err)) ==
-              0,
+    CHECK(cg_cache_reader_add_known(r, TA, unscanned, 1, err, sizeof(err)) == 0,
           "add known: %s", err);
 
     snprintf(html, sizeof(html), "%s/report.html", dir);
