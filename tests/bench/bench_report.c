@@ -115,28 +115,31 @@ int main(int argc, char **argv)
             struct cg_finding f[CG_RULE_COUNT];
             snprintf(tenant, sizeof(tenant),
                      "%08llx-0000-4000-8000-000000000000", i % ntenants);
-            snprintf(sub, sizeof(sub), "%08llx-1111-4111-8111-111111111111",
-                     i);
+            snprintf(sub, sizeof(sub), "%08llx-1111-4111-8111-111111111111", i);
             snprintf(job, sizeof(job), "j%lld", i);
             for (int k = 0; k < CG_RULE_COUNT; k++) {
-                enum cg_status st = i % 50 == 7    ? CG_STATUS_SKIPPED
-                                    : i % 5 == k   ? CG_STATUS_FAIL
-                                    : i % 97 == 3  ? CG_STATUS_ERROR
-                                                   : CG_STATUS_PASS;
+                enum cg_status st = i % 50 == 7   ? CG_STATUS_SKIPPED
+                                    : i % 5 == k  ? CG_STATUS_FAIL
+                                    : i % 97 == 3 ? CG_STATUS_ERROR
+                                                  : CG_STATUS_PASS;
                 memset(&f[k], 0, sizeof(f[k]));
                 cg_finding_set(&f[k], (enum cg_rule)k, st, "BENCH",
                                "Contact %lld, rule %d: %s.", i, k,
                                cg_status_name(st));
-                f[k].evidence = json_pack("{s:[{s:s,s:b}]}", "contacts",
-                                          "emails", "soc@contoso.example",
-                                          "enabled", 1);
+                f[k].evidence =
+                    json_pack("{s:[{s:s,s:b}]}", "contacts", "emails",
+                              "soc@contoso.example", "enabled", 1);
                 want[k][st]++;
             }
-            const struct cg_cache_entry e = {
-                .tenant_id = tenant, .subscription_id = sub, .job_id = job,
-                .api_version = "2023-12-01-preview", .contacts_hash = "",
-                .scan_ms = t0, .findings = f, .nfindings = CG_RULE_COUNT
-            };
+            const struct cg_cache_entry e = { .tenant_id = tenant,
+                                              .subscription_id = sub,
+                                              .job_id = job,
+                                              .api_version =
+                                                  "2023-12-01-preview",
+                                              .contacts_hash = "",
+                                              .scan_ms = t0,
+                                              .findings = f,
+                                              .nfindings = CG_RULE_COUNT };
             cg_cache_store(cache, &e, on_done, &seeding);
             for (int k = 0; k < CG_RULE_COUNT; k++)
                 cg_finding_clear(&f[k]);
@@ -152,8 +155,9 @@ int main(int argc, char **argv)
     snprintf(html, sizeof(html), "%s/report.html", dir);
     char set[48];
     snprintf(set, sizeof(set), "redis.port=%s", port);
-    const char *rargv[] = { CG_BIN_CONTACTGUARD_REPORT, "--set", set,
-                            "--html", html, NULL };
+    const char *rargv[] = {
+        CG_BIN_CONTACTGUARD_REPORT, "--set", set, "--html", html, NULL
+    };
     long long t1 = cg_now_ms();
     int st = run("report", rargv, &out);
     double report_s = (double)(cg_now_ms() - t1) / 1000.0;
