@@ -35,6 +35,9 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
          "--remote-debugging-port=0", "--remote-allow-origins=*",
          "--window-size=1280,1600"]
 START_S = 60  # a loaded machine starts Chromium slowly; a deadline, not a wait
+# How long a page may take to load and answer: a deadline for a stuck or
+# crashed renderer, never a figure the check judges.
+PAGE_S = float(os.environ.get("CG_BROWSER_TIMEOUT_S", "300"))
 
 # Runs in the page; returns what the checks compare.
 PROBE = r"""
@@ -82,7 +85,7 @@ PROBE = r"""
 
 class Cdp:
     def __init__(self, url):
-        self.ws = websocket.create_connection(url, timeout=START_S,
+        self.ws = websocket.create_connection(url, timeout=PAGE_S,
                                               suppress_origin=True)
         self.next_id = 0
         self.events = []
@@ -104,10 +107,15 @@ class Cdp:
         for i, e in enumerate(self.events):
             if e.get("method") == method:
                 return self.events.pop(i)
+        deadline = time.monotonic() + PAGE_S
         while True:
+            if time.monotonic() > deadline:
+                raise RuntimeError("no %s within %.0f s" % (method, PAGE_S))
             msg = json.loads(self.ws.recv())
             if msg.get("method") == method:
                 return msg
+            if msg.get("method") == "Inspector.targetCrashed":
+                raise RuntimeError("the page's renderer crashed")
             self.events.append(msg)
 
 
