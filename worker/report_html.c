@@ -11,6 +11,11 @@
  * boundary, so 100,000 subscriptions still make a page a browser opens. */
 #define HTML_EVIDENCE_MAX 1200
 #define HTML_BAR_WIDTH    600
+/* Up to this many subscriptions every one is listed; past it only those
+ * with something to act on (a rule not PASS, or a status that changed):
+ * 100,000 rows of PASS make a page no browser opens in reasonable time,
+ * and the CSV still has every row. */
+#define HTML_LIST_ALL_MAX 10000
 
 /*
  * Filter boxes and sortable headers. Rows are hidden or moved, never
@@ -387,10 +392,37 @@ static void finding(const struct cg_report_sub *s, int k, FILE *out)
     fputs("</div>", out);
 }
 
+static bool to_act_on(const struct cg_report_sub *s)
+{
+    for (int k = 0; k < CG_RULE_COUNT; k++) {
+        enum cg_status st = s->rec.status[k], pv = s->rec.previous[k];
+        if ((st != CG_STATUS_PASS && st != CG_STATUS_NONE) ||
+            (pv != CG_STATUS_NONE && pv != st))
+            return true;
+    }
+    return false;
+}
+
 static void subscriptions(const struct cg_report_page *page, FILE *out)
 {
-    fputs("<section>\n<h2>Subscriptions</h2>\n"
-          "<p><input type=search id=sub-filter data-filter=subs "
+    bool all = page->nsubs <= HTML_LIST_ALL_MAX;
+    size_t listed = 0;
+    for (size_t i = 0; i < page->nsubs; i++)
+        listed += all || to_act_on(&page->subs[i]);
+    fputs("<section>\n<h2>Subscriptions</h2>\n", out);
+    if (all)
+        fprintf(out,
+                "<p>All <span id=n-listed>%zu</span> cached "
+                "subscriptions.</p>\n",
+                listed);
+    else
+        fprintf(out,
+                "<p><span id=n-listed>%zu</span> of %zu cached "
+                "subscriptions have a rule that is not PASS or a status "
+                "that changed; the other %zu pass every rule and are "
+                "counted above (the CSV lists them all).</p>\n",
+                listed, page->nsubs, page->nsubs - listed);
+    fputs("<p><input type=search id=sub-filter data-filter=subs "
           "placeholder=\"Filter subscriptions\" "
           "aria-label=\"Filter subscriptions\"></p>\n"
           "<table id=subs class=sortable>\n<thead><tr><th>tenant"
@@ -403,12 +435,16 @@ static void subscriptions(const struct cg_report_page *page, FILE *out)
     fputs("<th>what to act on</tr></thead>\n<tbody>\n", out);
     for (size_t t = 0; t < page->ntenants; t++) {
         const struct cg_report_tenant *rt = &page->tenants[t];
+        bool anchored = false;
         for (size_t i = rt->first; i < rt->first + rt->nsubs; i++) {
             const struct cg_report_sub *s = &page->subs[i];
             char when[40];
+            if (!all && !to_act_on(s))
+                continue;
             iso(s->rec.scan_ms, when);
             fputs("<tr", out);
-            if (i == rt->first) {
+            if (!anchored) {
+                anchored = true;
                 fputs(" id=\"t-", out);
                 esc(out, rt->id);
                 fputs("\"", out);

@@ -4,7 +4,8 @@
 usage: browser_check.py PAGE.html EXPECT.json [SCREENSHOT.png]
 
 EXPECT: {"rules": {RULE: {STATUS: n}}, "subscriptions": n, and optionally
-"tenants" (ranked ids), "skipped", "unscanned", "texts" (must read as text)}.
+"listed" (rows when not every subscription is listed), "tenants" (ranked
+ids), "skipped", "unscanned", "texts" (must read as text)}.
 
 Drives Chromium over the DevTools protocol (python3-websocket) and fails,
 with one line per problem, when: a rule's counts differ from EXPECT, the
@@ -59,6 +60,7 @@ PROBE = r"""
   };
   out.tenants = ids();
   out.subs = document.querySelectorAll('#subs tbody tr').length;
+  out.listed = parseInt(document.getElementById('n-listed').textContent, 10);
   var f = document.getElementById('tenant-filter');
   f.value = out.tenants.length ? out.tenants[out.tenants.length - 1] : 'x';
   f.dispatchEvent(new Event('input'));
@@ -206,9 +208,10 @@ def main():
         if "tenants" in expect and got["tenants"] != expect["tenants"]:
             problems.append("tenant ranking %s, want %s" %
                             (got["tenants"], expect["tenants"]))
-        if got["subs"] != expect["subscriptions"]:
-            problems.append("%d subscription rows, want %d" %
-                            (got["subs"], expect["subscriptions"]))
+        want_rows = expect.get("listed", expect["subscriptions"])
+        if got["subs"] != want_rows or got["listed"] != want_rows:
+            problems.append("%d subscription rows (page says %d), want %d" %
+                            (got["subs"], got["listed"], want_rows))
         if got["tenants"] and (got["filtered"] != got["tenants"][-1:] or
                                got["unfiltered"] != len(got["tenants"])):
             problems.append("filter: %s then %d rows" %
