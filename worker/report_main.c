@@ -437,11 +437,9 @@ int main(int argc, char **argv)
     /* A page written to stdout is the output; the summary would spoil it. */
     bool paged =
         (html && strcmp(html, "-") == 0) || (csv && strcmp(csv, "-") == 0);
-    if (paged)
-        ;
-    else if (json)
+    if (!paged && json)
         print_json(&rep, top, stdout);
-    else
+    else if (!paged)
         print_text(&rep, top, stdout);
     status = fflush(stdout) == 0 ? 0 : 2;
 out:

@@ -313,6 +313,8 @@ int main(void)
     test_csv(csv);
     test_html_text(html);
     test_tenant_page();
+    st = report("--html", "/nonexistent-cg-dir/report.html", "--top", "5");
+    CHECK(st == 2, "unwritable --html exits 2, got %d", st);
     test_browser(html);
 out:
     cg_cache_reader_free(r);
