@@ -13,7 +13,7 @@
 #ifndef CG_REPORT_PAGE_H
 #define CG_REPORT_PAGE_H
 
-#include "cache.h"
+#include "cache_reader.h"
 #include "finding.h"
 
 #include <stdbool.h>

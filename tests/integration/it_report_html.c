@@ -6,6 +6,7 @@
  * reads as text and runs nowhere. Chromium missing fails the test.
  */
 #include "cache.h"
+#include "cache_reader.h"
 #include "check.h"
 #include "clock.h"
 #include "conf.h"
