@@ -18,6 +18,7 @@ PKGS=(
     openssl time linux-perf
     yamllint python3-yaml prometheus
     podman runc mmdebstrap
+    chromium python3-websocket
     "$@"
 )
 

@@ -15,6 +15,9 @@
 #include "finding.h"
 #include "log.h"
 #include "mem.h"
+#include "report_csv.h"
+#include "report_html.h"
+#include "report_page.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -53,6 +56,7 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: contactguard-report [--tenant ID] [--top N] [--json]\n"
+            "                           [--html FILE] [--csv FILE]\n"
             "                           [--config FILE] [--set key=value]...\n"
             "\n"
             "Prints, from the Redis cache the workers fill: per rule the "
@@ -65,6 +69,11 @@ static void usage(FILE *out)
             "(default %d)\n"
             "  --json        one JSON document (schema "
             "contactguard.report/1)\n"
+            "  --html FILE   also write one self-contained HTML page with "
+            "every\n"
+            "                subscription's findings (- for stdout)\n"
+            "  --csv FILE    also write one CSV row per subscription and "
+            "rule\n"
             "  --config FILE JSON configuration; --set key=value overrides "
             "a key,\n"
             "                e.g. --set redis.port=6380\n"
@@ -315,13 +324,51 @@ static int parse_top(const char *s, size_t *out)
     return 0;
 }
 
+/* Writes to path, or stdout for "-"; says why on stderr. */
+static int write_one(const char *path, const struct cg_report_page *page,
+                     int (*fn)(const struct cg_report_page *, FILE *))
+{
+    bool std = strcmp(path, "-") == 0;
+    FILE *f = std ? stdout : fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "contactguard-report: cannot write %s: %s\n", path,
+                strerror(errno));
+        return CG_EIO;
+    }
+    int rc = fn(page, f);
+    if (!std && fclose(f) != 0)
+        rc = CG_EIO;
+    if (rc)
+        fprintf(stderr, "contactguard-report: cannot write %s\n", path);
+    return rc;
+}
+
+/* --html and --csv: every subscription's findings, read once for both. */
+static int write_pages(struct cg_cache_reader *r, const char *tenant,
+                       const char *html, const char *csv)
+{
+    struct cg_report_page page;
+    char err[512];
+    int rc = cg_report_page_read(r, tenant, &page, err, sizeof(err));
+    if (rc) {
+        fprintf(stderr, "contactguard-report: %s\n", err);
+        return rc;
+    }
+    if (html)
+        rc = write_one(html, &page, cg_report_html_write);
+    if (rc == 0 && csv)
+        rc = write_one(csv, &page, cg_report_csv_write);
+    cg_report_page_free(&page);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     /* Redis closing the connection mid-write is an error, not a death. */
     signal(SIGPIPE, SIG_IGN);
     char err[512];
     bool dump = false, json = false;
-    const char *tenant = NULL;
+    const char *tenant = NULL, *html = NULL, *csv = NULL;
     size_t top = REPORT_TOP_DEFAULT;
     struct cg_conf *conf = cg_conf_new();
     struct cg_cache_reader *r = NULL;
@@ -337,6 +384,10 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--json") == 0) {
             json = true;
+        } else if (strcmp(argv[i], "--html") == 0 && i + 1 < argc) {
+            html = argv[++i];
+        } else if (strcmp(argv[i], "--csv") == 0 && i + 1 < argc) {
+            csv = argv[++i];
         } else if (strcmp(argv[i], "--tenant") == 0 && i + 1 < argc) {
             tenant = argv[++i];
         } else if (strcmp(argv[i], "--top") == 0 && i + 1 < argc) {
@@ -381,9 +432,14 @@ int main(int argc, char **argv)
     qsort(rep.tenants, rep.ntenants, sizeof(*rep.tenants), by_failing);
     if (rep.nchanges)
         qsort(rep.changes, rep.nchanges, sizeof(*rep.changes), by_change);
-    if (json)
+    if ((html || csv) && write_pages(r, tenant, html, csv))
+        goto out;
+    /* A page written to stdout is the output; the summary would spoil it. */
+    bool paged =
+        (html && strcmp(html, "-") == 0) || (csv && strcmp(csv, "-") == 0);
+    if (!paged && json)
         print_json(&rep, top, stdout);
-    else
+    else if (!paged)
         print_text(&rep, top, stdout);
     status = fflush(stdout) == 0 ? 0 : 2;
 out:

@@ -16,6 +16,8 @@
 #   CG_DEMO_FAULTS="--p429 0.02 --p503 0.01"       fake Azure fault shares
 #   CG_DEMO_REMEDIATION=off|dry-run|apply           remediation mode
 #   CG_DEMO_KEEP=1                                  leave the stack running
+#   CG_DEMO_REPORT_DIR=BUILD/demo                   where report.html and
+#                                                   report.csv are left
 set -euo pipefail
 
 build=${1:-build}
@@ -28,6 +30,7 @@ latency=${CG_DEMO_LATENCY_MS:-0}
 faults=${CG_DEMO_FAULTS:-}
 remediation=${CG_DEMO_REMEDIATION:-off}
 keep=${CG_DEMO_KEEP:-0}
+report_dir=${CG_DEMO_REPORT_DIR:-$bin/demo}
 
 tmp=$(mktemp -d /tmp/contactguard-demo.XXXXXX)
 pids=()        # servers, in start order
@@ -178,7 +181,11 @@ say "$(awk -v a="$started" -v b="$finished" -v n="$jobs" \
 
 # ---- report and ground truth -----------------------------------------------------
 say "Report (contactguard-report)"
-"$bin/worker/contactguard-report" "${common[@]}"
+# The page and the spreadsheet outlive the stack: they are the demo's result.
+mkdir -p "$report_dir"
+"$bin/worker/contactguard-report" "${common[@]}" \
+    --html "$report_dir/report.html" --csv "$report_dir/report.csv"
+say "HTML report: $report_dir/report.html (CSV: $report_dir/report.csv)"
 
 say "Ground truth: the cache against the fake's hand-written expectations"
 # Auditable subscriptions only: Disabled and Deleted ones are not scanned.
