@@ -918,11 +918,6 @@ void cg_conf_kafka_get(const struct cg_conf *conf, size_t i, const char **key,
     *value = conf->kafka[i].value;
 }
 
-const struct cg_credentials *cg_conf_credentials(const struct cg_conf *conf)
-{
-    return &conf->cred;
-}
-
 size_t cg_conf_tenant_count(const struct cg_conf *conf)
 {
     return conf->ntenants;

@@ -115,8 +115,7 @@ size_t cg_conf_kafka_count(const struct cg_conf *conf);
 void cg_conf_kafka_get(const struct cg_conf *conf, size_t i, const char **key,
                        const char **value);
 
-/* Global credentials and the tenants. */
-const struct cg_credentials *cg_conf_credentials(const struct cg_conf *conf);
+/* The tenants. */
 size_t cg_conf_tenant_count(const struct cg_conf *conf);
 const struct cg_tenant *cg_conf_tenant(const struct cg_conf *conf, size_t i);
 /* Tenant by id (case-insensitive), or NULL. */

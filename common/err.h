@@ -3,9 +3,14 @@
  *
  * Every fallible function in contactguard returns 0 or a negative CG_E*
  * code and writes one sentence (no newline) into a caller's errbuf. The
- * table below also decides whether an error is retryable: the worker turns
- * that bit into a job's fate in exactly one place ("back off, do not commit"
- * versus "publish an ERROR finding, then commit").
+ * table below also decides whether an error is retryable, and a retryable
+ * error is retried where it happens, never turned into a finding: the ARM
+ * client (arm.h) backs off and tries again until the job's deadline, then
+ * reports CG_EDEADLINE, which is final; the worker's publish stage
+ * (pipeline.c publish_failed) backs off and sends again, the job staying
+ * uncommitted. A final error of the Azure read becomes the job's verdict
+ * (an ERROR or SKIPPED finding, then commit) in one place, fetch.h
+ * cg_fetch_classify; tests/unit/test_outcome.c tables every code's outcome.
  */
 #ifndef CG_ERR_H
 #define CG_ERR_H

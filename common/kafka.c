@@ -79,24 +79,6 @@ void cg_kafka_topic_warm(rd_kafka_t *rk, rd_kafka_topic_t *rkt, int timeout_ms)
         rd_kafka_metadata_destroy(md);
 }
 
-void cg_kafka_header(const rd_kafka_message_t *msg, const char *name, char *out,
-                     size_t outsz)
-{
-    rd_kafka_headers_t *hdrs = NULL;
-    const void *val = NULL;
-    size_t size = 0;
-    out[0] = '\0';
-    if (rd_kafka_message_headers(msg, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR)
-        return;
-    if (rd_kafka_header_get_last(hdrs, name, &val, &size) !=
-            RD_KAFKA_RESP_ERR_NO_ERROR ||
-        !val)
-        return;
-    size_t n = size < outsz - 1 ? size : outsz - 1;
-    memcpy(out, val, n);
-    out[n] = '\0';
-}
-
 struct close_commit {
     bool answered;
     rd_kafka_topic_partition_list_t *offsets;

@@ -38,11 +38,6 @@ rd_kafka_conf_t *cg_kafka_conf(const struct cg_conf *conf,
  */
 void cg_kafka_topic_warm(rd_kafka_t *rk, rd_kafka_topic_t *rkt, int timeout_ms);
 
-/* The value of the last header `name` of a message as a NUL-terminated
- * copy into out, or "" when absent. */
-void cg_kafka_header(const rd_kafka_message_t *msg, const char *name, char *out,
-                     size_t outsz);
-
 /*
  * Commits offsets and waits at most timeout_ms for the group's answer (a
  * synchronous rd_kafka_commit waits for a coordinator that may be gone,

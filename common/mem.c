@@ -189,3 +189,16 @@ int cg_buf_read_file(struct cg_buf *b, const char *path, char *errbuf,
         fclose(f);
     return rc;
 }
+
+void cg_uuid_text(const unsigned char b[16], char out[37])
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            out[o++] = '-';
+        out[o++] = hex[b[i] >> 4];
+        out[o++] = hex[b[i] & 15];
+    }
+    out[o] = '\0';
+}

@@ -24,6 +24,10 @@ char *cg_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * length of src, so truncation is `ret >= dstsz`. */
 size_t cg_strlcpy(char *dst, const char *src, size_t dstsz);
 
+/* The 16 bytes b in the 8-4-4-4-12 lower-case hex form of a UUID (37 bytes
+ * with the NUL); the version and variant bits are the caller's. */
+void cg_uuid_text(const unsigned char b[16], char out[37]);
+
 struct cg_buf {
     char *data; /* always NUL-terminated when non-NULL */
     size_t len;

@@ -1,5 +1,7 @@
 #include "ocsf.h"
 
+#include "mem.h"
+
 #include <ctype.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
@@ -50,15 +52,7 @@ void cg_ocsf_event_uid(struct cg_ocsf *w, char out[37])
     memcpy(b, w->prefix, sizeof(w->prefix));
     for (int i = 15; i >= 10; i--, n >>= 8)
         b[i] = (unsigned char)(n & 0xff);
-    static const char hex[] = "0123456789abcdef";
-    size_t o = 0;
-    for (int i = 0; i < 16; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10)
-            out[o++] = '-';
-        out[o++] = hex[b[i] >> 4];
-        out[o++] = hex[b[i] & 15];
-    }
-    out[o] = '\0';
+    cg_uuid_text(b, out);
 }
 
 static const char *const severity_names[] = {
@@ -230,15 +224,7 @@ void cg_ocsf_uid5(const char *kind, const char *subscription_id, char out[37])
     EVP_Digest(name, n, md, &mdlen, EVP_sha1(), NULL);
     md[6] = (unsigned char)((md[6] & 0x0f) | 0x50); /* version 5 */
     md[8] = (unsigned char)((md[8] & 0x3f) | 0x80); /* RFC 4122 variant */
-    static const char hex[] = "0123456789abcdef";
-    size_t o = 0;
-    for (int i = 0; i < 16; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10)
-            out[o++] = '-';
-        out[o++] = hex[md[i] >> 4];
-        out[o++] = hex[md[i] & 15];
-    }
-    out[o] = '\0';
+    cg_uuid_text(md, out);
 }
 
 static const char *const compliance_names[] = { "Unknown", "Pass", "Warning",

@@ -388,11 +388,6 @@ void cg_consume_stop(struct cg_consume *c)
     backpressure(c);
 }
 
-size_t cg_consume_open(const struct cg_consume *c)
-{
-    return cg_offsets_open(c->offsets);
-}
-
 void cg_consume_stats(struct cg_consume *c, struct cg_consume_stats *out)
 {
     *out = c->stats;

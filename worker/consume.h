@@ -54,9 +54,6 @@ void cg_consume_finished(struct cg_consume *c, int32_t partition,
 /* Stops taking new messages (shutdown); polling goes on. */
 void cg_consume_stop(struct cg_consume *c);
 
-/* Jobs taken and not finished. */
-size_t cg_consume_open(const struct cg_consume *c);
-
 /*
  * Shutdown, bounded by timeout_ms whatever the broker does: commits the
  * watermarks not committed yet (asynchronously, waiting for the answer)

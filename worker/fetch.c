@@ -89,9 +89,10 @@ static bool version_rejected(const struct cg_arm_result *r)
             strcasecmp(r->code, "InvalidResourceType") == 0);
 }
 
-static void classify(const struct cg_arm_result *r, const char *subscription,
-                     struct cg_fetch_result *res)
+void cg_fetch_classify(const struct cg_arm_result *r, const char *subscription,
+                       struct cg_fetch_result *res)
 {
+    res->err = r->err;
     const char *why = r->why && *r->why ? r->why : cg_err_desc(r->err);
     /* ARM answers an unregistered provider with 409, sometimes 400. The
      * fix is one call, POST .../providers/Microsoft.Security/register:
@@ -222,8 +223,7 @@ static void fetch_done(const struct cg_arm_result *r, void *arg)
                     "Azure's answer could not be read: %s", err);
         }
     } else {
-        res->err = r->err;
-        classify(r, c->subscription, res);
+        cg_fetch_classify(r, c->subscription, res);
     }
     read_done(c);
 }
@@ -259,7 +259,7 @@ static void roles_done(const struct cg_arm_result *r, void *arg)
                 "subscription, which Reader and Security Reader grant): %s",
                 why);
     } else {
-        classify(r, c->subscription, &v);
+        cg_fetch_classify(r, c->subscription, &v);
     }
     cg_info("fetch.roles_unreadable",
             "subscription=%s status=%s code=%s reason=\"%s\"", c->subscription,

@@ -29,6 +29,7 @@
 #include <stdint.h>
 
 struct cg_arm;
+struct cg_arm_result;
 struct cg_conf;
 struct cg_fetch;
 struct cg_fetch_call;
@@ -73,6 +74,20 @@ struct cg_fetch_call *cg_fetch_start(struct cg_fetch *f,
                                      void *arg);
 /* No callback after this. NULL-ok. */
 void cg_fetch_cancel(struct cg_fetch *f, struct cg_fetch_call *call);
+
+/*
+ * The one place where a failed read becomes a job's verdict. The ARM client
+ * has already retried every retryable error (common/err.h) until the job's
+ * deadline and reports what is left as final: a code ARM never retries
+ * (403, 404, 409, 400, no credentials, ...) or CG_EDEADLINE with the cause
+ * that kept failing. Sets res->err, status (ERROR or SKIPPED), reason_code
+ * and reason from r (r->err != 0), subscription naming the one read; a code
+ * it has no case for, a retryable one included, is AZURE_UNAVAILABLE.
+ * Pure: no I/O, no state. tests/unit/test_outcome.c holds the table of every
+ * code's outcome.
+ */
+void cg_fetch_classify(const struct cg_arm_result *r, const char *subscription,
+                       struct cg_fetch_result *res);
 
 /* Calls in flight. */
 size_t cg_fetch_in_flight(const struct cg_fetch *f);

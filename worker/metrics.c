@@ -64,21 +64,6 @@ void cg_histogram_observe(struct cg_histogram *h, double s)
     h->inf++;
 }
 
-double cg_histogram_quantile(const struct cg_histogram *h, double q)
-{
-    if (h->count == 0)
-        return 0;
-    uint64_t want = (uint64_t)(q * (double)h->count + 0.5), seen = 0;
-    if (want == 0)
-        want = 1;
-    for (int i = 0; i < CG_METRICS_BUCKETS; i++) {
-        seen += h->counts[i];
-        if (seen >= want)
-            return h->bounds[i];
-    }
-    return h->bounds[CG_METRICS_BUCKETS - 1];
-}
-
 static void head(struct cg_buf *b, const char *name, const char *help,
                  const char *type)
 {

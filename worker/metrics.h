@@ -34,9 +34,6 @@ struct cg_histogram {
 /* Bounds from 1 ms to 60 s. */
 void cg_histogram_init(struct cg_histogram *h);
 void cg_histogram_observe(struct cg_histogram *h, double seconds);
-/* The value under which fraction q (0..1) of observations fall, from the
- * bucket bounds (an upper estimate). */
-double cg_histogram_quantile(const struct cg_histogram *h, double q);
 
 /* Exposition helpers: HELP/TYPE lines once, then the sample. labels is
  * "" or `key="value",...` without braces. */

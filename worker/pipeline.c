@@ -207,19 +207,28 @@ static void dead_letter_lost(struct job_ctx *j, const char *why)
     job_finish(j, OUT_DEAD_LETTER_LOST);
 }
 
+/* The one retry decision of the publish stage: findings are retried
+ * whatever the error, for a job is finished only once they are delivered;
+ * a poison message's copy to the dead-letter topic is retried while the
+ * error is retryable (common/err.h) and otherwise ends as a counted loss. */
+static void publish_failed(struct job_ctx *j, int err, const char *why)
+{
+    if (j->msg && !cg_err_retryable(err)) {
+        dead_letter_lost(j, why);
+        return;
+    }
+    if (j->pl->stopping && cg_pipeline_done(j->pl))
+        return; /* shutting down: stays uncommitted, redelivered */
+    publish_later(j, why);
+}
+
 static void on_published(struct cg_publish_batch *b, void *arg)
 {
     struct job_ctx *j = arg;
     struct cg_pipeline *pl = j->pl;
     j->sending = false;
-    if (b->err && j->msg && !cg_err_retryable(b->err)) {
-        dead_letter_lost(j, b->why);
-        return;
-    }
     if (b->err) {
-        if (pl->stopping && cg_pipeline_done(pl))
-            return; /* shutting down: stays uncommitted, redelivered */
-        publish_later(j, b->why);
+        publish_failed(j, b->err, b->why);
         return;
     }
     if (j->msg) {
@@ -239,13 +248,9 @@ static void stage_publish(struct job_ctx *j)
                                     &j->batch, on_published, j);
     else
         rc = cg_publish_send(pl->publish, &j->batch, on_published, j);
-    if (rc && j->msg && !cg_err_retryable(rc)) {
-        dead_letter_lost(j, j->batch.why);
-        return;
-    }
     if (rc) {
-        publish_later(j,
-                      j->batch.why[0] ? j->batch.why : "producer queue full");
+        publish_failed(j, rc,
+                       j->batch.why[0] ? j->batch.why : "producer queue full");
         return;
     }
     j->sending = true;

@@ -9,11 +9,15 @@
  * the metrics endpoint. A job is finished — and its offset may be committed
  * — only when every finding it produced has a successful delivery report;
  * a job whose findings were already delivered (a redelivery) is recognised
- * in the cache and skipped. Nothing is ever dropped: a failure either
- * becomes an ERROR finding (final) or leaves the job unfinished to be
- * retried (retryable), as common/err.h's table says. Remediation (stage 4,
- * remediate.h) runs only for a tenant that asks for it; its event travels
- * in the job's batch, so it is delivered, or not, with the findings.
+ * in the cache and skipped. Nothing is ever dropped: a failure to read
+ * Azure is retried by the ARM client until the job's deadline and then
+ * becomes an ERROR (or SKIPPED) finding through cg_fetch_classify; a
+ * failure to publish leaves the job unfinished and uncommitted, to be sent
+ * again after a backoff (common/err.h). The one loss is a poison message
+ * the dead-letter topic refuses for good (counted, logged). Remediation
+ * (stage 4, remediate.h) runs only for a tenant that asks for it; its event
+ * travels in the job's batch, so it is delivered, or not, with the
+ * findings.
  */
 #ifndef CG_PIPELINE_H
 #define CG_PIPELINE_H

@@ -183,12 +183,6 @@ fail:
     return NULL;
 }
 
-int cg_publish_flush(struct cg_publish *p, int timeout_ms)
-{
-    rd_kafka_flush(p->rk, timeout_ms);
-    return rd_kafka_outq_len(p->rk);
-}
-
 void cg_publish_free(struct cg_publish *p, int timeout_ms)
 {
     if (!p)

@@ -118,10 +118,6 @@ int cg_publish_dead_letter(struct cg_publish *p, const rd_kafka_message_t *m,
                            const char *reason, struct cg_publish_batch *b,
                            cg_publish_fn fn, void *arg);
 
-/* Waits for outstanding deliveries for at most timeout_ms. Returns the
- * number still outstanding. */
-int cg_publish_flush(struct cg_publish *p, int timeout_ms);
-
 struct cg_publish_stats {
     uint64_t produced, delivered, failed, enqueue_failed;
     uint64_t dead_letters_truncated;

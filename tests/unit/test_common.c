@@ -49,6 +49,14 @@ int main(void)
     CHECK(strchr(eb, '\n') == NULL && strlen(eb) == 15,
           "err_set: one line, truncated");
 
+    unsigned char ub[16];
+    for (int i = 0; i < 16; i++)
+        ub[i] = (unsigned char)(i * 17);
+    char ut[37];
+    cg_uuid_text(ub, ut);
+    CHECK(!strcmp(ut, "00112233-4455-6677-8899-aabbccddeeff"), "uuid text %s",
+          ut);
+
     struct cg_buf b;
     cg_buf_init(&b, 10);
     CHECK(cg_buf_puts(&b, "12345") == 0 && b.len == 5, "buf append");

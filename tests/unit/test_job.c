@@ -58,6 +58,13 @@ int main(void)
 {
     struct cg_job job, back;
     char err[256];
+    char u[37], u2[37];
+    cg_uuid4(u);
+    cg_uuid4(u2);
+    CHECK(strlen(u) == 36 && u[8] == '-' && u[13] == '-' && u[18] == '-' &&
+              u[23] == '-' && u[14] == '4' && strchr("89ab", u[19]) &&
+              strcmp(u, u2) != 0,
+          "uuid4 %s %s", u, u2);
     cg_job_init(&job, T, S, CG_JOB_NEW_SUBSCRIPTION);
     job.state = CG_SUB_PAST_DUE;
     job.remediation = CG_REMEDIATION_DRY_RUN;
