@@ -164,7 +164,7 @@ run -v "$smoke:/smoke:ro" "$image" sh -c '
     dpkg-query -W -f "\${Package}\n" | sed -n "s/^\(.*-dev\)\$/dev=\1/p"
     for b in contactguard-worker contactguard-producer contactguard-eval \
              contactguard-report contactguard-remediate contactguard-config \
-             stunnel4 jq; do
+             jq; do
         command -v "$b" >/dev/null 2>&1 || echo "missing=$b"
     done
     contactguard-worker --set topics.jobs=cg.smoke.jobs --dump-config |
