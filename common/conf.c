@@ -1088,6 +1088,22 @@ int cg_remediation_mode_parse(const char *s, enum cg_remediation_mode *out)
     return 0;
 }
 
+bool cg_conf_version_arg(int argc, char *const *argv, const char *program,
+                         FILE *out)
+{
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0)
+            return false;
+        if (strcmp(argv[i], "--config") == 0 || strcmp(argv[i], "--set") == 0)
+            i++;
+        else if (strcmp(argv[i], "--version") == 0) {
+            fprintf(out, "%s %s\n", program, CG_VERSION);
+            return true;
+        }
+    }
+    return false;
+}
+
 int cg_conf_from_args(struct cg_conf *conf, int *argc, char **argv, bool *dump,
                       char *errbuf, size_t errsz)
 {

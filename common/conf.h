@@ -154,6 +154,15 @@ const char *cg_remediation_mode_name(enum cg_remediation_mode m);
 int cg_remediation_mode_parse(const char *s, enum cg_remediation_mode *out);
 
 /*
+ * --version, shared by every executable: when argv asks for it (before any
+ * "--"; not the value of --config or --set), writes "PROGRAM VERSION" (the
+ * project version) to out and returns true. Checked before the
+ * configuration loads, so it answers whatever the environment holds.
+ */
+bool cg_conf_version_arg(int argc, char *const *argv, const char *program,
+                         FILE *out);
+
+/*
  * Standard command-line handling shared by every executable: consumes
  * --config FILE, --set k=v and --dump-config from argv (shifting the rest
  * down; *argc updated), then loads env and finishes. *dump is set when

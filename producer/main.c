@@ -55,7 +55,7 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: contactguard-producer MODE [options] [--config FILE] "
-            "[--set key=value]... [--dump-config]\n\n"
+            "[--set key=value]... [--dump-config] [--version]\n\n"
             "Modes:\n"
             "  sweep        one job per auditable subscription of every "
             "tenant\n"
@@ -225,6 +225,10 @@ int main(int argc, char **argv)
     memset(&src, 0, sizeof(src));
     memset(&sig, 0, sizeof(sig));
 
+    if (cg_conf_version_arg(argc, argv, "contactguard-producer", stdout)) {
+        status = 0;
+        goto out;
+    }
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);

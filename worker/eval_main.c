@@ -63,6 +63,7 @@ static void usage(FILE *out)
             "overrides a key,\n"
             "                    e.g. --set rules.alert_severity.level=Medium\n"
             "  --dump-config     print the effective configuration and exit\n"
+            "  --version         print the version and exit\n"
             "\n"
             "Exit status: 0 no rule FAILs or is ERROR, 1 any FAIL or ERROR, "
             "2 usage\nerror or unreadable input.\n"
@@ -117,6 +118,10 @@ int main(int argc, char **argv)
     cg_owners_init(&owners);
 
     cg_log_setup(CG_LOG_WARN, CG_LOG_TEXT, "eval");
+    if (cg_conf_version_arg(argc, argv, "contactguard-eval", stdout)) {
+        status = 0;
+        goto out;
+    }
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);

@@ -39,7 +39,7 @@ static void on_signal(struct cg_signals *s, int signo, void *arg)
 static void usage(FILE *out)
 {
     fprintf(out, "usage: contactguard-worker [--config FILE] "
-                 "[--set key=value]... [--dump-config]\n\n"
+                 "[--set key=value]... [--dump-config] [--version]\n\n"
                  "Consumes scan jobs, reads Azure, evaluates the security "
                  "contact rules,\ncaches and publishes findings.\n\n"
                  "Configuration keys:\n");
@@ -56,6 +56,10 @@ int main(int argc, char **argv)
     struct stop_state st;
     memset(&st, 0, sizeof(st));
 
+    if (cg_conf_version_arg(argc, argv, "contactguard-worker", stdout)) {
+        status = 0;
+        goto out;
+    }
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);

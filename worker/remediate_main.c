@@ -86,7 +86,8 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: contactguard-remediate [--config FILE] [--set key=value]"
-            "... [--json] [--publish] COMMAND\n\n"
+            "... [--json] [--publish] COMMAND\n"
+            "       contactguard-remediate --version\n\n"
             "  plan  --tenant T --subscription S    show what apply would "
             "do\n"
             "  apply --tenant T --subscription S    remediate now (the "
@@ -365,6 +366,10 @@ int main(int argc, char **argv)
     r.status = 2;
 
     /* --json may come before the command too. */
+    if (cg_conf_version_arg(argc, argv, "contactguard-remediate", stdout)) {
+        r.status = 0;
+        goto out;
+    }
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);

@@ -58,6 +58,7 @@ static void usage(FILE *out)
             "usage: contactguard-report [--tenant ID] [--top N] [--json]\n"
             "                           [--html FILE] [--csv FILE]\n"
             "                           [--config FILE] [--set key=value]...\n"
+            "       contactguard-report --version\n"
             "\n"
             "Prints, from the Redis cache the workers fill: per rule the "
             "PASS, FAIL,\nERROR and SKIPPED counts and percentages, the "
@@ -377,6 +378,10 @@ int main(int argc, char **argv)
     enum cg_log_level level;
     enum cg_log_format format;
 
+    if (cg_conf_version_arg(argc, argv, "contactguard-report", stdout)) {
+        status = 0;
+        goto out;
+    }
     if (cg_conf_from_args(conf, &argc, argv, &dump, err, sizeof(err))) {
         fprintf(stderr, "contactguard-report: %s\n", err);
         goto out;

@@ -164,9 +164,12 @@ run -v "$smoke:/smoke:ro" "$image" sh -c '
     dpkg-query -W -f "\${Package}\n" | sed -n "s/^\(.*-dev\)\$/dev=\1/p"
     for b in contactguard-worker contactguard-producer contactguard-eval \
              contactguard-report contactguard-remediate contactguard-config \
-             stunnel4 jq; do
+             jq; do
         command -v "$b" >/dev/null 2>&1 || echo "missing=$b"
     done
+    v=$(contactguard-worker --version)
+    echo "version_rc=$?"
+    echo "version=$v"
     contactguard-worker --set topics.jobs=cg.smoke.jobs --dump-config |
         jq -r "\"topic=\" + .[\"topics.jobs\"]"
     contactguard-config /smoke/contactguard.json /smoke/secrets \
@@ -185,6 +188,12 @@ user=$("${P[@]}" image inspect --format '{{.Config.User}}' "$image")
 [ -z "$(fact compiler)" ] || fail "compilers in the runtime image: $(fact compiler)"
 [ -z "$(fact dev)" ] || fail "development packages in the runtime image: $(fact dev)"
 [ -z "$(fact missing)" ] || fail "missing from the image: $(fact missing)"
+# The image's worker is the build's version.
+want_version=$("$build_dir/worker/contactguard-worker" --version) ||
+    fail "the host build's contactguard-worker --version failed"
+[ "$(fact version_rc)" = 0 ] && [ "$(fact version)" = "$want_version" ] ||
+    fail "contactguard-worker --version: '$(fact version)' (exit" \
+        "$(fact version_rc)), want '$want_version'"
 # The worker links every runtime library; --dump-config builds and prints
 # the effective configuration without connecting anywhere.
 [ "$(fact topic)" = cg.smoke.jobs ] ||

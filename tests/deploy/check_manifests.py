@@ -485,11 +485,25 @@ def main():
     kport = int(wconf["kafka.bootstrap.servers"].split(",")[0].rsplit(":", 1)[1])
     check(kport in eports, f"egress does not allow Kafka port {kport}")
     check(443 in eports, "egress does not allow HTTPS (Entra ID, ARM)")
-    with open(os.path.join(k8s, "base", "stunnel.conf")) as f:
-        rport = int(re.search(r"^connect\s*=\s*\S+:(\d+)", f.read(), re.M)[1])
+    # Redis: Azure Cache for Redis over the processes' own TLS, no proxy.
+    rport = int(wconf["redis.port"])
     check(rport in eports, f"egress does not allow Redis port {rport}")
-    check(int(wconf["redis.port"]) == 6379 and wconf["redis.host"] == "127.0.0.1",
-          "the worker does not reach Redis through the redis-tls sidecar")
+    for name, conf in (("worker", wconf), ("sweep", sconf)):
+        check(conf["redis.tls"] in (True, "true"),
+              f"the {name} reaches Redis without redis.tls")
+        check(conf["redis.host"] not in ("127.0.0.1", "localhost", "::1"),
+              f"the {name} reaches Redis through a local proxy "
+              f"({conf['redis.host']})")
+    check((sconf["redis.host"], sconf["redis.port"]) ==
+          (wconf["redis.host"], wconf["redis.port"]),
+          "the sweep reads another Redis than the workers write")
+    for doc in find(base, "Deployment") + find(base, "CronJob"):
+        spec = pod_spec(doc)
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            argv = c.get("command") or c.get("args") or []
+            check(argv and argv[0].startswith("contactguard"),
+                  f"{doc['metadata']['name']}/{c['name']}: runs {argv[:1]}, "
+                  "not a contactguard program")
     mpol = find(base, "NetworkPolicy", "contactguard-worker-metrics")[0]
     check(selects(mpol["spec"]["podSelector"]["matchLabels"], wlabels) and
           mport in allowed_ports(mpol),

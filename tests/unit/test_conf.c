@@ -324,6 +324,40 @@ int main(void)
     CHECK(argc == 2 && !strcmp(argv[1], "input.json"),
           "positional arguments kept");
     cg_conf_free(conf);
+
+    /* cg_conf_version_arg: --version anywhere before "--", not as the value
+     * of --config or --set. */
+    static const struct {
+        const char *name;
+        char *argv[5];
+        bool want;
+    } ver[] = {
+        { "alone", { "prog", "--version" }, true },
+        { "after options",
+          { "prog", "--set", "log.level=warn", "--version" },
+          true },
+        { "none", { "prog", "sweep", "--json" }, false },
+        { "after --", { "prog", "--", "--version" }, false },
+        { "--config value", { "prog", "--config", "--version" }, false },
+        { "--set value", { "prog", "--set", "--version" }, false },
+    };
+    for (size_t i = 0; i < sizeof(ver) / sizeof(ver[0]); i++) {
+        int vargc = 0;
+        while (vargc < 5 && ver[i].argv[vargc])
+            vargc++;
+        char *printed = NULL;
+        size_t len = 0;
+        FILE *out = open_memstream(&printed, &len);
+        bool got =
+            cg_conf_version_arg(vargc, ver[i].argv, "contactguard-x", out);
+        fclose(out);
+        CHECK(got == ver[i].want, "version %s: want %d", ver[i].name,
+              ver[i].want);
+        CHECK(strcmp(printed,
+                     ver[i].want ? "contactguard-x " CG_VERSION "\n" : "") == 0,
+              "version %s: printed '%s'", ver[i].name, printed);
+        free(printed);
+    }
     check_secret_rule();
     return check_done("conf");
 }
