@@ -87,7 +87,7 @@ static const struct cg_rule_info rules[CG_RULE_COUNT] = {
                                "with the following "
                                "roles' (notificationsByRole state On with role "
                                "Owner).",
-                               3, REFS(owner_refs) },
+                               3, REFS(owner_refs), NULL, NULL, NULL },
     [CG_RULE_ADDITIONAL_EMAILS] = { "additional-emails",
                                     "Additional email addresses hold a "
                                     "security contact",
@@ -101,7 +101,7 @@ static const struct cg_rule_info rules[CG_RULE_COUNT] = {
                                     "address under "
                                     "'Additional email addresses' (emails, "
                                     "';'-separated).",
-                                    3, REFS(email_refs) },
+                                    3, REFS(email_refs), NULL, NULL, NULL },
     [CG_RULE_ALERT_SEVERITY] = { "alert-severity",
                                  "Email notifications are sent for alerts of "
                                  "high severity",
@@ -114,7 +114,7 @@ static const struct cg_rule_info rules[CG_RULE_COUNT] = {
                                  "with the following "
                                  "severity (or higher)' and choose High or "
                                  "lower.",
-                                 3, REFS(severity_refs) },
+                                 3, REFS(severity_refs), NULL, NULL, NULL },
     [CG_RULE_ATTACK_PATHS] = { "attack-paths",
                                "Email notifications are sent for attack paths",
                                "Attack path notifications are on with a "
@@ -126,7 +126,7 @@ static const struct cg_rule_info rules[CG_RULE_COUNT] = {
                                "paths with the "
                                "following risk level (or higher)' and choose "
                                "High or lower.",
-                               2, REFS(attack_refs) },
+                               2, REFS(attack_refs), NULL, NULL, NULL },
     [CG_RULE_OWNER_REACHABLE] = { "owner-reachable",
                                   "A user holds the Owner role that owner "
                                   "alerts are mailed to",
